@@ -1,0 +1,120 @@
+"""The composition root: settings → database → services → gRPC server, and its lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from dataclasses import dataclass, field
+
+import grpc
+import structlog
+
+from meter.catalog.service import CatalogService
+from meter.config import Settings
+from meter.ledger.batcher import Batcher
+from meter.ledger.model import Command, Outcome
+from meter.ledger.service import LedgerService
+from meter.ledger.sweeper import Sweeper
+from meter.rpc import server as rpc_server
+from meter.rpc.catalog import CatalogServicer
+from meter.rpc.meter import MeterServicer
+from meter.rpc.paging import Paging
+from meter.storage import db
+from meter.storage.catalog_repo import CatalogRepo
+from meter.storage.ledger_repo import LedgerRepo, Result
+from meter.storage.queries import LedgerQueries
+from meter.storage.sweeps import SweepQueries
+
+log = structlog.get_logger("meter")
+
+
+def database_url(settings: Settings) -> str:
+    """The configured database, or the embedded one started in the data directory."""
+    if settings.database_url:
+        return db.normalize_url(settings.database_url)
+    return db.start_embedded(settings.data_dir)
+
+
+@dataclass
+class App:
+    """A running Meter: its server, its background tasks, and how to stop them."""
+
+    settings: Settings
+    url: str
+    server: grpc.aio.Server = field(init=False)
+    port: int = field(init=False)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def start(self) -> None:
+        s = self.settings
+        await asyncio.to_thread(db.migrate, self.url)
+        self.engine = db.async_engine(self.url, pool_size=s.pool_size)
+        repo = LedgerRepo(self.engine)
+        self.queries = LedgerQueries(self.engine)
+        self.catalog = CatalogService(CatalogRepo(self.engine))
+        await self.catalog.start()
+
+        async def apply(cmds: list[Command]) -> list[Result]:
+            return await repo.apply(cmds, self.catalog.actual_cost, prepare=self.catalog.ensure_versions)
+
+        self.batcher: Batcher[Command, Outcome | Exception] = Batcher(
+            apply, workers=s.batch_workers, max_batch=s.max_batch  # type: ignore[arg-type]
+        )
+        self.batcher.start()
+        self.ledger = LedgerService(self.batcher, self.catalog)  # type: ignore[arg-type]
+
+        async def sweep(cmds: list[Command]) -> list[Result]:
+            return await repo.apply(
+                cmds, self.catalog.actual_cost, skip_locked=True, prepare=self.catalog.ensure_versions
+            )
+
+        self.sweeper = Sweeper(SweepQueries(self.engine).due, sweep, s.sweep_interval_s)  # type: ignore[arg-type]
+        paging = Paging()
+        self.server, self.health = rpc_server.build(
+            MeterServicer(self.ledger, self.queries, paging),
+            CatalogServicer(self.catalog, self.queries),
+        )
+        self.port = self.server.add_insecure_port(s.listen)
+        if self.port == 0:
+            raise RuntimeError(f"cannot listen on {s.listen}")
+        await self.server.start()
+        await rpc_server.set_serving(self.health, True)
+        self._tasks = [
+            asyncio.create_task(self.sweeper.run(), name="sweeper"),
+            asyncio.create_task(self._refresh_catalog(), name="catalog-refresh"),
+        ]
+        log.info("server.started", listen=s.listen, port=self.port, catalog=self.catalog.current.version)
+
+    async def _refresh_catalog(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.catalog_refresh_s)
+            with contextlib.suppress(Exception):
+                await self.catalog.refresh()
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Drain: NOT_SERVING first, refuse new calls, finish in-flight ones, then close."""
+        await rpc_server.set_serving(self.health, False)
+        await self.server.stop(self.settings.grace_s if grace is None else grace)
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.batcher.stop()
+        await self.engine.dispose()
+        log.info("server.stopped")
+
+
+async def serve(settings: Settings) -> None:
+    """Run until SIGTERM or SIGINT, then drain and stop."""
+    url = await asyncio.to_thread(database_url, settings)
+    if not settings.database_url:
+        log.info("database.embedded", data_dir=str(settings.data_dir))
+    app = App(settings, url)
+    await app.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("server.draining", grace_s=settings.grace_s)
+    await app.stop()

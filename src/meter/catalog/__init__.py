@@ -1,0 +1,1 @@
+"""The catalog: versioned operation costs, quotes, campaign estimates and credit packages."""

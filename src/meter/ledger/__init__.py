@@ -1,0 +1,1 @@
+"""The ledger: workspaces' lots, holds and journal, and the rules that change them."""

@@ -1,0 +1,114 @@
+"""Group concurrent ledger commands into batches, one database transaction each.
+
+Callers (unary RPCs, streams, the sweeper) submit commands and await their results. A few
+worker tasks each take everything queued (up to a batch limit) and apply it in one
+transaction, so under load the cost of a commit (its WAL flush) is shared by hundreds of
+commands, and when idle a command goes alone with no added wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, TypeVar
+
+from meter import errors
+
+C = TypeVar("C")
+R = TypeVar("R")
+
+Apply = Callable[[Sequence[C]], Awaitable[list[R]]]
+
+
+class Batcher(Generic[C, R]):
+    """Applies queued commands in batches with a bounded number of concurrent transactions."""
+
+    def __init__(
+        self, apply: Apply[C, R], *, workers: int = 4, max_batch: int = 1000,
+        max_queue: int = 50_000, retries: int = 3,
+    ) -> None:
+        self._apply = apply
+        self._workers = workers
+        self.max_batch = max_batch
+        self.max_queue = max_queue
+        self._retries = retries
+        self._queue: deque[tuple[C, asyncio.Future[R]]] = deque()
+        self._ready = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.batches = 0
+        self.commands = 0
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._work()) for _ in range(self._workers)]
+
+    async def stop(self) -> None:
+        """Finish what is queued, then stop the workers."""
+        while self._queue:
+            await asyncio.sleep(0.01)
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    def submit_nowait(self, cmd: C) -> asyncio.Future[R]:
+        """Queue a command; its future resolves to its result.
+
+        Raises:
+            MeterError: RESOURCE_EXHAUSTED when the queue is full.
+        """
+        if len(self._queue) >= self.max_queue:
+            raise errors.exhausted("OVERLOADED", "too many commands in flight; retry shortly")
+        fut: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._queue.append((cmd, fut))
+        self._ready.set()
+        return fut
+
+    async def submit(self, cmd: C) -> R:
+        return await self.submit_nowait(cmd)
+
+    async def _work(self) -> None:
+        while True:
+            await self._ready.wait()
+            if not self._queue:
+                self._ready.clear()
+                continue
+            n = min(len(self._queue), self.max_batch)
+            batch = [self._queue.popleft() for _ in range(n)]
+            if not self._queue:
+                self._ready.clear()
+            await self._run(batch)
+
+    async def _run(self, batch: list[tuple[C, asyncio.Future[R]]]) -> None:
+        cmds = [c for c, _ in batch]
+        for attempt in range(self._retries + 1):
+            try:
+                results = await self._apply(cmds)
+            except errors.MeterError as e:
+                if e.kind is errors.Kind.ABORTED and attempt < self._retries:
+                    await asyncio.sleep(0.005 * (attempt + 1))
+                    continue
+                _fail(batch, e)
+                return
+            except Exception as e:  # noqa: BLE001 - isolate the command that breaks the batch
+                if len(batch) > 1:
+                    for one in batch:
+                        await self._run([one])
+                    return
+                _fail(batch, e)
+                return
+            self.batches += 1
+            self.commands += len(batch)
+            for (_, fut), result in zip(batch, results, strict=True):
+                if not fut.done():
+                    fut.set_result(result)
+            return
+
+
+def _fail(batch: list[tuple[C, asyncio.Future[R]]], exc: BaseException) -> None:
+    for _, fut in batch:
+        if not fut.done():
+            fut.set_exception(exc)

@@ -1,0 +1,599 @@
+"""A workspace's book: the rules that turn commands into holds, lot draws and journal entries.
+
+A Book holds one workspace's loaded state for the length of one database transaction. Each
+method checks everything it needs before it changes anything, so a refused command leaves the
+book exactly as it found it and its neighbours in the same batch are unaffected. Storage
+loads a Book, the methods run in memory, and storage writes back what changed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
+
+from meter import errors
+from meter.catalog.model import Usage
+from meter.ledger.model import (
+    EXPIRING_SOON_DAYS,
+    Account,
+    AdjustCmd,
+    AlertEvent,
+    AlertKind,
+    BalanceView,
+    ChargeCmd,
+    CommitCmd,
+    CommitOutcome,
+    Entry,
+    EntryKind,
+    EntryOutcome,
+    ExtendCmd,
+    GrantCmd,
+    Hold,
+    HoldKind,
+    HoldState,
+    HoldView,
+    LastTransaction,
+    Level,
+    Lot,
+    RefundCmd,
+    ReleaseCmd,
+    ReleaseOutcome,
+    ReserveCmd,
+    SweepOutcome,
+)
+
+# Prices an operation's actual usage with a given catalog version: (operation, version, usage).
+Pricer = Callable[[str, int, Usage], int]
+
+
+def level_of(available: int, low: int, critical: int) -> Level:
+    if available < critical:
+        return Level.CRITICAL
+    if available < low:
+        return Level.LOW
+    return Level.OK
+
+
+class Book:
+    """One workspace's state inside one transaction, and the rules that change it."""
+
+    def __init__(
+        self,
+        account: Account,
+        lots: list[Lot],
+        holds: Mapping[str, Hold],
+        request_entries: Mapping[str, Entry],
+        now: datetime,
+    ) -> None:
+        self.account = account
+        self.lots = {lot.lot_id: lot for lot in lots}
+        self.holds = dict(holds)
+        self.request_entries = dict(request_entries)
+        self.now = now
+        # What changed, for storage to write back.
+        self.account_dirty = False
+        self.new_lots: list[Lot] = []
+        self.new_lot_ids: set[int] = set()
+        self.dirty_lots: set[int] = set()
+        self.new_holds: list[Hold] = []
+        self.new_hold_ids: set[int] = set()
+        self.dirty_holds: dict[int, Hold] = {}
+        self.entries: list[Entry] = []
+        self.alerts: list[AlertEvent] = []
+
+    # Views.
+
+    def balance(self) -> BalanceView:
+        a = self.account
+        soon = self.now + timedelta(days=EXPIRING_SOON_DAYS)
+        credits, earliest = 0, None
+        for lot in self.lots.values():
+            if lot.remaining > 0 and lot.expires_at is not None and lot.expires_at <= soon:
+                credits += lot.remaining
+                if earliest is None or lot.expires_at < earliest:
+                    earliest = lot.expires_at
+        last = None
+        if a.last_entry_at is not None and a.last_entry_kind is not None:
+            last = LastTransaction(
+                a.last_entry_at, a.last_entry_kind, a.last_entry_amount, a.last_entry_operation
+            )
+        return BalanceView(
+            workspace_id=a.workspace_id,
+            available=a.available,
+            held=a.held,
+            lifetime_used=a.lifetime_used,
+            lifetime_granted=a.lifetime_granted,
+            level=level_of(a.available, a.low_threshold, a.critical_threshold),
+            low_threshold=a.low_threshold,
+            critical_threshold=a.critical_threshold,
+            last_transaction=last,
+            expiring_soon_credits=credits,
+            expiring_soon_earliest=earliest,
+        )
+
+    def view(self, hold: Hold) -> HoldView:
+        return HoldView(
+            hold_id=hold.hold_id,
+            workspace_id=self.account.workspace_id,
+            request_id=hold.request_id,
+            amount=hold.amount,
+            state=hold.state,
+            expires_at=hold.expires_at,
+            operation=hold.operation,
+            catalog_version=hold.catalog_version,
+            actor_id=hold.actor_id,
+            labels=hold.labels,
+            created_at=hold.created_at,
+            charged=hold.charged,
+            finished_at=hold.finished_at,
+        )
+
+    # Commands.
+
+    def reserve(self, cmd: ReserveCmd) -> HoldView:
+        """Hold cmd.amount, drawn from lots in burn order.
+
+        Raises:
+            MeterError: REQUEST_ID_REUSED, INSUFFICIENT_CREDITS.
+        """
+        existing = self._claimed(cmd.request_id, cmd.fingerprint, HoldKind.RESERVE)
+        if existing is not None:
+            return self.view(existing)
+        self._require_available(cmd.amount, cmd.operation, cmd.request_id)
+        hold = self._new_hold(
+            cmd.request_id, HoldKind.RESERVE, cmd.amount, cmd.operation, cmd.catalog_version,
+            cmd.actor_id, cmd.labels, cmd.fingerprint, self.now + timedelta(seconds=cmd.ttl_s),
+        )
+        hold.draws = self._draw(cmd.amount)
+        self.account.held += cmd.amount
+        self._touch()
+        return self.view(hold)
+
+    def commit(self, cmd: CommitCmd, price: Pricer) -> CommitOutcome:
+        """Charge the actual cost of a hold; a commit after the hold expired is still honoured.
+
+        Raises:
+            MeterError: HOLD_NOT_FOUND, HOLD_RELEASED, REQUEST_ID_REUSED, OPERATION_NOT_FOUND.
+        """
+        hold = self._hold(cmd.request_id)
+        if hold.kind is HoldKind.CHARGE:
+            raise errors.request_id_reused(cmd.request_id)
+        if hold.state is HoldState.COMMITTED:
+            if hold.commit_fingerprint != cmd.fingerprint:
+                raise errors.request_id_reused(cmd.request_id)
+            return self._commit_outcome(hold)
+        if hold.state is HoldState.RELEASED:
+            raise errors.precondition(
+                "HOLD_RELEASED", f"hold {cmd.request_id!r} was released; it cannot be committed",
+                request_id=cmd.request_id,
+            )
+        if cmd.amount is not None:
+            actual = cmd.amount
+        elif cmd.usage is not None:
+            actual = price(hold.operation, hold.catalog_version, cmd.usage)
+        else:
+            actual = hold.amount
+        if hold.state is HoldState.HELD and hold.expires_at <= self.now:
+            self._expire_hold(hold)
+        late = hold.state is HoldState.EXPIRED
+        if late:
+            # The hold's credits went back at expiry: charge what available covers.
+            draws = self._draw(min(actual, self.account.available))
+        elif actual <= hold.amount:
+            self.account.held -= hold.amount
+            draws = self._keep(hold.draws, actual)
+        else:
+            # The excess comes from available, which does not include this hold's credits.
+            draws = hold.draws + self._draw(min(actual - hold.amount, self.account.available))
+            self.account.held -= hold.amount
+        charged = sum(c for _, c in draws)
+        hold.draws = draws
+        hold.state = HoldState.COMMITTED
+        hold.charged = charged
+        hold.shortfall = actual - charged
+        hold.late = late
+        hold.commit_fingerprint = cmd.fingerprint
+        hold.finished_at = self.now
+        if cmd.labels:
+            hold.labels = {**hold.labels, **cmd.labels}
+        self._dirty(hold)
+        self._charge_entry(hold)
+        return self._commit_outcome(hold)
+
+    def release(self, cmd: ReleaseCmd) -> ReleaseOutcome:
+        """Return a held hold's credits in full. Releasing a released or expired hold is a no-op.
+
+        Raises:
+            MeterError: HOLD_NOT_FOUND, HOLD_COMMITTED.
+        """
+        hold = self._hold(cmd.request_id)
+        if hold.state is HoldState.COMMITTED:
+            raise errors.precondition(
+                "HOLD_COMMITTED", f"hold {cmd.request_id!r} was committed; it cannot be released",
+                request_id=cmd.request_id,
+            )
+        if hold.state is HoldState.RELEASED:
+            return ReleaseOutcome(self.view(hold), hold.amount)
+        if hold.state is HoldState.EXPIRED:
+            return ReleaseOutcome(self.view(hold), 0)
+        self._give_back(hold.draws, hold.operation, hold.request_id)
+        self.account.held -= hold.amount
+        hold.state = HoldState.RELEASED
+        hold.finished_at = self.now
+        self._dirty(hold)
+        self._touch()
+        return ReleaseOutcome(self.view(hold), hold.amount)
+
+    def extend(self, cmd: ExtendCmd) -> HoldView:
+        """Move a held hold's expiry to now + ttl.
+
+        Raises:
+            MeterError: HOLD_NOT_FOUND, HOLD_COMMITTED, HOLD_RELEASED, HOLD_EXPIRED.
+        """
+        hold = self._hold(cmd.request_id)
+        if hold.state is HoldState.HELD and hold.expires_at <= self.now:
+            self._expire_hold(hold)
+        if hold.state is not HoldState.HELD:
+            reason = {
+                HoldState.COMMITTED: "HOLD_COMMITTED",
+                HoldState.RELEASED: "HOLD_RELEASED",
+                HoldState.EXPIRED: "HOLD_EXPIRED",
+            }[hold.state]
+            raise errors.precondition(
+                reason,
+                f"hold {cmd.request_id!r} is {hold.state.name.lower()}; it cannot be extended",
+                request_id=cmd.request_id,
+            )
+        hold.expires_at = self.now + timedelta(seconds=cmd.ttl_s)
+        self._dirty(hold)
+        return self.view(hold)
+
+    def charge(self, cmd: ChargeCmd) -> CommitOutcome:
+        """Reserve and commit in one step.
+
+        Raises:
+            MeterError: REQUEST_ID_REUSED, INSUFFICIENT_CREDITS.
+        """
+        existing = self._claimed(cmd.request_id, cmd.fingerprint, HoldKind.CHARGE)
+        if existing is not None:
+            return self._commit_outcome(existing)
+        self._require_available(cmd.amount, cmd.operation, cmd.request_id)
+        hold = self._new_hold(
+            cmd.request_id, HoldKind.CHARGE, cmd.amount, cmd.operation, cmd.catalog_version,
+            cmd.actor_id, cmd.labels, cmd.fingerprint, self.now,
+        )
+        hold.draws = self._draw(cmd.amount)
+        hold.state = HoldState.COMMITTED
+        hold.charged = cmd.amount
+        hold.commit_fingerprint = cmd.fingerprint
+        hold.finished_at = self.now
+        self._charge_entry(hold)
+        return self._commit_outcome(hold)
+
+    def grant(self, cmd: GrantCmd) -> EntryOutcome:
+        """Add a lot of credits.
+
+        Raises:
+            MeterError: REQUEST_ID_REUSED.
+        """
+        replay = self._entry_replay(cmd.request_id, cmd.fingerprint)
+        if replay is not None:
+            lot = next((lot for lot in self.lots.values() if lot.request_id == cmd.request_id), None)
+            return EntryOutcome(replay, self.balance(), lot)
+        lot = self._new_lot(cmd.request_id, cmd.amount, cmd.expires_at, cmd.source, cmd.package)
+        self.account.lifetime_granted += cmd.amount
+        entry = self._entry(
+            EntryKind.GRANT, cmd.amount, actor_id=cmd.actor_id, request_id=cmd.request_id,
+            labels=cmd.labels, reason=cmd.source, package=cmd.package, fingerprint=cmd.fingerprint,
+        )
+        return EntryOutcome(entry, self.balance(), lot)
+
+    def adjust(self, cmd: AdjustCmd) -> EntryOutcome:
+        """An administrator's correction; a negative one never takes available below zero.
+
+        Raises:
+            MeterError: REQUEST_ID_REUSED, INSUFFICIENT_CREDITS.
+        """
+        replay = self._entry_replay(cmd.request_id, cmd.fingerprint)
+        if replay is not None:
+            return EntryOutcome(replay, self.balance())
+        if cmd.amount > 0:
+            self._new_lot(cmd.request_id, cmd.amount, None, "adjustment", "")
+        else:
+            self._require_available(-cmd.amount, "", cmd.request_id, alert=False)
+            self._draw(-cmd.amount)
+            self.account.balance += cmd.amount
+        entry = self._entry(
+            EntryKind.ADJUST, cmd.amount, actor_id=cmd.actor_id, request_id=cmd.request_id,
+            reason=cmd.reason, fingerprint=cmd.fingerprint,
+        )
+        return EntryOutcome(entry, self.balance())
+
+    def refund(self, cmd: RefundCmd) -> EntryOutcome:
+        """Give back part or all of a committed charge, to the lots it came from.
+
+        Raises:
+            MeterError: REQUEST_ID_REUSED, HOLD_NOT_FOUND, NOT_COMMITTED, REFUND_EXCEEDS_CHARGE.
+        """
+        replay = self._entry_replay(cmd.request_id, cmd.fingerprint)
+        if replay is not None:
+            return EntryOutcome(replay, self.balance())
+        hold = self._hold(cmd.charge_request_id)
+        if hold.state is not HoldState.COMMITTED:
+            raise errors.precondition(
+                "NOT_COMMITTED",
+                f"{cmd.charge_request_id!r} has not been charged ({hold.state.name.lower()})",
+                request_id=cmd.charge_request_id,
+            )
+        refundable = hold.charged - hold.refunded
+        amount = cmd.amount or refundable
+        if amount <= 0 or amount > refundable:
+            raise errors.precondition(
+                "REFUND_EXCEEDS_CHARGE",
+                f"{cmd.charge_request_id!r} charged {hold.charged} and {hold.refunded} of it was "
+                f"refunded already; {amount} more cannot be refunded",
+                charged=str(hold.charged), refunded=str(hold.refunded),
+                refundable=str(refundable),
+            )
+        # Give back from the lots that burn last first, so what stays charged is what burns first.
+        back: list[list[int]] = []
+        left = amount
+        for draw in sorted(hold.draws, key=lambda d: self.lots[d[0]].burn_key(), reverse=True):
+            if left == 0:
+                break
+            take = min(left, draw[1])
+            if take:
+                back.append([draw[0], take])
+                draw[1] -= take
+                left -= take
+        hold.draws = [d for d in hold.draws if d[1] > 0]
+        hold.refunded += amount
+        self._dirty(hold)
+        self.account.lifetime_used -= amount
+        self.account.balance += amount
+        entry = self._entry(
+            EntryKind.REFUND, amount, operation=hold.operation, actor_id=cmd.actor_id,
+            request_id=cmd.request_id, reason=cmd.reason, fingerprint=cmd.fingerprint,
+            labels={"charge_request_id": cmd.charge_request_id},
+        )
+        self._give_back(back, hold.operation, cmd.request_id, credit=True)
+        return EntryOutcome(entry, self.balance())
+
+    def sweep(self) -> SweepOutcome:
+        """Expire every overdue hold and lot this book holds."""
+        before = sum(-e.amount for e in self.entries if e.kind is EntryKind.EXPIRE)
+        holds = 0
+        for hold in list(self.holds.values()):
+            if hold.state is HoldState.HELD and hold.expires_at <= self.now:
+                self._expire_hold(hold)
+                holds += 1
+        self.expire_lots()
+        after = sum(-e.amount for e in self.entries if e.kind is EntryKind.EXPIRE)
+        return SweepOutcome(holds, after - before)
+
+    def expire_lots(self) -> None:
+        """Write an EXPIRE entry for every lot past its expiry that still has credits."""
+        for lot in sorted(self.lots.values(), key=Lot.burn_key):
+            if lot.remaining > 0 and lot.expired(self.now):
+                amount = lot.remaining
+                lot.remaining = 0
+                self.dirty_lots.add(lot.lot_id)
+                self.account.balance -= amount
+                self._entry(EntryKind.EXPIRE, -amount, reason=f"lot {lot.lot_id} expired")
+
+    # Internals.
+
+    def _claimed(self, request_id: str, fingerprint: str, kind: HoldKind) -> Hold | None:
+        """The hold a replay returns, None for a new request; raises if the id is taken."""
+        hold = self.holds.get(request_id)
+        if hold is None:
+            if request_id in self.request_entries:
+                raise errors.request_id_reused(request_id)
+            return None
+        if hold.kind is not kind or hold.fingerprint != fingerprint:
+            raise errors.request_id_reused(request_id)
+        return hold
+
+    def _entry_replay(self, request_id: str, fingerprint: str) -> Entry | None:
+        entry = self.request_entries.get(request_id)
+        if entry is None:
+            if request_id in self.holds:
+                raise errors.request_id_reused(request_id)
+            return None
+        if entry.fingerprint != fingerprint:
+            raise errors.request_id_reused(request_id)
+        return entry
+
+    def _hold(self, request_id: str) -> Hold:
+        hold = self.holds.get(request_id)
+        if hold is None:
+            raise errors.hold_not_found(self.account.workspace_id, request_id)
+        return hold
+
+    def _require_available(
+        self, amount: int, operation: str, request_id: str, *, alert: bool = True
+    ) -> None:
+        available = self.account.available
+        if amount <= available:
+            return
+        if alert:
+            self._alert(AlertKind.INSUFFICIENT_CREDITS, 0, amount, operation, request_id)
+        shortfall = amount - available
+        raise errors.precondition(
+            "INSUFFICIENT_CREDITS",
+            f"{amount} credits required, {available} available",
+            required=str(amount),
+            available=str(available),
+            shortfall=str(shortfall),
+        )
+
+    def _new_hold(
+        self, request_id: str, kind: HoldKind, amount: int, operation: str, version: int,
+        actor_id: str, labels: Mapping[str, str], fingerprint: str, expires_at: datetime,
+    ) -> Hold:
+        self.account.hold_seq += 1
+        hold = Hold(
+            hold_id=self.account.hold_seq, request_id=request_id, kind=kind,
+            state=HoldState.HELD, amount=amount, operation=operation, catalog_version=version,
+            actor_id=actor_id, labels=dict(labels), draws=[], fingerprint=fingerprint,
+            expires_at=expires_at, created_at=self.now,
+        )
+        self.holds[request_id] = hold
+        self.new_holds.append(hold)
+        self.new_hold_ids.add(hold.hold_id)
+        self.account_dirty = True
+        return hold
+
+    def _new_lot(
+        self, request_id: str, amount: int, expires_at: datetime | None, source: str, package: str
+    ) -> Lot:
+        self.account.lot_seq += 1
+        lot = Lot(
+            lot_id=self.account.lot_seq, request_id=request_id, amount=amount, remaining=amount,
+            expires_at=expires_at, source=source, package=package, created_at=self.now,
+        )
+        self.lots[lot.lot_id] = lot
+        self.new_lots.append(lot)
+        self.new_lot_ids.add(lot.lot_id)
+        self.account.balance += amount
+        return lot
+
+    def _draw(self, amount: int) -> list[list[int]]:
+        """Take `amount` from unexpired lots in burn order; the caller checked it is there."""
+        draws: list[list[int]] = []
+        left = amount
+        if left:
+            for lot in sorted(self.lots.values(), key=Lot.burn_key):
+                if lot.remaining == 0 or lot.expired(self.now):
+                    continue
+                take = min(left, lot.remaining)
+                lot.remaining -= take
+                self._lot_changed(lot)
+                draws.append([lot.lot_id, take])
+                left -= take
+                if left == 0:
+                    break
+        assert left == 0, "drew more than the lots hold"
+        return draws
+
+    def _keep(self, draws: list[list[int]], keep: int) -> list[list[int]]:
+        """Keep `keep` of a hold's draws (in burn order) and give the rest back to its lots."""
+        kept: list[list[int]] = []
+        back: list[list[int]] = []
+        left = keep
+        for lot_id, credits in sorted(draws, key=lambda d: self.lots[d[0]].burn_key()):
+            take = min(left, credits)
+            left -= take
+            if take:
+                kept.append([lot_id, take])
+            if credits - take:
+                back.append([lot_id, credits - take])
+        self._give_back(back, "", "")
+        return kept
+
+    def _give_back(
+        self, draws: list[list[int]], operation: str, request_id: str, *, credit: bool = False
+    ) -> None:
+        """Return drawn credits to their lots; what lands on an expired lot expires at once.
+
+        `credit` says the credits had left the balance (a refund) rather than being held.
+        """
+        expired = 0
+        for lot_id, credits in draws:
+            lot = self.lots[lot_id]
+            if lot.expired(self.now):
+                expired += credits
+            else:
+                lot.remaining += credits
+                self._lot_changed(lot)
+        if expired:
+            # Held credits were part of the balance; refunded ones were credited by the refund's
+            # own entry. Either way they leave the balance now.
+            self.account.balance -= expired
+            self._entry(
+                EntryKind.EXPIRE, -expired, operation=operation, request_id=request_id,
+                reason="refunded to an expired lot" if credit else "returned to an expired lot",
+            )
+        self._touch()
+
+    def _expire_hold(self, hold: Hold) -> None:
+        self._give_back(hold.draws, hold.operation, hold.request_id)
+        self.account.held -= hold.amount
+        hold.state = HoldState.EXPIRED
+        hold.finished_at = self.now
+        self._dirty(hold)
+
+    def _charge_entry(self, hold: Hold) -> None:
+        self.account.balance -= hold.charged
+        self.account.lifetime_used += hold.charged
+        self._entry(
+            EntryKind.CHARGE, -hold.charged, operation=hold.operation, actor_id=hold.actor_id,
+            request_id=hold.request_id, labels=hold.labels, shortfall=hold.shortfall,
+            late=hold.late,
+        )
+
+    def _entry(self, kind: EntryKind, amount: int, **fields: object) -> Entry:
+        """Append a journal entry; the caller has already moved the balance by `amount`."""
+        a = self.account
+        a.entry_seq += 1
+        entry = Entry(
+            entry_id=a.entry_seq, kind=kind, amount=amount, balance_after=a.balance,
+            created_at=self.now, **fields,  # type: ignore[arg-type]
+        )
+        self.entries.append(entry)
+        a.last_entry_at, a.last_entry_kind = self.now, kind
+        a.last_entry_amount, a.last_entry_operation = amount, str(fields.get("operation", ""))
+        self._touch()
+        return entry
+
+    def _commit_outcome(self, hold: Hold) -> CommitOutcome:
+        released = 0
+        if hold.kind is HoldKind.RESERVE and not hold.late:
+            released = max(hold.amount - hold.charged, 0)
+        return CommitOutcome(
+            self.view(hold), hold.charged, released, hold.shortfall, hold.late, self.balance()
+        )
+
+    def _lot_changed(self, lot: Lot) -> None:
+        if lot.lot_id not in self.new_lot_ids:
+            self.dirty_lots.add(lot.lot_id)
+
+    def _dirty(self, hold: Hold) -> None:
+        if hold.hold_id not in self.new_hold_ids:
+            self.dirty_holds[hold.hold_id] = hold
+
+    def finish(self) -> None:
+        """Settle derived account state before storage writes the book back."""
+        if self.account_dirty or self.dirty_lots or self.new_lots:
+            dates = [
+                lot.expires_at
+                for lot in self.lots.values()
+                if lot.remaining > 0 and lot.expires_at is not None
+            ]
+            self.account.next_expiry_at = min(dates) if dates else None
+            self.account_dirty = True
+
+    def _touch(self) -> None:
+        """Note an account change and fire the alerts its available balance now calls for."""
+        self.account_dirty = True
+        a = self.account
+        level = level_of(a.available, a.low_threshold, a.critical_threshold)
+        if level > a.alert_level:
+            if a.alert_level < Level.LOW <= level:
+                self._alert(AlertKind.LOW, a.low_threshold)
+            if level is Level.CRITICAL:
+                self._alert(AlertKind.CRITICAL, a.critical_threshold)
+        a.alert_level = level
+
+    def _alert(
+        self, kind: AlertKind, threshold: int, required: int = 0, operation: str = "",
+        request_id: str = "",
+    ) -> None:
+        self.account.alert_seq += 1
+        self.account_dirty = True
+        self.alerts.append(
+            AlertEvent(
+                self.account.alert_seq, kind, self.account.available, threshold, self.now,
+                required, operation, request_id,
+            )
+        )

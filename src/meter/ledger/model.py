@@ -1,0 +1,370 @@
+"""Ledger domain types: accounts, lots, holds, journal entries, alerts, commands and outcomes."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import IntEnum
+
+from meter.catalog.model import Usage
+
+# Bounds from DESIGN.md §2 and §3.
+DEFAULT_TTL_S = 15 * 60
+MAX_TTL_S = 24 * 60 * 60
+MAX_WAIT_FOR_FUNDS_S = 10 * 60
+DEFAULT_LOW_THRESHOLD = 100
+DEFAULT_CRITICAL_THRESHOLD = 10
+EXPIRING_SOON_DAYS = 30
+
+
+class HoldState(IntEnum):
+    """Values equal the proto enum numbers."""
+
+    HELD = 1
+    COMMITTED = 2
+    RELEASED = 3
+    EXPIRED = 4
+
+
+class HoldKind(IntEnum):
+    """A Reserve's hold, or the record of an instant Charge (born committed)."""
+
+    RESERVE = 1
+    CHARGE = 2
+
+
+class EntryKind(IntEnum):
+    GRANT = 1
+    CHARGE = 2
+    EXPIRE = 3
+    ADJUST = 4
+    REFUND = 5
+
+
+class Level(IntEnum):
+    OK = 1
+    LOW = 2
+    CRITICAL = 3
+
+
+class AlertKind(IntEnum):
+    LOW = 1
+    CRITICAL = 2
+    INSUFFICIENT_CREDITS = 3
+
+
+# Journal kinds whose request id is the request's own (GrantCredits, AdjustCredits, Refund).
+REQUEST_ENTRY_KINDS = (EntryKind.GRANT, EntryKind.ADJUST, EntryKind.REFUND)
+
+
+@dataclass(slots=True)
+class Account:
+    """A workspace's row: the running totals, its alert state and its id counters."""
+
+    workspace_id: str
+    balance: int  # available + held; what the journal sums to
+    held: int
+    lifetime_used: int
+    lifetime_granted: int
+    low_threshold: int
+    critical_threshold: int
+    alert_level: Level  # the level last reached: alerts fire when it worsens
+    hold_seq: int
+    lot_seq: int
+    entry_seq: int
+    alert_seq: int
+    next_expiry_at: datetime | None
+    last_entry_at: datetime | None = None
+    last_entry_kind: EntryKind | None = None
+    last_entry_amount: int = 0
+    last_entry_operation: str = ""
+    created_at: datetime | None = None
+
+    @property
+    def available(self) -> int:
+        return self.balance - self.held
+
+
+@dataclass(slots=True)
+class Lot:
+    """Credits from one source; `remaining` is what is neither spent, held nor expired."""
+
+    lot_id: int
+    request_id: str
+    amount: int
+    remaining: int
+    expires_at: datetime | None
+    source: str
+    package: str
+    created_at: datetime
+
+    def burn_key(self) -> tuple[bool, datetime | None, int]:
+        """Earliest expiry first, then oldest; lots without expiry last."""
+        return (self.expires_at is None, self.expires_at, self.lot_id)
+
+    def expired(self, now: datetime) -> bool:
+        return self.expires_at is not None and self.expires_at <= now
+
+
+@dataclass(slots=True)
+class Hold:
+    """Credits set aside for one job; `draws` says which lots they came from."""
+
+    hold_id: int
+    request_id: str
+    kind: HoldKind
+    state: HoldState
+    amount: int
+    operation: str
+    catalog_version: int
+    actor_id: str
+    labels: dict[str, str]
+    draws: list[list[int]]  # [[lot_id, credits], ...]: held, then (once committed) charged
+    fingerprint: str
+    expires_at: datetime
+    created_at: datetime
+    charged: int = 0
+    shortfall: int = 0
+    refunded: int = 0
+    late: bool = False
+    commit_fingerprint: str = ""
+    finished_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One immutable journal row."""
+
+    entry_id: int
+    kind: EntryKind
+    amount: int
+    balance_after: int
+    created_at: datetime
+    operation: str = ""
+    actor_id: str = ""
+    request_id: str = ""
+    labels: Mapping[str, str] = field(default_factory=dict)
+    shortfall: int = 0
+    late: bool = False
+    reason: str = ""
+    package: str = ""
+    fingerprint: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AlertEvent:
+    event_id: int
+    kind: AlertKind
+    available: int
+    threshold: int
+    created_at: datetime
+    required: int = 0
+    operation: str = ""
+    request_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class LastTransaction:
+    time: datetime
+    kind: EntryKind
+    amount: int
+    operation: str
+
+
+@dataclass(frozen=True, slots=True)
+class BalanceView:
+    """The balance fields of DESIGN.md §2, as of one moment."""
+
+    workspace_id: str
+    available: int
+    held: int
+    lifetime_used: int
+    lifetime_granted: int
+    level: Level
+    low_threshold: int
+    critical_threshold: int
+    last_transaction: LastTransaction | None = None
+    expiring_soon_credits: int = 0
+    expiring_soon_earliest: datetime | None = None
+
+    @property
+    def total(self) -> int:
+        return self.available + self.held
+
+
+@dataclass(frozen=True, slots=True)
+class HoldView:
+    """A hold as callers see it."""
+
+    hold_id: int
+    workspace_id: str
+    request_id: str
+    amount: int
+    state: HoldState
+    expires_at: datetime
+    operation: str
+    catalog_version: int
+    actor_id: str
+    labels: Mapping[str, str]
+    created_at: datetime
+    charged: int
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Discrepancy:
+    """What an audit found: a check whose two sides disagree."""
+
+    workspace_id: str
+    check: str
+    subject: str
+    expected: int
+    actual: int
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class JournalFilter:
+    """Which journal entries a history query wants."""
+
+    kinds: tuple[int, ...] = ()
+    operations: tuple[str, ...] = ()
+    actor_id: str = ""
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+
+
+# Commands: validated, priced requests, ready for a workspace's book.
+
+
+@dataclass(frozen=True, slots=True)
+class ReserveCmd:
+    workspace_id: str
+    request_id: str
+    amount: int
+    operation: str
+    catalog_version: int
+    actor_id: str
+    labels: Mapping[str, str]
+    ttl_s: float
+    fingerprint: str
+
+
+@dataclass(frozen=True, slots=True)
+class CommitCmd:
+    workspace_id: str
+    request_id: str
+    amount: int | None  # explicit actual credits
+    usage: Usage | None  # priced with the hold's catalog version
+    labels: Mapping[str, str]
+    fingerprint: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseCmd:
+    workspace_id: str
+    request_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ExtendCmd:
+    workspace_id: str
+    request_id: str
+    ttl_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeCmd:
+    workspace_id: str
+    request_id: str
+    amount: int
+    operation: str
+    catalog_version: int
+    actor_id: str
+    labels: Mapping[str, str]
+    fingerprint: str
+
+
+@dataclass(frozen=True, slots=True)
+class GrantCmd:
+    workspace_id: str
+    request_id: str
+    amount: int
+    expires_at: datetime | None
+    source: str
+    package: str
+    actor_id: str
+    labels: Mapping[str, str]
+    fingerprint: str
+
+
+@dataclass(frozen=True, slots=True)
+class AdjustCmd:
+    workspace_id: str
+    request_id: str
+    amount: int
+    reason: str
+    actor_id: str
+    fingerprint: str
+
+
+@dataclass(frozen=True, slots=True)
+class RefundCmd:
+    workspace_id: str
+    request_id: str
+    charge_request_id: str
+    amount: int  # 0 = all that is left
+    reason: str
+    actor_id: str
+    fingerprint: str
+
+
+@dataclass(frozen=True, slots=True)
+class SweepCmd:
+    """Expire a workspace's overdue holds and lots (the sweeper's work)."""
+
+    workspace_id: str
+
+
+Command = (
+    ReserveCmd | CommitCmd | ReleaseCmd | ExtendCmd | ChargeCmd | GrantCmd | AdjustCmd | RefundCmd
+    | SweepCmd
+)
+
+
+# Outcomes.
+
+
+@dataclass(frozen=True, slots=True)
+class CommitOutcome:
+    hold: HoldView
+    charged: int
+    released: int
+    shortfall: int
+    late: bool
+    balance: BalanceView
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseOutcome:
+    hold: HoldView
+    released: int
+
+
+@dataclass(frozen=True, slots=True)
+class EntryOutcome:
+    """GrantCredits, AdjustCredits, Refund: the entry written (or replayed) and the balance."""
+
+    entry: Entry
+    balance: BalanceView
+    lot: Lot | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SweepOutcome:
+    holds_expired: int
+    credits_expired: int
+
+
+Outcome = HoldView | CommitOutcome | ReleaseOutcome | EntryOutcome | SweepOutcome

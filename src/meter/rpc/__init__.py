@@ -1,0 +1,1 @@
+"""The gRPC transport: servicers, converters, errors, interceptors and the server."""

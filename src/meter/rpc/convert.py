@@ -1,0 +1,207 @@
+"""Proto <-> domain converters: the one module that knows both kinds of types."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+
+from google.protobuf import duration_pb2, timestamp_pb2
+
+from meter.catalog.estimate import CampaignPlan, Estimate
+from meter.catalog.model import Package, Quote, Rule, Usage
+from meter.ledger.model import (
+    AlertEvent,
+    BalanceView,
+    CommitOutcome,
+    Discrepancy,
+    Entry,
+    HoldView,
+    Lot,
+)
+from meterpb.v1 import catalog_pb2 as cpb
+from meterpb.v1 import meter_pb2 as pb
+
+
+def ts(dt: datetime | None) -> timestamp_pb2.Timestamp | None:
+    if dt is None:
+        return None
+    t = timestamp_pb2.Timestamp()
+    t.FromDatetime(dt)
+    return t
+
+
+def from_ts(t: timestamp_pb2.Timestamp) -> datetime:
+    return t.ToDatetime(tzinfo=datetime.now().astimezone().tzinfo).astimezone()
+
+
+def seconds(d: duration_pb2.Duration) -> float:
+    return d.seconds + d.nanos / 1e9
+
+
+def usage(msg: pb.Usage) -> Usage:
+    return Usage(
+        complexity=msg.complexity,  # type: ignore[arg-type]  # validated by pricing
+        length=msg.length,  # type: ignore[arg-type]
+        platforms=msg.platforms,
+        items=msg.items,
+    )
+
+
+def optional_usage(has: bool, msg: pb.Usage) -> Usage | None:
+    return usage(msg) if has else None
+
+
+def hold(h: HoldView) -> pb.Hold:
+    return pb.Hold(
+        hold_id=str(h.hold_id),
+        workspace_id=h.workspace_id,
+        request_id=h.request_id,
+        amount=h.amount,
+        state=int(h.state),  # type: ignore[arg-type]
+        expires_at=ts(h.expires_at),
+        operation=h.operation,
+        catalog_version=h.catalog_version,
+        actor_id=h.actor_id,
+        labels=h.labels,
+        create_time=ts(h.created_at),
+        charged=h.charged,
+        finish_time=ts(h.finished_at),
+    )
+
+
+def balance(b: BalanceView) -> pb.Balance:
+    msg = pb.Balance(
+        workspace_id=b.workspace_id,
+        available=b.available,
+        held=b.held,
+        lifetime_used=b.lifetime_used,
+        lifetime_granted=b.lifetime_granted,
+        level=int(b.level),  # type: ignore[arg-type]
+        thresholds=pb.AlertThresholds(
+            workspace_id=b.workspace_id, low=b.low_threshold, critical=b.critical_threshold
+        ),
+        total=b.total,
+        expiring_soon=pb.ExpiringSoon(
+            credits=b.expiring_soon_credits, earliest=ts(b.expiring_soon_earliest)
+        ),
+    )
+    if b.last_transaction is not None:
+        t = b.last_transaction
+        msg.last_transaction.CopyFrom(
+            pb.LastTransaction(
+                time=ts(t.time), kind=int(t.kind), amount=t.amount,  # type: ignore[arg-type]
+                operation=t.operation,
+            )
+        )
+    return msg
+
+
+def commit(o: CommitOutcome) -> pb.CommitResponse:
+    return pb.CommitResponse(
+        hold=hold(o.hold), charged=o.charged, released=o.released, shortfall=o.shortfall,
+        late=o.late, balance=balance(o.balance),
+    )
+
+
+def charge(o: CommitOutcome) -> pb.ChargeResponse:
+    return pb.ChargeResponse(
+        hold=hold(o.hold), charged=o.charged, released=o.released, shortfall=o.shortfall,
+        balance=balance(o.balance),
+    )
+
+
+def entry(workspace_id: str, e: Entry) -> pb.JournalEntry:
+    return pb.JournalEntry(
+        entry_id=str(e.entry_id),
+        workspace_id=workspace_id,
+        kind=int(e.kind),  # type: ignore[arg-type]
+        amount=e.amount,
+        balance_after=e.balance_after,
+        operation=e.operation,
+        actor_id=e.actor_id,
+        request_id=e.request_id,
+        labels=dict(e.labels),
+        create_time=ts(e.created_at),
+        shortfall=e.shortfall,
+        late=e.late,
+        reason=e.reason,
+        package=e.package,
+    )
+
+
+def lot(lt: Lot) -> pb.Lot:
+    return pb.Lot(
+        lot_id=str(lt.lot_id), amount=lt.amount, remaining=lt.remaining,
+        expires_at=ts(lt.expires_at), source=lt.source, package=lt.package,
+        create_time=ts(lt.created_at),
+    )
+
+
+def alert(workspace_id: str, a: AlertEvent) -> pb.AlertEvent:
+    return pb.AlertEvent(
+        event_id=str(a.event_id), workspace_id=workspace_id,
+        kind=int(a.kind),  # type: ignore[arg-type]
+        available=a.available, threshold=a.threshold, required=a.required,
+        operation=a.operation, request_id=a.request_id, create_time=ts(a.created_at),
+    )
+
+
+def discrepancy(d: Discrepancy) -> pb.Discrepancy:
+    return pb.Discrepancy(
+        workspace_id=d.workspace_id, check=d.check, subject=d.subject, expected=d.expected,
+        actual=d.actual, detail=d.detail,
+    )
+
+
+def labels(m: Mapping[str, str]) -> dict[str, str]:
+    return dict(m)
+
+
+# Catalog.
+
+_UNITS = {"call": 1, "platform": 2, "item": 3}
+
+
+def operation(r: Rule, version: int) -> cpb.Operation:
+    return cpb.Operation(
+        operation=r.operation, display_name=r.display_name, description=r.description,
+        min=r.min, max=r.max, unit=_UNITS[r.unit.value],  # type: ignore[arg-type]
+        free=r.free, catalog_version=version,
+    )
+
+
+def quote(operation_key: str, q: Quote, version: int) -> cpb.QuoteResponse:
+    return cpb.QuoteResponse(
+        operation=operation_key, min=q.min, expected=q.expected, max=q.max,
+        catalog_version=version,
+    )
+
+
+def package(p: Package) -> cpb.Package:
+    return cpb.Package(name=p.name, credits=p.credits, price_cents=p.price_cents, currency=p.currency)
+
+
+def plan(req: cpb.EstimateCampaignRequest) -> CampaignPlan:
+    return CampaignPlan(
+        platforms=req.platforms,
+        duration_days=req.duration_days,
+        posts_per_week=req.posts_per_week,
+        complexity=req.complexity,  # type: ignore[arg-type]
+        strategy_analysis=req.strategy_analysis,
+        rss_items=req.rss_items,
+        regenerations=req.regenerations if req.HasField("regenerations") else -1,
+    )
+
+
+def estimate(e: Estimate, version: int) -> cpb.EstimateCampaignResponse:
+    return cpb.EstimateCampaignResponse(
+        min=e.min, expected=e.expected, max=e.max, catalog_version=version,
+        breakdown=[
+            cpb.EstimateLine(
+                operation=line.operation, count=line.count, min=line.min,
+                expected=line.expected, max=line.max,
+            )
+            for line in e.lines
+        ],
+    )
+

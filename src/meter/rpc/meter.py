@@ -1,0 +1,231 @@
+"""The meter.v1.Meter servicer: converts requests, calls the ledger, converts results."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from meter import errors
+from meter.ledger.model import HoldState, JournalFilter
+from meter.ledger.service import LedgerService
+from meter.ledger.validation import Violations
+from meter.rpc import convert
+from meter.rpc.handlers import unary
+from meter.rpc.paging import Paging
+from meter.storage.queries import LedgerQueries
+from meterpb.v1 import meter_pb2 as pb
+from meterpb.v1 import meter_pb2_grpc
+
+
+class MeterServicer(meter_pb2_grpc.MeterServicer):
+    def __init__(self, ledger: LedgerService, queries: LedgerQueries, paging: Paging) -> None:
+        self.ledger = ledger
+        self.queries = queries
+        self.paging = paging
+
+    # Holds and charges.
+
+    def reserve_cmd(self, r: pb.ReserveRequest) -> Any:
+        return self.ledger.build_reserve(
+            workspace_id=r.workspace_id, request_id=r.request_id, operation=r.operation,
+            usage=convert.optional_usage(r.HasField("usage"), r.usage),
+            amount=r.amount if r.HasField("amount") else None, actor_id=r.actor_id,
+            labels=r.labels, ttl_s=convert.seconds(r.ttl) if r.HasField("ttl") else None,
+            wait_s=convert.seconds(r.wait_for_funds) if r.HasField("wait_for_funds") else None,
+        )
+
+    def commit_cmd(self, r: pb.CommitRequest) -> Any:
+        return self.ledger.build_commit(
+            workspace_id=r.workspace_id, request_id=r.request_id,
+            usage=convert.optional_usage(r.HasField("usage"), r.usage),
+            amount=r.amount if r.HasField("amount") else None, labels=r.labels,
+        )
+
+    def release_cmd(self, r: pb.ReleaseRequest) -> Any:
+        return self.ledger.build_release(workspace_id=r.workspace_id, request_id=r.request_id)
+
+    def extend_cmd(self, r: pb.ExtendRequest) -> Any:
+        return self.ledger.build_extend(
+            workspace_id=r.workspace_id, request_id=r.request_id,
+            ttl_s=convert.seconds(r.ttl) if r.HasField("ttl") else None,
+        )
+
+    def charge_cmd(self, r: pb.ChargeRequest) -> Any:
+        return self.ledger.build_charge(
+            workspace_id=r.workspace_id, request_id=r.request_id, operation=r.operation,
+            usage=convert.optional_usage(r.HasField("usage"), r.usage),
+            amount=r.amount if r.HasField("amount") else None, actor_id=r.actor_id,
+            labels=r.labels,
+        )
+
+    @unary
+    async def Reserve(self, request: pb.ReserveRequest, context: Any) -> pb.ReserveResponse:
+        wait = None
+        if request.HasField("wait_for_funds"):
+            wait = convert.seconds(request.wait_for_funds)
+            remaining = context.time_remaining()
+            if remaining is not None:
+                # Never wait past the call's deadline: leave time to answer.
+                wait = min(wait, max(remaining - 0.05, 0))
+        hold = await self.ledger.reserve(self.reserve_cmd(request), wait)
+        return pb.ReserveResponse(hold=convert.hold(hold))
+
+    @unary
+    async def Commit(self, request: pb.CommitRequest, context: Any) -> pb.CommitResponse:
+        return convert.commit(await self.ledger.commit(self.commit_cmd(request)))
+
+    @unary
+    async def Release(self, request: pb.ReleaseRequest, context: Any) -> pb.ReleaseResponse:
+        out = await self.ledger.release(self.release_cmd(request))
+        return pb.ReleaseResponse(hold=convert.hold(out.hold), released=out.released)
+
+    @unary
+    async def Extend(self, request: pb.ExtendRequest, context: Any) -> pb.ExtendResponse:
+        return pb.ExtendResponse(hold=convert.hold(await self.ledger.extend(self.extend_cmd(request))))
+
+    @unary
+    async def Charge(self, request: pb.ChargeRequest, context: Any) -> pb.ChargeResponse:
+        return convert.charge(await self.ledger.charge(self.charge_cmd(request)))
+
+    # Grants and corrections.
+
+    @unary
+    async def GrantCredits(
+        self, request: pb.GrantCreditsRequest, context: Any
+    ) -> pb.GrantCreditsResponse:
+        cmd = self.ledger.build_grant(
+            workspace_id=request.workspace_id, request_id=request.request_id,
+            amount=request.amount, package=request.package,
+            expires_at=convert.from_ts(request.expires_at) if request.HasField("expires_at") else None,
+            source=request.source, actor_id=request.actor_id, labels=request.labels,
+        )
+        out = await self.ledger.grant(cmd)
+        return pb.GrantCreditsResponse(
+            entry=convert.entry(cmd.workspace_id, out.entry),
+            lot=convert.lot(out.lot) if out.lot else None,
+            balance=convert.balance(out.balance),
+        )
+
+    @unary
+    async def AdjustCredits(
+        self, request: pb.AdjustCreditsRequest, context: Any
+    ) -> pb.AdjustCreditsResponse:
+        cmd = self.ledger.build_adjust(
+            workspace_id=request.workspace_id, request_id=request.request_id,
+            amount=request.amount, reason=request.reason, actor_id=request.actor_id,
+        )
+        out = await self.ledger.adjust(cmd)
+        return pb.AdjustCreditsResponse(
+            entry=convert.entry(cmd.workspace_id, out.entry), balance=convert.balance(out.balance)
+        )
+
+    @unary
+    async def Refund(self, request: pb.RefundRequest, context: Any) -> pb.RefundResponse:
+        cmd = self.ledger.build_refund(
+            workspace_id=request.workspace_id, request_id=request.request_id,
+            charge_request_id=request.charge_request_id, amount=request.amount,
+            reason=request.reason, actor_id=request.actor_id,
+        )
+        out = await self.ledger.refund(cmd)
+        return pb.RefundResponse(
+            entry=convert.entry(cmd.workspace_id, out.entry), refunded=out.entry.amount,
+            balance=convert.balance(out.balance),
+        )
+
+    # Reads.
+
+    @unary
+    async def GetBalance(self, request: pb.GetBalanceRequest, context: Any) -> pb.Balance:
+        _workspace(request.workspace_id)
+        return convert.balance(await self.queries.balance(request.workspace_id))
+
+    @unary
+    async def ListHolds(self, request: pb.ListHoldsRequest, context: Any) -> pb.ListHoldsResponse:
+        _workspace(request.workspace_id)
+        states = []
+        for s in request.states:
+            if s not in HoldState._value2member_map_:
+                raise errors.invalid_field("states", f"unknown hold state {s}")
+            states.append(HoldState(s))
+        size = self.paging.size(request.page_size)
+        key = ("holds", request.workspace_id, tuple(sorted(states)))
+        before = self.paging.cursor(request.page_token, key)
+        found = await self.queries.holds(request.workspace_id, states, size + 1, before)
+        more = len(found) > size
+        found = found[:size]
+        return pb.ListHoldsResponse(
+            holds=[convert.hold(h) for h in found],
+            next_page_token=self.paging.token(found[-1].hold_id, key) if more else "",
+        )
+
+    @unary
+    async def ListTransactions(
+        self, request: pb.ListTransactionsRequest, context: Any
+    ) -> pb.ListTransactionsResponse:
+        _workspace(request.workspace_id)
+        v: list[errors.FieldViolation] = []
+        for k in request.kinds:
+            if not 1 <= k <= 5:
+                v.append(errors.FieldViolation("kinds", f"unknown entry kind {k}"))
+        if len(request.operations) > 50:
+            v.append(errors.FieldViolation("operations", "at most 50 operations"))
+        for op in request.operations:
+            if not 0 < len(op) <= 64:
+                v.append(errors.FieldViolation("operations", "operation keys are 1-64 characters"))
+        if len(request.actor_id) > 128:
+            v.append(errors.FieldViolation("actor_id", "at most 128 characters"))
+        if v:
+            raise errors.invalid(v)
+        flt = JournalFilter(
+            kinds=tuple(sorted(set(request.kinds))),
+            operations=tuple(sorted(set(request.operations))),
+            actor_id=request.actor_id,
+            start_time=convert.from_ts(request.start_time) if request.HasField("start_time") else None,
+            end_time=convert.from_ts(request.end_time) if request.HasField("end_time") else None,
+        )
+        size = self.paging.size(request.page_size)
+        key = ("journal", request.workspace_id, flt)
+        before = self.paging.cursor(request.page_token, key)
+        found = await self.queries.entries(request.workspace_id, flt, size + 1, before)
+        more = len(found) > size
+        found = found[:size]
+        return pb.ListTransactionsResponse(
+            entries=[convert.entry(request.workspace_id, e) for e in found],
+            next_page_token=self.paging.token(found[-1].entry_id, key) if more else "",
+        )
+
+    @unary
+    async def ListAlerts(self, request: pb.ListAlertsRequest, context: Any) -> pb.ListAlertsResponse:
+        _workspace(request.workspace_id)
+        size = self.paging.size(request.page_size)
+        key = ("alerts", request.workspace_id)
+        before = self.paging.cursor(request.page_token, key)
+        found = await self.queries.alerts(request.workspace_id, size + 1, before)
+        more = len(found) > size
+        found = found[:size]
+        return pb.ListAlertsResponse(
+            alerts=[convert.alert(request.workspace_id, a) for a in found],
+            next_page_token=self.paging.token(found[-1].event_id, key) if more else "",
+        )
+
+    @unary
+    async def Audit(self, request: pb.AuditRequest, context: Any) -> pb.AuditResponse:
+        if request.workspace_id:
+            _workspace(request.workspace_id)
+            checked, found = await self.queries.audit([request.workspace_id])
+            if not checked:
+                raise errors.workspace_not_found(request.workspace_id)
+        else:
+            checked, found, after = 0, [], ""
+            while ids := await self.queries.workspace_ids(after, 500):
+                n, more = await self.queries.audit(ids)
+                checked, found, after = checked + n, found + more, ids[-1]
+        return pb.AuditResponse(
+            workspaces_checked=checked, discrepancies=[convert.discrepancy(d) for d in found]
+        )
+
+
+def _workspace(workspace_id: str) -> None:
+    v = Violations()
+    v.id("workspace_id", workspace_id)
+    if v:
+        raise errors.invalid(v)

@@ -1,0 +1,50 @@
+"""AIP-158 pagination: page sizes and opaque keyset page tokens bound to their query."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+
+from meter import errors
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 1000
+
+
+class Paging:
+    def size(self, requested: int) -> int:
+        """0 means the default; sizes above the maximum are coerced to it (AIP-158)."""
+        if requested < 0:
+            raise errors.invalid_field("page_size", "must not be negative")
+        return min(requested or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+
+    def token(self, cursor: int, key: object) -> str:
+        raw = json.dumps([cursor, _digest(key)]).encode()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    def cursor(self, token: str, key: object) -> int | None:
+        """The id to continue below, or None for the first page.
+
+        Raises:
+            MeterError: INVALID_ARGUMENT when the token is malformed or was made for another
+                query (other filters or another workspace).
+        """
+        if not token:
+            return None
+        try:
+            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+            cursor, digest = json.loads(raw)
+            if not isinstance(cursor, int) or isinstance(cursor, bool):
+                raise ValueError(cursor)
+        except (ValueError, TypeError, UnicodeDecodeError):
+            raise errors.invalid_field("page_token", "not a page token of this API") from None
+        if digest != _digest(key):
+            raise errors.invalid_field(
+                "page_token", "was made for a different query; repeat the same filters"
+            )
+        return cursor
+
+
+def _digest(key: object) -> str:
+    return hashlib.blake2b(repr(key).encode(), digest_size=8).hexdigest()

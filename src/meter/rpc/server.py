@@ -1,0 +1,56 @@
+"""The grpc.aio server: Meter and Catalog services, health checking and reflection."""
+
+from __future__ import annotations
+
+import grpc
+from grpc_health.v1 import _async as health_async
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from meter.rpc.catalog import CatalogServicer
+from meter.rpc.interceptors import CallLog
+from meter.rpc.meter import MeterServicer
+from meterpb.v1 import catalog_pb2, catalog_pb2_grpc, meter_pb2, meter_pb2_grpc
+
+SERVICES = (
+    meter_pb2.DESCRIPTOR.services_by_name["Meter"].full_name,
+    catalog_pb2.DESCRIPTOR.services_by_name["Catalog"].full_name,
+)
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
+
+def build(
+    meter: MeterServicer,
+    catalog: CatalogServicer,
+    interceptors: list[grpc.aio.ServerInterceptor] | None = None,
+) -> tuple[grpc.aio.Server, health_async.HealthServicer]:
+    server = grpc.aio.server(
+        interceptors=[*(interceptors or []), CallLog()],
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.so_reuseport", 0),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ],
+    )
+    meter_pb2_grpc.add_MeterServicer_to_server(meter, server)  # type: ignore[no-untyped-call]
+    catalog_pb2_grpc.add_CatalogServicer_to_server(catalog, server)  # type: ignore[no-untyped-call]
+    health = health_async.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    reflection.enable_server_reflection(
+        (*SERVICES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+         reflection.SERVICE_NAME),
+        server,
+    )
+    return server, health
+
+
+async def set_serving(health: health_async.HealthServicer, serving: bool) -> None:
+    status = (
+        health_pb2.HealthCheckResponse.SERVING
+        if serving
+        else health_pb2.HealthCheckResponse.NOT_SERVING
+    )
+    for name in ("", *SERVICES):
+        await health.set(name, status)

@@ -1,0 +1,1 @@
+"""PostgreSQL storage: tables, migrations, engines and repositories."""

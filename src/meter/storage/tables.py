@@ -1,0 +1,196 @@
+"""The schema, as SQLAlchemy Core tables: the one description migrations and queries share.
+
+Every table that grows with use has workspace_id first in its primary key, and no constraint
+relates two workspaces (DESIGN.md §8): the schema can be distributed by workspace_id.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    ARRAY,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    SmallInteger,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+NOW = text("now()")
+
+
+def _ts(name: str, nullable: bool = False, **kw: object) -> Column[object]:
+    return Column(name, DateTime(timezone=True), nullable=nullable, **kw)  # type: ignore[arg-type]
+
+
+workspaces = Table(
+    "workspaces",
+    metadata,
+    Column("workspace_id", Text, primary_key=True),
+    # available + held; the journal sums to it.
+    Column("balance", BigInteger, nullable=False, server_default="0"),
+    Column("held", BigInteger, nullable=False, server_default="0"),
+    Column("lifetime_used", BigInteger, nullable=False, server_default="0"),
+    Column("lifetime_granted", BigInteger, nullable=False, server_default="0"),
+    Column("low_threshold", BigInteger, nullable=False, server_default="100"),
+    Column("critical_threshold", BigInteger, nullable=False, server_default="10"),
+    # The balance level last reached (1 OK, 2 LOW, 3 CRITICAL): alerts fire when it worsens.
+    Column("alert_level", SmallInteger, nullable=False, server_default="3"),
+    # Per-workspace id counters: ids are dense, ordered by commit, and assigned without a
+    # round trip (the row is locked by every writer anyway).
+    Column("hold_seq", BigInteger, nullable=False, server_default="0"),
+    Column("lot_seq", BigInteger, nullable=False, server_default="0"),
+    Column("entry_seq", BigInteger, nullable=False, server_default="0"),
+    Column("alert_seq", BigInteger, nullable=False, server_default="0"),
+    # The earliest expiry among lots with credits left: writers expire lots lazily past it.
+    _ts("next_expiry_at", nullable=True),
+    _ts("last_entry_at", nullable=True),
+    Column("last_entry_kind", SmallInteger, nullable=True),
+    Column("last_entry_amount", BigInteger, nullable=False, server_default="0"),
+    Column("last_entry_operation", Text, nullable=False, server_default=""),
+    _ts("created_at", server_default=NOW),
+    _ts("updated_at", server_default=NOW),
+    CheckConstraint("held >= 0", name="held_not_negative"),
+    CheckConstraint("balance >= held", name="available_not_negative"),
+    CheckConstraint("critical_threshold >= 0 AND low_threshold >= 0", name="thresholds"),
+)
+
+lots = Table(
+    "lots",
+    metadata,
+    Column("workspace_id", Text, nullable=False),
+    Column("lot_id", BigInteger, nullable=False),
+    Column("request_id", Text, nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    # Neither spent, held nor expired.
+    Column("remaining", BigInteger, nullable=False),
+    _ts("expires_at", nullable=True),
+    Column("source", Text, nullable=False, server_default=""),
+    Column("package", Text, nullable=False, server_default=""),
+    _ts("created_at", server_default=NOW),
+    PrimaryKeyConstraint("workspace_id", "lot_id"),
+    CheckConstraint("amount > 0", name="amount_positive"),
+    CheckConstraint("remaining >= 0 AND remaining <= amount", name="remaining_in_range"),
+)
+
+holds = Table(
+    "holds",
+    metadata,
+    Column("workspace_id", Text, nullable=False),
+    Column("hold_id", BigInteger, nullable=False),
+    Column("request_id", Text, nullable=False),
+    Column("kind", SmallInteger, nullable=False),  # 1 reserve, 2 charge
+    Column("state", SmallInteger, nullable=False),  # HoldState
+    Column("amount", BigInteger, nullable=False),
+    Column("charged", BigInteger, nullable=False, server_default="0"),
+    Column("shortfall", BigInteger, nullable=False, server_default="0"),
+    Column("refunded", BigInteger, nullable=False, server_default="0"),
+    Column("late", Boolean, nullable=False, server_default="false"),
+    Column("operation", Text, nullable=False, server_default=""),
+    Column("catalog_version", Integer, nullable=False),
+    Column("actor_id", Text, nullable=False, server_default=""),
+    Column("labels", JSONB, nullable=True),
+    # Which lots the credits came from: held credits while HELD, charged ones once COMMITTED.
+    Column("draw_lots", ARRAY(BigInteger), nullable=False),
+    Column("draw_amounts", ARRAY(BigInteger), nullable=False),
+    # Digests of the request parameters, for replays and REQUEST_ID_REUSED.
+    Column("fingerprint", Text, nullable=False),
+    Column("commit_fingerprint", Text, nullable=False, server_default=""),
+    _ts("expires_at"),
+    _ts("created_at"),
+    _ts("finished_at", nullable=True),
+    PrimaryKeyConstraint("workspace_id", "hold_id"),
+    UniqueConstraint("workspace_id", "request_id"),
+    CheckConstraint("amount >= 0 AND charged >= 0 AND shortfall >= 0", name="amounts"),
+    CheckConstraint("refunded >= 0 AND refunded <= charged", name="refunds_within_charge"),
+    # The sweeper's way in: overdue holds across workspaces.
+    Index("ix_holds_held_expires_at", "expires_at", postgresql_where=text("state = 1")),
+)
+
+journal = Table(
+    "journal",
+    metadata,
+    Column("workspace_id", Text, nullable=False),
+    Column("entry_id", BigInteger, nullable=False),
+    Column("kind", SmallInteger, nullable=False),  # EntryKind
+    Column("amount", BigInteger, nullable=False),
+    Column("balance_after", BigInteger, nullable=False),
+    Column("operation", Text, nullable=False, server_default=""),
+    Column("actor_id", Text, nullable=False, server_default=""),
+    Column("request_id", Text, nullable=False, server_default=""),
+    Column("labels", JSONB, nullable=True),
+    Column("shortfall", BigInteger, nullable=False, server_default="0"),
+    Column("late", Boolean, nullable=False, server_default="false"),
+    Column("reason", Text, nullable=False, server_default=""),
+    Column("package", Text, nullable=False, server_default=""),
+    Column("fingerprint", Text, nullable=False, server_default=""),
+    _ts("created_at"),
+    PrimaryKeyConstraint("workspace_id", "entry_id"),
+    CheckConstraint("balance_after >= 0", name="balance_not_negative"),
+    # GrantCredits, AdjustCredits and Refund are idempotent on their own request ids.
+    Index(
+        "uq_journal_request",
+        "workspace_id",
+        "request_id",
+        unique=True,
+        postgresql_where=text("kind IN (1, 4, 5)"),
+    ),
+    Index("ix_journal_workspace_created", "workspace_id", "created_at"),
+)
+
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("workspace_id", Text, nullable=False),
+    Column("event_id", BigInteger, nullable=False),
+    Column("kind", SmallInteger, nullable=False),  # AlertKind
+    Column("available", BigInteger, nullable=False),
+    Column("threshold", BigInteger, nullable=False),
+    Column("required", BigInteger, nullable=False, server_default="0"),
+    Column("operation", Text, nullable=False, server_default=""),
+    Column("request_id", Text, nullable=False, server_default=""),
+    _ts("created_at"),
+    PrimaryKeyConstraint("workspace_id", "event_id"),
+)
+
+# Reference tables (small, replicated on every node under Citus).
+
+catalog_versions = Table(
+    "catalog_versions",
+    metadata,
+    Column("version", Integer, primary_key=True),
+    Column("rules", JSONB, nullable=False),
+    Column("description", Text, nullable=False, server_default=""),
+    Column("request_id", Text, nullable=True, unique=True),
+    Column("fingerprint", Text, nullable=False, server_default=""),
+    _ts("created_at", server_default=NOW),
+)
+
+packages = Table(
+    "packages",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("credits", BigInteger, nullable=False),
+    Column("price_cents", BigInteger, nullable=False),
+    Column("currency", Text, nullable=False, server_default="USD"),
+    Column("position", Integer, nullable=False),
+    CheckConstraint("credits > 0 AND price_cents >= 0", name="positive"),
+)
