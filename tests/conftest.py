@@ -58,8 +58,11 @@ def db(database_url: str) -> Iterator[Db]:
 @pytest.fixture(scope="session")
 async def app(database_url: str) -> AsyncIterator[App]:
     settings = Settings(
-        database_url=database_url, listen="127.0.0.1:0", sweep_interval_s=0.2,
-        catalog_refresh_s=0.5, grace_s=2.0,
+        database_url=database_url,
+        listen="127.0.0.1:0",
+        sweep_interval_s=0.2,
+        catalog_refresh_s=0.5,
+        grace_s=2.0,
     )
     a = App(settings, normalize_url(database_url))
     await a.start()

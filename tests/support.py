@@ -87,14 +87,18 @@ class Db:
         """Every stored row of a workspace, to prove a refused call changed nothing."""
         out = {}
         for t in self.TABLES:
-            rows = self.rows(f"SELECT * FROM {t} WHERE workspace_id = :w ORDER BY 1, 2", w=workspace_id)
+            rows = self.rows(
+                f"SELECT * FROM {t} WHERE workspace_id = :w ORDER BY 1, 2", w=workspace_id
+            )
             out[t] = [tuple(r) for r in rows]
         return out
 
 
 async def grant(stub: Any, workspace_id: str, amount: int, **kw: Any) -> pb.GrantCreditsResponse:
     return await stub.GrantCredits(
-        pb.GrantCreditsRequest(workspace_id=workspace_id, request_id=rid("grant"), amount=amount, **kw)
+        pb.GrantCreditsRequest(
+            workspace_id=workspace_id, request_id=rid("grant"), amount=amount, **kw
+        )
     )
 
 

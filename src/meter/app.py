@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import grpc
@@ -13,7 +14,7 @@ import structlog
 from meter.catalog.service import CatalogService
 from meter.config import Settings
 from meter.ledger.batcher import Batcher
-from meter.ledger.model import Command, Outcome
+from meter.ledger.model import Command, SweepCmd
 from meter.ledger.service import LedgerService
 from meter.ledger.sweeper import Sweeper
 from meter.rpc import server as rpc_server
@@ -55,21 +56,26 @@ class App:
         self.catalog = CatalogService(CatalogRepo(self.engine))
         await self.catalog.start()
 
-        async def apply(cmds: list[Command]) -> list[Result]:
-            return await repo.apply(cmds, self.catalog.actual_cost, prepare=self.catalog.ensure_versions)
-
-        self.batcher: Batcher[Command, Outcome | Exception] = Batcher(
-            apply, workers=s.batch_workers, max_batch=s.max_batch  # type: ignore[arg-type]
-        )
-        self.batcher.start()
-        self.ledger = LedgerService(self.batcher, self.catalog)  # type: ignore[arg-type]
-
-        async def sweep(cmds: list[Command]) -> list[Result]:
+        async def apply(cmds: Sequence[Command]) -> list[Result]:
             return await repo.apply(
-                cmds, self.catalog.actual_cost, skip_locked=True, prepare=self.catalog.ensure_versions
+                cmds, self.catalog.actual_cost, prepare=self.catalog.ensure_versions
             )
 
-        self.sweeper = Sweeper(SweepQueries(self.engine).due, sweep, s.sweep_interval_s)  # type: ignore[arg-type]
+        self.batcher: Batcher[Command, Result] = Batcher(
+            apply, workers=s.batch_workers, max_batch=s.max_batch
+        )
+        self.batcher.start()
+        self.ledger = LedgerService(self.batcher, self.catalog)
+
+        async def sweep(cmds: Sequence[SweepCmd]) -> list[Result]:
+            return await repo.apply(
+                cmds,
+                self.catalog.actual_cost,
+                skip_locked=True,
+                prepare=self.catalog.ensure_versions,
+            )
+
+        self.sweeper = Sweeper(SweepQueries(self.engine).due, sweep, s.sweep_interval_s)
         paging = Paging()
         self.server, self.health = rpc_server.build(
             MeterServicer(self.ledger, self.queries, paging),
@@ -84,7 +90,9 @@ class App:
             asyncio.create_task(self.sweeper.run(), name="sweeper"),
             asyncio.create_task(self._refresh_catalog(), name="catalog-refresh"),
         ]
-        log.info("server.started", listen=s.listen, port=self.port, catalog=self.catalog.current.version)
+        log.info(
+            "server.started", listen=s.listen, port=self.port, catalog=self.catalog.current.version
+        )
 
     async def _refresh_catalog(self) -> None:
         while True:

@@ -23,6 +23,7 @@ class Kind(Enum):
     DEADLINE = "deadline"  # DEADLINE_EXCEEDED
     UNAUTHENTICATED = "unauthenticated"
     PERMISSION = "permission"  # PERMISSION_DENIED
+    UNIMPLEMENTED = "unimplemented"  # UNIMPLEMENTED
 
 
 @dataclass(frozen=True, slots=True)

@@ -64,7 +64,8 @@ class CatalogService:
             loaded = await self.store.load(version)
             if loaded is None:
                 raise errors.not_found(
-                    "CATALOG_VERSION_NOT_FOUND", f"catalog version {version} not found",
+                    "CATALOG_VERSION_NOT_FOUND",
+                    f"catalog version {version} not found",
                     catalog_version=str(version),
                 )
             found, self._created[version] = loaded

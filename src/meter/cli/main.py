@@ -20,13 +20,16 @@ app = typer.Typer(
 DatabaseUrl = Annotated[
     str | None,
     typer.Option(
-        "--database-url", envvar="METER_DATABASE_URL",
+        "--database-url",
+        envvar="METER_DATABASE_URL",
         help="PostgreSQL URL; without it an embedded PostgreSQL runs in --data-dir.",
     ),
 ]
 DataDir = Annotated[
     Path | None,
-    typer.Option("--data-dir", envvar="METER_DATA_DIR", help="Where the embedded PostgreSQL lives."),
+    typer.Option(
+        "--data-dir", envvar="METER_DATA_DIR", help="Where the embedded PostgreSQL lives."
+    ),
 ]
 
 

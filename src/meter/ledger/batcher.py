@@ -25,8 +25,13 @@ class Batcher(Generic[C, R]):
     """Applies queued commands in batches with a bounded number of concurrent transactions."""
 
     def __init__(
-        self, apply: Apply[C, R], *, workers: int = 4, max_batch: int = 1000,
-        max_queue: int = 50_000, retries: int = 3,
+        self,
+        apply: Apply[C, R],
+        *,
+        workers: int = 4,
+        max_batch: int = 1000,
+        max_queue: int = 50_000,
+        retries: int = 3,
     ) -> None:
         self._apply = apply
         self._workers = workers
@@ -36,6 +41,7 @@ class Batcher(Generic[C, R]):
         self._queue: deque[tuple[C, asyncio.Future[R]]] = deque()
         self._ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._closing = False
         self.batches = 0
         self.commands = 0
 
@@ -43,11 +49,9 @@ class Batcher(Generic[C, R]):
         self._tasks = [asyncio.create_task(self._work()) for _ in range(self._workers)]
 
     async def stop(self) -> None:
-        """Finish what is queued, then stop the workers."""
-        while self._queue:
-            await asyncio.sleep(0.01)
-        for t in self._tasks:
-            t.cancel()
+        """Refuse new commands, finish what is queued, then stop the workers."""
+        self._closing = True
+        self._ready.set()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     @property
@@ -60,6 +64,8 @@ class Batcher(Generic[C, R]):
         Raises:
             MeterError: RESOURCE_EXHAUSTED when the queue is full.
         """
+        if self._closing:
+            raise errors.unavailable("the server is shutting down; retry on another replica")
         if len(self._queue) >= self.max_queue:
             raise errors.exhausted("OVERLOADED", "too many commands in flight; retry shortly")
         fut: asyncio.Future[R] = asyncio.get_running_loop().create_future()
@@ -74,11 +80,13 @@ class Batcher(Generic[C, R]):
         while True:
             await self._ready.wait()
             if not self._queue:
+                if self._closing:
+                    return
                 self._ready.clear()
                 continue
             n = min(len(self._queue), self.max_batch)
             batch = [self._queue.popleft() for _ in range(n)]
-            if not self._queue:
+            if not self._queue and not self._closing:
                 self._ready.clear()
             await self._run(batch)
 
@@ -93,7 +101,7 @@ class Batcher(Generic[C, R]):
                     continue
                 _fail(batch, e)
                 return
-            except Exception as e:  # noqa: BLE001 - isolate the command that breaks the batch
+            except Exception as e:
                 if len(batch) > 1:
                     for one in batch:
                         await self._run([one])

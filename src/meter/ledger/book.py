@@ -141,8 +141,15 @@ class Book:
             return self.view(existing)
         self._require_available(cmd.amount, cmd.operation, cmd.request_id)
         hold = self._new_hold(
-            cmd.request_id, HoldKind.RESERVE, cmd.amount, cmd.operation, cmd.catalog_version,
-            cmd.actor_id, cmd.labels, cmd.fingerprint, self.now + timedelta(seconds=cmd.ttl_s),
+            cmd.request_id,
+            HoldKind.RESERVE,
+            cmd.amount,
+            cmd.operation,
+            cmd.catalog_version,
+            cmd.actor_id,
+            cmd.labels,
+            cmd.fingerprint,
+            self.now + timedelta(seconds=cmd.ttl_s),
         )
         hold.draws = self._draw(cmd.amount)
         self.account.held += cmd.amount
@@ -164,7 +171,8 @@ class Book:
             return self._commit_outcome(hold)
         if hold.state is HoldState.RELEASED:
             raise errors.precondition(
-                "HOLD_RELEASED", f"hold {cmd.request_id!r} was released; it cannot be committed",
+                "HOLD_RELEASED",
+                f"hold {cmd.request_id!r} was released; it cannot be committed",
                 request_id=cmd.request_id,
             )
         if cmd.amount is not None:
@@ -209,7 +217,8 @@ class Book:
         hold = self._hold(cmd.request_id)
         if hold.state is HoldState.COMMITTED:
             raise errors.precondition(
-                "HOLD_COMMITTED", f"hold {cmd.request_id!r} was committed; it cannot be released",
+                "HOLD_COMMITTED",
+                f"hold {cmd.request_id!r} was committed; it cannot be released",
                 request_id=cmd.request_id,
             )
         if hold.state is HoldState.RELEASED:
@@ -259,8 +268,15 @@ class Book:
             return self._commit_outcome(existing)
         self._require_available(cmd.amount, cmd.operation, cmd.request_id)
         hold = self._new_hold(
-            cmd.request_id, HoldKind.CHARGE, cmd.amount, cmd.operation, cmd.catalog_version,
-            cmd.actor_id, cmd.labels, cmd.fingerprint, self.now,
+            cmd.request_id,
+            HoldKind.CHARGE,
+            cmd.amount,
+            cmd.operation,
+            cmd.catalog_version,
+            cmd.actor_id,
+            cmd.labels,
+            cmd.fingerprint,
+            self.now,
         )
         hold.draws = self._draw(cmd.amount)
         hold.state = HoldState.COMMITTED
@@ -278,13 +294,21 @@ class Book:
         """
         replay = self._entry_replay(cmd.request_id, cmd.fingerprint)
         if replay is not None:
-            lot = next((lot for lot in self.lots.values() if lot.request_id == cmd.request_id), None)
+            lot = next(
+                (lot for lot in self.lots.values() if lot.request_id == cmd.request_id), None
+            )
             return EntryOutcome(replay, self.balance(), lot)
         lot = self._new_lot(cmd.request_id, cmd.amount, cmd.expires_at, cmd.source, cmd.package)
         self.account.lifetime_granted += cmd.amount
         entry = self._entry(
-            EntryKind.GRANT, cmd.amount, actor_id=cmd.actor_id, request_id=cmd.request_id,
-            labels=cmd.labels, reason=cmd.source, package=cmd.package, fingerprint=cmd.fingerprint,
+            EntryKind.GRANT,
+            cmd.amount,
+            actor_id=cmd.actor_id,
+            request_id=cmd.request_id,
+            labels=cmd.labels,
+            reason=cmd.source,
+            package=cmd.package,
+            fingerprint=cmd.fingerprint,
         )
         return EntryOutcome(entry, self.balance(), lot)
 
@@ -304,8 +328,12 @@ class Book:
             self._draw(-cmd.amount)
             self.account.balance += cmd.amount
         entry = self._entry(
-            EntryKind.ADJUST, cmd.amount, actor_id=cmd.actor_id, request_id=cmd.request_id,
-            reason=cmd.reason, fingerprint=cmd.fingerprint,
+            EntryKind.ADJUST,
+            cmd.amount,
+            actor_id=cmd.actor_id,
+            request_id=cmd.request_id,
+            reason=cmd.reason,
+            fingerprint=cmd.fingerprint,
         )
         return EntryOutcome(entry, self.balance())
 
@@ -332,7 +360,8 @@ class Book:
                 "REFUND_EXCEEDS_CHARGE",
                 f"{cmd.charge_request_id!r} charged {hold.charged} and {hold.refunded} of it was "
                 f"refunded already; {amount} more cannot be refunded",
-                charged=str(hold.charged), refunded=str(hold.refunded),
+                charged=str(hold.charged),
+                refunded=str(hold.refunded),
                 refundable=str(refundable),
             )
         # Give back from the lots that burn last first, so what stays charged is what burns first.
@@ -352,8 +381,13 @@ class Book:
         self.account.lifetime_used -= amount
         self.account.balance += amount
         entry = self._entry(
-            EntryKind.REFUND, amount, operation=hold.operation, actor_id=cmd.actor_id,
-            request_id=cmd.request_id, reason=cmd.reason, fingerprint=cmd.fingerprint,
+            EntryKind.REFUND,
+            amount,
+            operation=hold.operation,
+            actor_id=cmd.actor_id,
+            request_id=cmd.request_id,
+            reason=cmd.reason,
+            fingerprint=cmd.fingerprint,
             labels={"charge_request_id": cmd.charge_request_id},
         )
         self._give_back(back, hold.operation, cmd.request_id, credit=True)
@@ -428,15 +462,32 @@ class Book:
         )
 
     def _new_hold(
-        self, request_id: str, kind: HoldKind, amount: int, operation: str, version: int,
-        actor_id: str, labels: Mapping[str, str], fingerprint: str, expires_at: datetime,
+        self,
+        request_id: str,
+        kind: HoldKind,
+        amount: int,
+        operation: str,
+        version: int,
+        actor_id: str,
+        labels: Mapping[str, str],
+        fingerprint: str,
+        expires_at: datetime,
     ) -> Hold:
         self.account.hold_seq += 1
         hold = Hold(
-            hold_id=self.account.hold_seq, request_id=request_id, kind=kind,
-            state=HoldState.HELD, amount=amount, operation=operation, catalog_version=version,
-            actor_id=actor_id, labels=dict(labels), draws=[], fingerprint=fingerprint,
-            expires_at=expires_at, created_at=self.now,
+            hold_id=self.account.hold_seq,
+            request_id=request_id,
+            kind=kind,
+            state=HoldState.HELD,
+            amount=amount,
+            operation=operation,
+            catalog_version=version,
+            actor_id=actor_id,
+            labels=dict(labels),
+            draws=[],
+            fingerprint=fingerprint,
+            expires_at=expires_at,
+            created_at=self.now,
         )
         self.holds[request_id] = hold
         self.new_holds.append(hold)
@@ -449,8 +500,14 @@ class Book:
     ) -> Lot:
         self.account.lot_seq += 1
         lot = Lot(
-            lot_id=self.account.lot_seq, request_id=request_id, amount=amount, remaining=amount,
-            expires_at=expires_at, source=source, package=package, created_at=self.now,
+            lot_id=self.account.lot_seq,
+            request_id=request_id,
+            amount=amount,
+            remaining=amount,
+            expires_at=expires_at,
+            source=source,
+            package=package,
+            created_at=self.now,
         )
         self.lots[lot.lot_id] = lot
         self.new_lots.append(lot)
@@ -511,7 +568,10 @@ class Book:
             # own entry. Either way they leave the balance now.
             self.account.balance -= expired
             self._entry(
-                EntryKind.EXPIRE, -expired, operation=operation, request_id=request_id,
+                EntryKind.EXPIRE,
+                -expired,
+                operation=operation,
+                request_id=request_id,
                 reason="refunded to an expired lot" if credit else "returned to an expired lot",
             )
         self._touch()
@@ -527,8 +587,13 @@ class Book:
         self.account.balance -= hold.charged
         self.account.lifetime_used += hold.charged
         self._entry(
-            EntryKind.CHARGE, -hold.charged, operation=hold.operation, actor_id=hold.actor_id,
-            request_id=hold.request_id, labels=hold.labels, shortfall=hold.shortfall,
+            EntryKind.CHARGE,
+            -hold.charged,
+            operation=hold.operation,
+            actor_id=hold.actor_id,
+            request_id=hold.request_id,
+            labels=hold.labels,
+            shortfall=hold.shortfall,
             late=hold.late,
         )
 
@@ -537,8 +602,12 @@ class Book:
         a = self.account
         a.entry_seq += 1
         entry = Entry(
-            entry_id=a.entry_seq, kind=kind, amount=amount, balance_after=a.balance,
-            created_at=self.now, **fields,  # type: ignore[arg-type]
+            entry_id=a.entry_seq,
+            kind=kind,
+            amount=amount,
+            balance_after=a.balance,
+            created_at=self.now,
+            **fields,  # type: ignore[arg-type]
         )
         self.entries.append(entry)
         a.last_entry_at, a.last_entry_kind = self.now, kind
@@ -586,14 +655,24 @@ class Book:
         a.alert_level = level
 
     def _alert(
-        self, kind: AlertKind, threshold: int, required: int = 0, operation: str = "",
+        self,
+        kind: AlertKind,
+        threshold: int,
+        required: int = 0,
+        operation: str = "",
         request_id: str = "",
     ) -> None:
         self.account.alert_seq += 1
         self.account_dirty = True
         self.alerts.append(
             AlertEvent(
-                self.account.alert_seq, kind, self.account.available, threshold, self.now,
-                required, operation, request_id,
+                self.account.alert_seq,
+                kind,
+                self.account.available,
+                threshold,
+                self.now,
+                required,
+                operation,
+                request_id,
             )
         )

@@ -328,7 +328,14 @@ class SweepCmd:
 
 
 Command = (
-    ReserveCmd | CommitCmd | ReleaseCmd | ExtendCmd | ChargeCmd | GrantCmd | AdjustCmd | RefundCmd
+    ReserveCmd
+    | CommitCmd
+    | ReleaseCmd
+    | ExtendCmd
+    | ChargeCmd
+    | GrantCmd
+    | AdjustCmd
+    | RefundCmd
     | SweepCmd
 )
 

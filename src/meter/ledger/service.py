@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Protocol, TypeVar
@@ -47,7 +47,7 @@ T = TypeVar("T")
 class FundsWatch(Protocol):
     """Wakes waiters when a workspace's balance changes (LISTEN/NOTIFY)."""
 
-    async def wait_change(self, workspace_id: str, timeout: float) -> None: ...
+    async def wait_change(self, workspace_id: str, wait_s: float) -> None: ...
 
 
 def fingerprint(*parts: object) -> str:
@@ -79,8 +79,16 @@ class LedgerService:
     # Building commands: validation and pricing. Each raises MeterError on bad input.
 
     def build_reserve(
-        self, *, workspace_id: str, request_id: str, operation: str, usage: Usage | None,
-        amount: int | None, actor_id: str, labels: Mapping[str, str], ttl_s: float | None,
+        self,
+        *,
+        workspace_id: str,
+        request_id: str,
+        operation: str,
+        usage: Usage | None,
+        amount: int | None,
+        actor_id: str,
+        labels: Mapping[str, str],
+        ttl_s: float | None,
         wait_s: float | None = None,
     ) -> ReserveCmd:
         v = self._common(workspace_id, request_id, actor_id, labels)
@@ -90,26 +98,58 @@ class LedgerService:
             v.seconds("wait_for_funds", wait_s, 0, MAX_WAIT_FOR_FUNDS_S)
         priced, version = self._price(v, operation, usage, amount)
         return ReserveCmd(
-            workspace_id, request_id, priced, operation, version, actor_id, dict(labels),
+            workspace_id,
+            request_id,
+            priced,
+            operation,
+            version,
+            actor_id,
+            dict(labels),
             ttl_s or DEFAULT_TTL_S,
-            fingerprint("reserve", operation, _usage_key(usage), amount, actor_id,
-                        _labels_key(labels), ttl_s),
+            fingerprint(
+                "reserve",
+                operation,
+                _usage_key(usage),
+                amount,
+                actor_id,
+                _labels_key(labels),
+                ttl_s,
+            ),
         )
 
     def build_charge(
-        self, *, workspace_id: str, request_id: str, operation: str, usage: Usage | None,
-        amount: int | None, actor_id: str, labels: Mapping[str, str],
+        self,
+        *,
+        workspace_id: str,
+        request_id: str,
+        operation: str,
+        usage: Usage | None,
+        amount: int | None,
+        actor_id: str,
+        labels: Mapping[str, str],
     ) -> ChargeCmd:
         v = self._common(workspace_id, request_id, actor_id, labels)
         priced, version = self._price(v, operation, usage, amount)
         return ChargeCmd(
-            workspace_id, request_id, priced, operation, version, actor_id, dict(labels),
-            fingerprint("charge", operation, _usage_key(usage), amount, actor_id,
-                        _labels_key(labels)),
+            workspace_id,
+            request_id,
+            priced,
+            operation,
+            version,
+            actor_id,
+            dict(labels),
+            fingerprint(
+                "charge", operation, _usage_key(usage), amount, actor_id, _labels_key(labels)
+            ),
         )
 
     def build_commit(
-        self, *, workspace_id: str, request_id: str, usage: Usage | None, amount: int | None,
+        self,
+        *,
+        workspace_id: str,
+        request_id: str,
+        usage: Usage | None,
+        amount: int | None,
         labels: Mapping[str, str],
     ) -> CommitCmd:
         v = self._common(workspace_id, request_id, "", labels)
@@ -122,7 +162,11 @@ class LedgerService:
                 v.extend(e.violations)
         _raise(v)
         return CommitCmd(
-            workspace_id, request_id, amount, usage, dict(labels),
+            workspace_id,
+            request_id,
+            amount,
+            usage,
+            dict(labels),
             fingerprint("commit", _usage_key(usage), amount, _labels_key(labels)),
         )
 
@@ -138,8 +182,16 @@ class LedgerService:
         return ExtendCmd(workspace_id, request_id, ttl_s or DEFAULT_TTL_S)
 
     def build_grant(
-        self, *, workspace_id: str, request_id: str, amount: int, package: str,
-        expires_at: datetime | None, source: str, actor_id: str, labels: Mapping[str, str],
+        self,
+        *,
+        workspace_id: str,
+        request_id: str,
+        amount: int,
+        package: str,
+        expires_at: datetime | None,
+        source: str,
+        actor_id: str,
+        labels: Mapping[str, str],
     ) -> GrantCmd:
         v = self._common(workspace_id, request_id, actor_id, labels)
         if amount and package:
@@ -154,8 +206,9 @@ class LedgerService:
         if expires_at is not None and expires_at <= now:
             v.add("expires_at", "must be in the future")
         _raise(v)
-        fp = fingerprint("grant", amount, package.casefold(), expires_at, source, actor_id,
-                         _labels_key(labels))
+        fp = fingerprint(
+            "grant", amount, package.casefold(), expires_at, source, actor_id, _labels_key(labels)
+        )
         name = ""
         if package:
             pkg = self.catalog.package(package)
@@ -163,8 +216,15 @@ class LedgerService:
             if expires_at is None:
                 expires_at = now + PACKAGE_VALIDITY
         return GrantCmd(
-            workspace_id, request_id, amount, expires_at,
-            source or ("purchase" if package else "manual"), name, actor_id, dict(labels), fp,
+            workspace_id,
+            request_id,
+            amount,
+            expires_at,
+            source or ("purchase" if package else "manual"),
+            name,
+            actor_id,
+            dict(labels),
+            fp,
         )
 
     def build_adjust(
@@ -178,13 +238,23 @@ class LedgerService:
         v.text("reason", reason, required=True)
         _raise(v)
         return AdjustCmd(
-            workspace_id, request_id, amount, reason, actor_id,
+            workspace_id,
+            request_id,
+            amount,
+            reason,
+            actor_id,
             fingerprint("adjust", amount, reason, actor_id),
         )
 
     def build_refund(
-        self, *, workspace_id: str, request_id: str, charge_request_id: str, amount: int,
-        reason: str, actor_id: str,
+        self,
+        *,
+        workspace_id: str,
+        request_id: str,
+        charge_request_id: str,
+        amount: int,
+        reason: str,
+        actor_id: str,
     ) -> RefundCmd:
         v = self._common(workspace_id, request_id, actor_id, {})
         v.id("charge_request_id", charge_request_id)
@@ -192,13 +262,18 @@ class LedgerService:
         v.text("reason", reason)
         _raise(v)
         return RefundCmd(
-            workspace_id, request_id, charge_request_id, amount, reason, actor_id,
+            workspace_id,
+            request_id,
+            charge_request_id,
+            amount,
+            reason,
+            actor_id,
             fingerprint("refund", charge_request_id, amount, reason, actor_id),
         )
 
     # Running commands.
 
-    def submit(self, cmd: Command) -> Awaitable[Outcome | errors.MeterError]:
+    def submit(self, cmd: Command) -> asyncio.Future[Outcome | errors.MeterError]:
         """Queue a command (for streams, which collect results as they come)."""
         return self.batcher.submit_nowait(cmd)
 
@@ -298,4 +373,3 @@ def _raise(v: Sequence[errors.FieldViolation]) -> None:
 def _as(kind: type[T], outcome: Outcome) -> T:
     assert isinstance(outcome, kind), outcome
     return outcome
-

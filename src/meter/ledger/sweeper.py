@@ -23,7 +23,7 @@ class Sweeper:
     def __init__(
         self,
         due: Callable[[int], Awaitable[list[str]]],
-        sweep: Callable[[Sequence[SweepCmd]], Awaitable[list[object]]],
+        sweep: Callable[[Sequence[SweepCmd]], Awaitable[Sequence[object]]],
         interval_s: float = 1.0,
         batch: int = 200,
     ) -> None:

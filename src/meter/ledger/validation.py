@@ -43,8 +43,10 @@ class Violations(list[FieldViolation]):
             return
         for key, value in labels.items():
             if not LABEL_KEY_RE.fullmatch(key):
-                self.add(f"{field}[{key[:64]!r}]", "keys are 1-63 characters of [a-z0-9_.-], "
-                         "starting with a letter")
+                self.add(
+                    f"{field}[{key[:64]!r}]",
+                    "keys are 1-63 characters of [a-z0-9_.-], starting with a letter",
+                )
             elif len(value) > MAX_LABEL_VALUE:
                 self.add(f"{field}[{key!r}]", f"values are at most {MAX_LABEL_VALUE} characters")
             elif not value.isprintable():
@@ -59,7 +61,9 @@ class Violations(list[FieldViolation]):
         if not low <= value <= high:
             self.add(field, f"must be between {low:g}s and {high:g}s")
 
-    def text(self, field: str, value: str, *, required: bool = False, limit: int = MAX_TEXT) -> None:
+    def text(
+        self, field: str, value: str, *, required: bool = False, limit: int = MAX_TEXT
+    ) -> None:
         if required and not value.strip():
             self.add(field, "required")
         elif len(value) > limit:

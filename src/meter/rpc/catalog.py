@@ -58,7 +58,9 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServicer):
         self, request: cpb.EstimateCampaignRequest, context: Any
     ) -> cpb.EstimateCampaignResponse:
         if request.workspace_id and not ID_RE.fullmatch(request.workspace_id):
-            raise errors.invalid_field("workspace_id", "must be 1-128 characters of [A-Za-z0-9._:-]")
+            raise errors.invalid_field(
+                "workspace_id", "must be 1-128 characters of [A-Za-z0-9._:-]"
+            )
         est, version = await self.catalog.estimate(
             convert.plan(request), _version(request.catalog_version)
         )
@@ -77,7 +79,9 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServicer):
     async def ListPackages(
         self, request: cpb.ListPackagesRequest, context: Any
     ) -> cpb.ListPackagesResponse:
-        return cpb.ListPackagesResponse(packages=[convert.package(p) for p in self.catalog.packages])
+        return cpb.ListPackagesResponse(
+            packages=[convert.package(p) for p in self.catalog.packages]
+        )
 
     @unary
     async def PublishCatalog(

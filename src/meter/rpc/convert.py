@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
@@ -20,6 +21,11 @@ from meter.ledger.model import (
 )
 from meterpb.v1 import catalog_pb2 as cpb
 from meterpb.v1 import meter_pb2 as pb
+
+
+def _enum(value: int) -> Any:
+    """A domain IntEnum as the generated enum's value (the numbers are equal by design)."""
+    return int(value)
 
 
 def ts(dt: datetime | None) -> timestamp_pb2.Timestamp | None:
@@ -57,7 +63,7 @@ def hold(h: HoldView) -> pb.Hold:
         workspace_id=h.workspace_id,
         request_id=h.request_id,
         amount=h.amount,
-        state=int(h.state),  # type: ignore[arg-type]
+        state=_enum(h.state),
         expires_at=ts(h.expires_at),
         operation=h.operation,
         catalog_version=h.catalog_version,
@@ -76,7 +82,7 @@ def balance(b: BalanceView) -> pb.Balance:
         held=b.held,
         lifetime_used=b.lifetime_used,
         lifetime_granted=b.lifetime_granted,
-        level=int(b.level),  # type: ignore[arg-type]
+        level=_enum(b.level),
         thresholds=pb.AlertThresholds(
             workspace_id=b.workspace_id, low=b.low_threshold, critical=b.critical_threshold
         ),
@@ -89,7 +95,9 @@ def balance(b: BalanceView) -> pb.Balance:
         t = b.last_transaction
         msg.last_transaction.CopyFrom(
             pb.LastTransaction(
-                time=ts(t.time), kind=int(t.kind), amount=t.amount,  # type: ignore[arg-type]
+                time=ts(t.time),
+                kind=_enum(t.kind),
+                amount=t.amount,
                 operation=t.operation,
             )
         )
@@ -98,14 +106,21 @@ def balance(b: BalanceView) -> pb.Balance:
 
 def commit(o: CommitOutcome) -> pb.CommitResponse:
     return pb.CommitResponse(
-        hold=hold(o.hold), charged=o.charged, released=o.released, shortfall=o.shortfall,
-        late=o.late, balance=balance(o.balance),
+        hold=hold(o.hold),
+        charged=o.charged,
+        released=o.released,
+        shortfall=o.shortfall,
+        late=o.late,
+        balance=balance(o.balance),
     )
 
 
 def charge(o: CommitOutcome) -> pb.ChargeResponse:
     return pb.ChargeResponse(
-        hold=hold(o.hold), charged=o.charged, released=o.released, shortfall=o.shortfall,
+        hold=hold(o.hold),
+        charged=o.charged,
+        released=o.released,
+        shortfall=o.shortfall,
         balance=balance(o.balance),
     )
 
@@ -114,7 +129,7 @@ def entry(workspace_id: str, e: Entry) -> pb.JournalEntry:
     return pb.JournalEntry(
         entry_id=str(e.entry_id),
         workspace_id=workspace_id,
-        kind=int(e.kind),  # type: ignore[arg-type]
+        kind=_enum(e.kind),
         amount=e.amount,
         balance_after=e.balance_after,
         operation=e.operation,
@@ -131,25 +146,38 @@ def entry(workspace_id: str, e: Entry) -> pb.JournalEntry:
 
 def lot(lt: Lot) -> pb.Lot:
     return pb.Lot(
-        lot_id=str(lt.lot_id), amount=lt.amount, remaining=lt.remaining,
-        expires_at=ts(lt.expires_at), source=lt.source, package=lt.package,
+        lot_id=str(lt.lot_id),
+        amount=lt.amount,
+        remaining=lt.remaining,
+        expires_at=ts(lt.expires_at),
+        source=lt.source,
+        package=lt.package,
         create_time=ts(lt.created_at),
     )
 
 
 def alert(workspace_id: str, a: AlertEvent) -> pb.AlertEvent:
     return pb.AlertEvent(
-        event_id=str(a.event_id), workspace_id=workspace_id,
-        kind=int(a.kind),  # type: ignore[arg-type]
-        available=a.available, threshold=a.threshold, required=a.required,
-        operation=a.operation, request_id=a.request_id, create_time=ts(a.created_at),
+        event_id=str(a.event_id),
+        workspace_id=workspace_id,
+        kind=_enum(a.kind),
+        available=a.available,
+        threshold=a.threshold,
+        required=a.required,
+        operation=a.operation,
+        request_id=a.request_id,
+        create_time=ts(a.created_at),
     )
 
 
 def discrepancy(d: Discrepancy) -> pb.Discrepancy:
     return pb.Discrepancy(
-        workspace_id=d.workspace_id, check=d.check, subject=d.subject, expected=d.expected,
-        actual=d.actual, detail=d.detail,
+        workspace_id=d.workspace_id,
+        check=d.check,
+        subject=d.subject,
+        expected=d.expected,
+        actual=d.actual,
+        detail=d.detail,
     )
 
 
@@ -164,21 +192,31 @@ _UNITS = {"call": 1, "platform": 2, "item": 3}
 
 def operation(r: Rule, version: int) -> cpb.Operation:
     return cpb.Operation(
-        operation=r.operation, display_name=r.display_name, description=r.description,
-        min=r.min, max=r.max, unit=_UNITS[r.unit.value],  # type: ignore[arg-type]
-        free=r.free, catalog_version=version,
+        operation=r.operation,
+        display_name=r.display_name,
+        description=r.description,
+        min=r.min,
+        max=r.max,
+        unit=_enum(_UNITS[r.unit.value]),
+        free=r.free,
+        catalog_version=version,
     )
 
 
 def quote(operation_key: str, q: Quote, version: int) -> cpb.QuoteResponse:
     return cpb.QuoteResponse(
-        operation=operation_key, min=q.min, expected=q.expected, max=q.max,
+        operation=operation_key,
+        min=q.min,
+        expected=q.expected,
+        max=q.max,
         catalog_version=version,
     )
 
 
 def package(p: Package) -> cpb.Package:
-    return cpb.Package(name=p.name, credits=p.credits, price_cents=p.price_cents, currency=p.currency)
+    return cpb.Package(
+        name=p.name, credits=p.credits, price_cents=p.price_cents, currency=p.currency
+    )
 
 
 def plan(req: cpb.EstimateCampaignRequest) -> CampaignPlan:
@@ -186,7 +224,7 @@ def plan(req: cpb.EstimateCampaignRequest) -> CampaignPlan:
         platforms=req.platforms,
         duration_days=req.duration_days,
         posts_per_week=req.posts_per_week,
-        complexity=req.complexity,  # type: ignore[arg-type]
+        complexity=req.complexity,  # type: ignore[arg-type]  # validated by validate_plan
         strategy_analysis=req.strategy_analysis,
         rss_items=req.rss_items,
         regenerations=req.regenerations if req.HasField("regenerations") else -1,
@@ -195,13 +233,18 @@ def plan(req: cpb.EstimateCampaignRequest) -> CampaignPlan:
 
 def estimate(e: Estimate, version: int) -> cpb.EstimateCampaignResponse:
     return cpb.EstimateCampaignResponse(
-        min=e.min, expected=e.expected, max=e.max, catalog_version=version,
+        min=e.min,
+        expected=e.expected,
+        max=e.max,
+        catalog_version=version,
         breakdown=[
             cpb.EstimateLine(
-                operation=line.operation, count=line.count, min=line.min,
-                expected=line.expected, max=line.max,
+                operation=line.operation,
+                count=line.count,
+                min=line.min,
+                expected=line.expected,
+                max=line.max,
             )
             for line in e.lines
         ],
     )
-

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
@@ -23,6 +23,7 @@ CODES: dict[Kind, grpc.StatusCode] = {
     Kind.DEADLINE: grpc.StatusCode.DEADLINE_EXCEEDED,
     Kind.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
     Kind.PERMISSION: grpc.StatusCode.PERMISSION_DENIED,
+    Kind.UNIMPLEMENTED: grpc.StatusCode.UNIMPLEMENTED,
 }
 
 
@@ -53,15 +54,13 @@ def status_proto(error: MeterError) -> status_pb2.Status:
         a = any_pb2.Any()
         a.Pack(d)
         packed.append(a)
-    return status_pb2.Status(
-        code=CODES[error.kind].value[0], message=error.message, details=packed
-    )
+    return status_pb2.Status(code=CODES[error.kind].value[0], message=error.message, details=packed)
 
 
 OK = status_pb2.Status(code=code_pb2.OK)
 
 
-async def abort(context: grpc.aio.ServicerContext, error: MeterError) -> NoReturn:  # type: ignore[type-arg]
+async def abort(context: Any, error: MeterError) -> NoReturn:
     await context.abort_with_status(rpc_status.to_status(status_proto(error)))
     raise AssertionError("abort returned")  # pragma: no cover
 

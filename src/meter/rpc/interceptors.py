@@ -11,7 +11,7 @@ import structlog
 
 log = structlog.get_logger("meter")
 
-Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]]
+Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[Any]]
 
 
 def _fields(request: Any) -> dict[str, str]:
@@ -23,7 +23,7 @@ def _fields(request: Any) -> dict[str, str]:
     return out
 
 
-class CallLog(grpc.aio.ServerInterceptor):
+class CallLog(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """Logs `call.finished` once per call: method, workspace, request id, code, latency.
 
     Never the request body, never credentials (DESIGN.md §6).
@@ -31,7 +31,7 @@ class CallLog(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self, continuation: Continuation, details: grpc.HandlerCallDetails
-    ) -> grpc.RpcMethodHandler:
+    ) -> Any:
         handler = await continuation(details)
         if handler is None:
             return handler
@@ -39,7 +39,7 @@ class CallLog(grpc.aio.ServerInterceptor):
         if handler.unary_unary is not None:
             inner = handler.unary_unary
 
-            async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:  # type: ignore[type-arg]
+            async def unary(request: Any, context: Any) -> Any:
                 start = time.perf_counter()
                 code = "OK"
                 try:
@@ -51,8 +51,11 @@ class CallLog(grpc.aio.ServerInterceptor):
                     if code == "OK":
                         code = _code(context, "OK")
                     log.info(
-                        "call.finished", method=method, code=code,
-                        ms=round((time.perf_counter() - start) * 1000, 2), **_fields(request),
+                        "call.finished",
+                        method=method,
+                        code=code,
+                        ms=round((time.perf_counter() - start) * 1000, 2),
+                        **_fields(request),
                     )
 
             return grpc.unary_unary_rpc_method_handler(
@@ -64,12 +67,15 @@ class CallLog(grpc.aio.ServerInterceptor):
             async def unary_stream(request: Any, context: Any) -> Any:
                 start = time.perf_counter()
                 try:
-                    async for item in inner_us(request, context):
+                    async for item in inner_us(request, context):  # type: ignore[attr-defined]
                         yield item
                 finally:
                     log.info(
-                        "call.finished", method=method, code=_code(context, "OK"),
-                        ms=round((time.perf_counter() - start) * 1000, 2), **_fields(request),
+                        "call.finished",
+                        method=method,
+                        code=_code(context, "OK"),
+                        ms=round((time.perf_counter() - start) * 1000, 2),
+                        **_fields(request),
                     )
 
             return grpc.unary_stream_rpc_method_handler(
@@ -81,11 +87,13 @@ class CallLog(grpc.aio.ServerInterceptor):
             async def stream_stream(requests: Any, context: Any) -> Any:
                 start = time.perf_counter()
                 try:
-                    async for item in inner_ss(requests, context):
+                    async for item in inner_ss(requests, context):  # type: ignore[attr-defined]
                         yield item
                 finally:
                     log.info(
-                        "call.finished", method=method, code=_code(context, "OK"),
+                        "call.finished",
+                        method=method,
+                        code=_code(context, "OK"),
                         ms=round((time.perf_counter() - start) * 1000, 2),
                     )
 
@@ -98,7 +106,7 @@ class CallLog(grpc.aio.ServerInterceptor):
 def _code(context: Any, default: str) -> str:
     try:
         code = context.code()
-    except Exception:  # noqa: BLE001 - older grpc: no code() on the aio context
+    except Exception:
         return default
     if code is None:
         return default

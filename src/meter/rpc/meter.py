@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 from meter import errors
@@ -9,8 +11,10 @@ from meter.ledger.model import HoldState, JournalFilter
 from meter.ledger.service import LedgerService
 from meter.ledger.validation import Violations
 from meter.rpc import convert
+from meter.rpc.errors import abort
 from meter.rpc.handlers import unary
 from meter.rpc.paging import Paging
+from meter.rpc.stream import serve_stream
 from meter.storage.queries import LedgerQueries
 from meterpb.v1 import meter_pb2 as pb
 from meterpb.v1 import meter_pb2_grpc
@@ -26,18 +30,24 @@ class MeterServicer(meter_pb2_grpc.MeterServicer):
 
     def reserve_cmd(self, r: pb.ReserveRequest) -> Any:
         return self.ledger.build_reserve(
-            workspace_id=r.workspace_id, request_id=r.request_id, operation=r.operation,
+            workspace_id=r.workspace_id,
+            request_id=r.request_id,
+            operation=r.operation,
             usage=convert.optional_usage(r.HasField("usage"), r.usage),
-            amount=r.amount if r.HasField("amount") else None, actor_id=r.actor_id,
-            labels=r.labels, ttl_s=convert.seconds(r.ttl) if r.HasField("ttl") else None,
+            amount=r.amount if r.HasField("amount") else None,
+            actor_id=r.actor_id,
+            labels=r.labels,
+            ttl_s=convert.seconds(r.ttl) if r.HasField("ttl") else None,
             wait_s=convert.seconds(r.wait_for_funds) if r.HasField("wait_for_funds") else None,
         )
 
     def commit_cmd(self, r: pb.CommitRequest) -> Any:
         return self.ledger.build_commit(
-            workspace_id=r.workspace_id, request_id=r.request_id,
+            workspace_id=r.workspace_id,
+            request_id=r.request_id,
             usage=convert.optional_usage(r.HasField("usage"), r.usage),
-            amount=r.amount if r.HasField("amount") else None, labels=r.labels,
+            amount=r.amount if r.HasField("amount") else None,
+            labels=r.labels,
         )
 
     def release_cmd(self, r: pb.ReleaseRequest) -> Any:
@@ -45,15 +55,19 @@ class MeterServicer(meter_pb2_grpc.MeterServicer):
 
     def extend_cmd(self, r: pb.ExtendRequest) -> Any:
         return self.ledger.build_extend(
-            workspace_id=r.workspace_id, request_id=r.request_id,
+            workspace_id=r.workspace_id,
+            request_id=r.request_id,
             ttl_s=convert.seconds(r.ttl) if r.HasField("ttl") else None,
         )
 
     def charge_cmd(self, r: pb.ChargeRequest) -> Any:
         return self.ledger.build_charge(
-            workspace_id=r.workspace_id, request_id=r.request_id, operation=r.operation,
+            workspace_id=r.workspace_id,
+            request_id=r.request_id,
+            operation=r.operation,
             usage=convert.optional_usage(r.HasField("usage"), r.usage),
-            amount=r.amount if r.HasField("amount") else None, actor_id=r.actor_id,
+            amount=r.amount if r.HasField("amount") else None,
+            actor_id=r.actor_id,
             labels=r.labels,
         )
 
@@ -80,11 +94,58 @@ class MeterServicer(meter_pb2_grpc.MeterServicer):
 
     @unary
     async def Extend(self, request: pb.ExtendRequest, context: Any) -> pb.ExtendResponse:
-        return pb.ExtendResponse(hold=convert.hold(await self.ledger.extend(self.extend_cmd(request))))
+        return pb.ExtendResponse(
+            hold=convert.hold(await self.ledger.extend(self.extend_cmd(request)))
+        )
 
     @unary
     async def Charge(self, request: pb.ChargeRequest, context: Any) -> pb.ChargeResponse:
         return convert.charge(await self.ledger.charge(self.charge_cmd(request)))
+
+    _builders: dict[str, Any] = {
+        "reserve": reserve_cmd,
+        "commit": commit_cmd,
+        "release": release_cmd,
+        "extend": extend_cmd,
+        "charge": charge_cmd,
+    }
+
+    def _start(self, kind: str, request: Any) -> asyncio.Future[Any]:
+        """Validate one stream item now (raises MeterError) and start it.
+
+        The future resolves to the outcome or to a MeterError refusal: plain items ride the
+        batcher's own future (no task per item); a Reserve that waits for funds gets a task.
+        """
+        cmd = self._builders[kind](self, request)
+        if kind == "reserve" and request.HasField("wait_for_funds"):
+            return asyncio.ensure_future(
+                self.ledger.reserve(cmd, convert.seconds(request.wait_for_funds))
+            )
+        return self.ledger.submit(cmd)
+
+    async def Stream(
+        self, request_iterator: AsyncIterator[pb.StreamRequest], context: Any
+    ) -> AsyncIterator[pb.StreamResponse]:
+        async for response in serve_stream(request_iterator, self._start, self.ledger.explain):
+            yield response
+
+    # Issue-4 RPCs: not yet served.
+
+    async def WatchBalance(  # type: ignore[override]
+        self, request: pb.WatchBalanceRequest, context: Any
+    ) -> AsyncIterator[pb.WatchBalanceResponse]:
+        await abort(context, _unimplemented("WatchBalance"))
+        yield pb.WatchBalanceResponse()  # pragma: no cover
+
+    @unary
+    async def GetUsage(self, request: pb.GetUsageRequest, context: Any) -> pb.GetUsageResponse:
+        raise _unimplemented("GetUsage")
+
+    @unary
+    async def SetAlertThresholds(
+        self, request: pb.SetAlertThresholdsRequest, context: Any
+    ) -> pb.AlertThresholds:
+        raise _unimplemented("SetAlertThresholds")
 
     # Grants and corrections.
 
@@ -93,10 +154,16 @@ class MeterServicer(meter_pb2_grpc.MeterServicer):
         self, request: pb.GrantCreditsRequest, context: Any
     ) -> pb.GrantCreditsResponse:
         cmd = self.ledger.build_grant(
-            workspace_id=request.workspace_id, request_id=request.request_id,
-            amount=request.amount, package=request.package,
-            expires_at=convert.from_ts(request.expires_at) if request.HasField("expires_at") else None,
-            source=request.source, actor_id=request.actor_id, labels=request.labels,
+            workspace_id=request.workspace_id,
+            request_id=request.request_id,
+            amount=request.amount,
+            package=request.package,
+            expires_at=convert.from_ts(request.expires_at)
+            if request.HasField("expires_at")
+            else None,
+            source=request.source,
+            actor_id=request.actor_id,
+            labels=request.labels,
         )
         out = await self.ledger.grant(cmd)
         return pb.GrantCreditsResponse(
@@ -110,8 +177,11 @@ class MeterServicer(meter_pb2_grpc.MeterServicer):
         self, request: pb.AdjustCreditsRequest, context: Any
     ) -> pb.AdjustCreditsResponse:
         cmd = self.ledger.build_adjust(
-            workspace_id=request.workspace_id, request_id=request.request_id,
-            amount=request.amount, reason=request.reason, actor_id=request.actor_id,
+            workspace_id=request.workspace_id,
+            request_id=request.request_id,
+            amount=request.amount,
+            reason=request.reason,
+            actor_id=request.actor_id,
         )
         out = await self.ledger.adjust(cmd)
         return pb.AdjustCreditsResponse(
@@ -121,13 +191,17 @@ class MeterServicer(meter_pb2_grpc.MeterServicer):
     @unary
     async def Refund(self, request: pb.RefundRequest, context: Any) -> pb.RefundResponse:
         cmd = self.ledger.build_refund(
-            workspace_id=request.workspace_id, request_id=request.request_id,
-            charge_request_id=request.charge_request_id, amount=request.amount,
-            reason=request.reason, actor_id=request.actor_id,
+            workspace_id=request.workspace_id,
+            request_id=request.request_id,
+            charge_request_id=request.charge_request_id,
+            amount=request.amount,
+            reason=request.reason,
+            actor_id=request.actor_id,
         )
         out = await self.ledger.refund(cmd)
         return pb.RefundResponse(
-            entry=convert.entry(cmd.workspace_id, out.entry), refunded=out.entry.amount,
+            entry=convert.entry(cmd.workspace_id, out.entry),
+            refunded=out.entry.amount,
             balance=convert.balance(out.balance),
         )
 
@@ -179,7 +253,9 @@ class MeterServicer(meter_pb2_grpc.MeterServicer):
             kinds=tuple(sorted(set(request.kinds))),
             operations=tuple(sorted(set(request.operations))),
             actor_id=request.actor_id,
-            start_time=convert.from_ts(request.start_time) if request.HasField("start_time") else None,
+            start_time=convert.from_ts(request.start_time)
+            if request.HasField("start_time")
+            else None,
             end_time=convert.from_ts(request.end_time) if request.HasField("end_time") else None,
         )
         size = self.paging.size(request.page_size)
@@ -194,7 +270,9 @@ class MeterServicer(meter_pb2_grpc.MeterServicer):
         )
 
     @unary
-    async def ListAlerts(self, request: pb.ListAlertsRequest, context: Any) -> pb.ListAlertsResponse:
+    async def ListAlerts(
+        self, request: pb.ListAlertsRequest, context: Any
+    ) -> pb.ListAlertsResponse:
         _workspace(request.workspace_id)
         size = self.paging.size(request.page_size)
         key = ("alerts", request.workspace_id)
@@ -222,6 +300,12 @@ class MeterServicer(meter_pb2_grpc.MeterServicer):
         return pb.AuditResponse(
             workspaces_checked=checked, discrepancies=[convert.discrepancy(d) for d in found]
         )
+
+
+def _unimplemented(method: str) -> errors.MeterError:
+    return errors.MeterError(
+        errors.Kind.UNIMPLEMENTED, "UNIMPLEMENTED", f"{method} is not served by this version"
+    )
 
 
 def _workspace(workspace_id: str) -> None:

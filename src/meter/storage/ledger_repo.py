@@ -140,13 +140,19 @@ class LedgerRepo:
                 if isinstance(c, RefundCmd):
                     ws.append(c.workspace_id)
                     rids.append(c.charge_request_id)
-        hold_rows = list((await conn.execute(_BY_REQUEST, {"ws": ws, "rids": rids})).all())
-        entry_rows = []
-        if any(isinstance(c, GrantCmd | AdjustCmd | RefundCmd | ReserveCmd | ChargeCmd) for c in cmds):
+        hold_rows: list[Any] = list(
+            (await conn.execute(_BY_REQUEST, {"ws": ws, "rids": rids})).all()
+        )
+        entry_rows: Sequence[Any] = []
+        if any(
+            isinstance(c, GrantCmd | AdjustCmd | RefundCmd | ReserveCmd | ChargeCmd) for c in cmds
+        ):
             entry_rows = (await conn.execute(_ENTRIES_BY_REQUEST, {"ws": ws, "rids": rids})).all()
-        sweep = [c.workspace_id for c in cmds if isinstance(c, SweepCmd) and c.workspace_id in accounts]
+        sweep = [
+            c.workspace_id for c in cmds if isinstance(c, SweepCmd) and c.workspace_id in accounts
+        ]
         if sweep:
-            hold_rows += (await conn.execute(_OVERDUE, {"ids": sweep, "now": now})).all()
+            hold_rows += list((await conn.execute(_OVERDUE, {"ids": sweep, "now": now})).all())
 
         ws_holds: dict[str, dict[str, Hold]] = defaultdict(dict)
         lws: list[str] = []
@@ -158,7 +164,9 @@ class LedgerRepo:
                 lws.append(r.workspace_id)
                 lids.append(lot_id)
         ws_lots: dict[str, list[Lot]] = defaultdict(list)
-        for r in (await conn.execute(_LOTS, {"ids": list(accounts), "lws": lws, "lids": lids})).all():
+        for r in (
+            await conn.execute(_LOTS, {"ids": list(accounts), "lws": lws, "lids": lids})
+        ).all():
             ws_lots[r.workspace_id].append(_lot(r))
         ws_entries: dict[str, dict[str, Entry]] = defaultdict(dict)
         for r in entry_rows:
@@ -194,9 +202,14 @@ class LedgerRepo:
             entries += [_entry_row(wid, e) for e in book.entries]
             alert_rows += [
                 {
-                    "workspace_id": wid, "event_id": a.event_id, "kind": int(a.kind),
-                    "available": a.available, "threshold": a.threshold, "required": a.required,
-                    "operation": a.operation, "request_id": a.request_id,
+                    "workspace_id": wid,
+                    "event_id": a.event_id,
+                    "kind": int(a.kind),
+                    "available": a.available,
+                    "threshold": a.threshold,
+                    "required": a.required,
+                    "operation": a.operation,
+                    "request_id": a.request_id,
                     "created_at": a.created_at,
                 }
                 for a in book.alerts
@@ -255,27 +268,44 @@ def _run(book: Book | None, cmd: Command, price: Pricer) -> Result:
 
 def _account(r: Any) -> Account:
     return Account(
-        workspace_id=r.workspace_id, balance=r.balance, held=r.held,
-        lifetime_used=r.lifetime_used, lifetime_granted=r.lifetime_granted,
-        low_threshold=r.low_threshold, critical_threshold=r.critical_threshold,
-        alert_level=Level(r.alert_level), hold_seq=r.hold_seq, lot_seq=r.lot_seq,
-        entry_seq=r.entry_seq, alert_seq=r.alert_seq, next_expiry_at=r.next_expiry_at,
+        workspace_id=r.workspace_id,
+        balance=r.balance,
+        held=r.held,
+        lifetime_used=r.lifetime_used,
+        lifetime_granted=r.lifetime_granted,
+        low_threshold=r.low_threshold,
+        critical_threshold=r.critical_threshold,
+        alert_level=Level(r.alert_level),
+        hold_seq=r.hold_seq,
+        lot_seq=r.lot_seq,
+        entry_seq=r.entry_seq,
+        alert_seq=r.alert_seq,
+        next_expiry_at=r.next_expiry_at,
         last_entry_at=r.last_entry_at,
         last_entry_kind=EntryKind(r.last_entry_kind) if r.last_entry_kind else None,
-        last_entry_amount=r.last_entry_amount, last_entry_operation=r.last_entry_operation,
+        last_entry_amount=r.last_entry_amount,
+        last_entry_operation=r.last_entry_operation,
         created_at=r.created_at,
     )
 
 
 def _account_update(a: Account, now: datetime) -> dict[str, Any]:
     return {
-        "b_ws": a.workspace_id, "balance": a.balance, "held": a.held,
-        "lifetime_used": a.lifetime_used, "lifetime_granted": a.lifetime_granted,
-        "alert_level": int(a.alert_level), "hold_seq": a.hold_seq, "lot_seq": a.lot_seq,
-        "entry_seq": a.entry_seq, "alert_seq": a.alert_seq, "next_expiry_at": a.next_expiry_at,
+        "b_ws": a.workspace_id,
+        "balance": a.balance,
+        "held": a.held,
+        "lifetime_used": a.lifetime_used,
+        "lifetime_granted": a.lifetime_granted,
+        "alert_level": int(a.alert_level),
+        "hold_seq": a.hold_seq,
+        "lot_seq": a.lot_seq,
+        "entry_seq": a.entry_seq,
+        "alert_seq": a.alert_seq,
+        "next_expiry_at": a.next_expiry_at,
         "last_entry_at": a.last_entry_at,
         "last_entry_kind": int(a.last_entry_kind) if a.last_entry_kind else None,
-        "last_entry_amount": a.last_entry_amount, "last_entry_operation": a.last_entry_operation,
+        "last_entry_amount": a.last_entry_amount,
+        "last_entry_operation": a.last_entry_operation,
         "updated_at": now,
     }
 
@@ -287,9 +317,21 @@ _UPDATE_ACCOUNT = (
         {
             c: bindparam(c)
             for c in (
-                "balance", "held", "lifetime_used", "lifetime_granted", "alert_level", "hold_seq",
-                "lot_seq", "entry_seq", "alert_seq", "next_expiry_at", "last_entry_at",
-                "last_entry_kind", "last_entry_amount", "last_entry_operation", "updated_at",
+                "balance",
+                "held",
+                "lifetime_used",
+                "lifetime_granted",
+                "alert_level",
+                "hold_seq",
+                "lot_seq",
+                "entry_seq",
+                "alert_seq",
+                "next_expiry_at",
+                "last_entry_at",
+                "last_entry_kind",
+                "last_entry_amount",
+                "last_entry_operation",
+                "updated_at",
             )
         }
     )
@@ -300,8 +342,17 @@ _UPDATE_LOT = (
     .values(remaining=bindparam("remaining"))
 )
 _HOLD_MUTABLE = (
-    "state", "charged", "shortfall", "refunded", "late", "labels", "draw_lots", "draw_amounts",
-    "commit_fingerprint", "expires_at", "finished_at",
+    "state",
+    "charged",
+    "shortfall",
+    "refunded",
+    "late",
+    "labels",
+    "draw_lots",
+    "draw_amounts",
+    "commit_fingerprint",
+    "expires_at",
+    "finished_at",
 )
 _UPDATE_HOLD = (
     update(holds)
@@ -312,47 +363,84 @@ _UPDATE_HOLD = (
 
 def _lot(r: Any) -> Lot:
     return Lot(
-        lot_id=r.lot_id, request_id=r.request_id, amount=r.amount, remaining=r.remaining,
-        expires_at=r.expires_at, source=r.source, package=r.package, created_at=r.created_at,
+        lot_id=r.lot_id,
+        request_id=r.request_id,
+        amount=r.amount,
+        remaining=r.remaining,
+        expires_at=r.expires_at,
+        source=r.source,
+        package=r.package,
+        created_at=r.created_at,
     )
 
 
 def _lot_row(wid: str, lot: Lot) -> dict[str, Any]:
     return {
-        "workspace_id": wid, "lot_id": lot.lot_id, "request_id": lot.request_id,
-        "amount": lot.amount, "remaining": lot.remaining, "expires_at": lot.expires_at,
-        "source": lot.source, "package": lot.package, "created_at": lot.created_at,
+        "workspace_id": wid,
+        "lot_id": lot.lot_id,
+        "request_id": lot.request_id,
+        "amount": lot.amount,
+        "remaining": lot.remaining,
+        "expires_at": lot.expires_at,
+        "source": lot.source,
+        "package": lot.package,
+        "created_at": lot.created_at,
     }
 
 
 def _hold(r: Any) -> Hold:
     return Hold(
-        hold_id=r.hold_id, request_id=r.request_id, kind=HoldKind(r.kind),
-        state=HoldState(r.state), amount=r.amount, operation=r.operation,
-        catalog_version=r.catalog_version, actor_id=r.actor_id, labels=r.labels or {},
+        hold_id=r.hold_id,
+        request_id=r.request_id,
+        kind=HoldKind(r.kind),
+        state=HoldState(r.state),
+        amount=r.amount,
+        operation=r.operation,
+        catalog_version=r.catalog_version,
+        actor_id=r.actor_id,
+        labels=r.labels or {},
         draws=[[lot, credits] for lot, credits in zip(r.draw_lots, r.draw_amounts, strict=True)],
-        fingerprint=r.fingerprint, expires_at=r.expires_at, created_at=r.created_at,
-        charged=r.charged, shortfall=r.shortfall, refunded=r.refunded, late=r.late,
-        commit_fingerprint=r.commit_fingerprint, finished_at=r.finished_at,
+        fingerprint=r.fingerprint,
+        expires_at=r.expires_at,
+        created_at=r.created_at,
+        charged=r.charged,
+        shortfall=r.shortfall,
+        refunded=r.refunded,
+        late=r.late,
+        commit_fingerprint=r.commit_fingerprint,
+        finished_at=r.finished_at,
     )
 
 
 def _hold_mutable(h: Hold) -> dict[str, Any]:
     return {
-        "state": int(h.state), "charged": h.charged, "shortfall": h.shortfall,
-        "refunded": h.refunded, "late": h.late, "labels": h.labels or None,
-        "draw_lots": [d[0] for d in h.draws], "draw_amounts": [d[1] for d in h.draws],
-        "commit_fingerprint": h.commit_fingerprint, "expires_at": h.expires_at,
+        "state": int(h.state),
+        "charged": h.charged,
+        "shortfall": h.shortfall,
+        "refunded": h.refunded,
+        "late": h.late,
+        "labels": h.labels or None,
+        "draw_lots": [d[0] for d in h.draws],
+        "draw_amounts": [d[1] for d in h.draws],
+        "commit_fingerprint": h.commit_fingerprint,
+        "expires_at": h.expires_at,
         "finished_at": h.finished_at,
     }
 
 
 def _hold_row(wid: str, h: Hold) -> dict[str, Any]:
     return {
-        "workspace_id": wid, "hold_id": h.hold_id, "request_id": h.request_id,
-        "kind": int(h.kind), "amount": h.amount, "operation": h.operation,
-        "catalog_version": h.catalog_version, "actor_id": h.actor_id,
-        "fingerprint": h.fingerprint, "created_at": h.created_at, **_hold_mutable(h),
+        "workspace_id": wid,
+        "hold_id": h.hold_id,
+        "request_id": h.request_id,
+        "kind": int(h.kind),
+        "amount": h.amount,
+        "operation": h.operation,
+        "catalog_version": h.catalog_version,
+        "actor_id": h.actor_id,
+        "fingerprint": h.fingerprint,
+        "created_at": h.created_at,
+        **_hold_mutable(h),
     }
 
 
@@ -362,19 +450,38 @@ def _hold_update(wid: str, h: Hold) -> dict[str, Any]:
 
 def _entry(r: Any) -> Entry:
     return Entry(
-        entry_id=r.entry_id, kind=EntryKind(r.kind), amount=r.amount,
-        balance_after=r.balance_after, created_at=r.created_at, operation=r.operation,
-        actor_id=r.actor_id, request_id=r.request_id, labels=r.labels or {},
-        shortfall=r.shortfall, late=r.late, reason=r.reason, package=r.package,
+        entry_id=r.entry_id,
+        kind=EntryKind(r.kind),
+        amount=r.amount,
+        balance_after=r.balance_after,
+        created_at=r.created_at,
+        operation=r.operation,
+        actor_id=r.actor_id,
+        request_id=r.request_id,
+        labels=r.labels or {},
+        shortfall=r.shortfall,
+        late=r.late,
+        reason=r.reason,
+        package=r.package,
         fingerprint=r.fingerprint,
     )
 
 
 def _entry_row(wid: str, e: Entry) -> dict[str, Any]:
     return {
-        "workspace_id": wid, "entry_id": e.entry_id, "kind": int(e.kind), "amount": e.amount,
-        "balance_after": e.balance_after, "operation": e.operation, "actor_id": e.actor_id,
-        "request_id": e.request_id, "labels": dict(e.labels) or None, "shortfall": e.shortfall,
-        "late": e.late, "reason": e.reason, "package": e.package, "fingerprint": e.fingerprint,
+        "workspace_id": wid,
+        "entry_id": e.entry_id,
+        "kind": int(e.kind),
+        "amount": e.amount,
+        "balance_after": e.balance_after,
+        "operation": e.operation,
+        "actor_id": e.actor_id,
+        "request_id": e.request_id,
+        "labels": dict(e.labels) or None,
+        "shortfall": e.shortfall,
+        "late": e.late,
+        "reason": e.reason,
+        "package": e.package,
+        "fingerprint": e.fingerprint,
         "created_at": e.created_at,
     }

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select, text
@@ -21,8 +20,8 @@ from meter.ledger.model import (
     HoldView,
     JournalFilter,
 )
-from meter.storage.ledger_repo import _account, _entry, _hold, _lot
 from meter.storage.db import translating
+from meter.storage.ledger_repo import _account, _entry, _hold, _lot
 from meter.storage.tables import alerts, holds, journal, lots, workspaces
 
 
@@ -109,8 +108,14 @@ class LedgerQueries:
             rows = (await conn.execute(q)).all()
         return [
             AlertEvent(
-                r.event_id, AlertKind(r.kind), r.available, r.threshold, r.created_at,
-                r.required, r.operation, r.request_id,
+                r.event_id,
+                AlertKind(r.kind),
+                r.available,
+                r.threshold,
+                r.created_at,
+                r.required,
+                r.operation,
+                r.request_id,
             )
             for r in rows
         ]
@@ -146,28 +151,73 @@ class LedgerQueries:
                     if expected != actual:
                         found.append(Discrepancy(w, name, subject, expected, actual, detail))  # noqa: B023
 
-                check("balance_vs_journal", "balance", r.journal_sum, r.balance,
-                      "the journal's entries do not sum to the balance")
-                check("balance_vs_last_entry", "balance", r.last_balance_after, r.balance,
-                      "the newest entry's balance_after is not the balance")
-                check("journal_chain", "journal", 0, r.broken_links,
-                      "entries whose balance_after is not the previous one's plus their amount")
-                check("lots_vs_available", "available", r.lots_remaining, r.balance - r.held,
-                      "lots' remaining credits are not the available balance")
-                check("held_vs_holds", "held", r.holds_held, r.held,
-                      "HELD holds do not sum to held")
-                check("hold_draws", "holds", 0, r.bad_draws,
-                      "holds whose lot draws do not add up to what they hold or charged")
-                check("lot_overdrawn", "lots", 0, r.overdrawn_lots,
-                      "lots that gave out more credits than they had")
-                check("lifetime_granted", "lifetime_granted", r.granted, r.lifetime_granted,
-                      "GRANT entries do not sum to lifetime_granted")
-                check("lifetime_used", "lifetime_used", r.used, r.lifetime_used,
-                      "CHARGE less REFUND entries do not sum to lifetime_used")
-                check("double_charge", "request_id", 0, r.double_charges,
-                      "request ids with more than one CHARGE entry")
-                check("negative", "amounts", 0, r.negatives,
-                      "negative balances, holds or lots")
+                check(
+                    "balance_vs_journal",
+                    "balance",
+                    r.journal_sum,
+                    r.balance,
+                    "the journal's entries do not sum to the balance",
+                )
+                check(
+                    "balance_vs_last_entry",
+                    "balance",
+                    r.last_balance_after,
+                    r.balance,
+                    "the newest entry's balance_after is not the balance",
+                )
+                check(
+                    "journal_chain",
+                    "journal",
+                    0,
+                    r.broken_links,
+                    "entries whose balance_after is not the previous one's plus their amount",
+                )
+                check(
+                    "lots_vs_available",
+                    "available",
+                    r.lots_remaining,
+                    r.balance - r.held,
+                    "lots' remaining credits are not the available balance",
+                )
+                check(
+                    "held_vs_holds", "held", r.holds_held, r.held, "HELD holds do not sum to held"
+                )
+                check(
+                    "hold_draws",
+                    "holds",
+                    0,
+                    r.bad_draws,
+                    "holds whose lot draws do not add up to what they hold or charged",
+                )
+                check(
+                    "lot_overdrawn",
+                    "lots",
+                    0,
+                    r.overdrawn_lots,
+                    "lots that gave out more credits than they had",
+                )
+                check(
+                    "lifetime_granted",
+                    "lifetime_granted",
+                    r.granted,
+                    r.lifetime_granted,
+                    "GRANT entries do not sum to lifetime_granted",
+                )
+                check(
+                    "lifetime_used",
+                    "lifetime_used",
+                    r.used,
+                    r.lifetime_used,
+                    "CHARGE less REFUND entries do not sum to lifetime_used",
+                )
+                check(
+                    "double_charge",
+                    "request_id",
+                    0,
+                    r.double_charges,
+                    "request ids with more than one CHARGE entry",
+                )
+                check("negative", "amounts", 0, r.negatives, "negative balances, holds or lots")
         return len(rows), found
 
     async def _require_workspace(self, conn: Any, workspace_id: str) -> None:
@@ -183,10 +233,19 @@ class LedgerQueries:
 def _hold_view(workspace_id: str, r: Any) -> HoldView:
     h = _hold(r)
     return HoldView(
-        hold_id=h.hold_id, workspace_id=workspace_id, request_id=h.request_id, amount=h.amount,
-        state=h.state, expires_at=h.expires_at, operation=h.operation,
-        catalog_version=h.catalog_version, actor_id=h.actor_id, labels=h.labels,
-        created_at=h.created_at, charged=h.charged, finished_at=h.finished_at,
+        hold_id=h.hold_id,
+        workspace_id=workspace_id,
+        request_id=h.request_id,
+        amount=h.amount,
+        state=h.state,
+        expires_at=h.expires_at,
+        operation=h.operation,
+        catalog_version=h.catalog_version,
+        actor_id=h.actor_id,
+        labels=h.labels,
+        created_at=h.created_at,
+        charged=h.charged,
+        finished_at=h.finished_at,
     )
 
 
@@ -236,7 +295,8 @@ LEFT JOIN LATERAL (
   SELECT sum(amount) FILTER (WHERE state = 1) AS held,
     count(*) FILTER (WHERE
       (state = 1 AND amount <> (SELECT coalesce(sum(a), 0) FROM unnest(draw_amounts) a))
-      OR (state = 2 AND charged - refunded <> (SELECT coalesce(sum(a), 0) FROM unnest(draw_amounts) a))
+      OR (state = 2
+          AND charged - refunded <> (SELECT coalesce(sum(a), 0) FROM unnest(draw_amounts) a))
     ) AS bad_draws
   FROM holds WHERE workspace_id = w.workspace_id
 ) h ON true
@@ -244,4 +304,3 @@ WHERE w.workspace_id = ANY(:ids)
 ORDER BY w.workspace_id
 """
 )
-

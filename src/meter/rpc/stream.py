@@ -1,0 +1,138 @@
+"""Meter.Stream: batches of ledger items in, batches of results out, in any order.
+
+Items of every stream go to the one batcher, so they share transactions with each other and
+with unary calls. Each stream may have at most MAX_IN_FLIGHT items unanswered; past that it
+stops reading its requests, and HTTP/2 flow control pushes back on the client instead of
+the server buffering without limit. A failed item gets its own status; the stream stays open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import structlog
+
+from meter import errors
+from meter.ledger.model import HoldView, ReleaseOutcome
+from meter.rpc import convert
+from meter.rpc.errors import OK, internal_status, status_proto
+from meterpb.v1 import meter_pb2 as pb
+
+MAX_IN_FLIGHT = 4096
+MAX_RESULTS_PER_MESSAGE = 1000
+
+log = structlog.get_logger("meter.stream")
+
+# Validates one item (raising MeterError) and returns a future of its outcome or refusal.
+Start = Callable[[str, Any], "asyncio.Future[Any]"]
+
+
+def _result(kind: str, request: Any, outcome: Any) -> pb.StreamResult:
+    r = pb.StreamResult(request_id=request.request_id, workspace_id=request.workspace_id)
+    if isinstance(outcome, errors.MeterError):
+        r.status.CopyFrom(status_proto(outcome))
+    elif isinstance(outcome, BaseException):
+        r.status.CopyFrom(internal_status())
+    else:
+        r.status.CopyFrom(OK)
+        if kind == "commit":
+            r.commit.CopyFrom(convert.commit(outcome))
+        elif kind == "charge":
+            r.charge.CopyFrom(convert.charge(outcome))
+        elif isinstance(outcome, ReleaseOutcome):
+            r.hold.CopyFrom(convert.hold(outcome.hold))
+        else:
+            assert isinstance(outcome, HoldView)
+            r.hold.CopyFrom(convert.hold(outcome))
+    return r
+
+
+def _done(finish: Callable[[str, Any, Any], None], kind: str, request: Any, fut: Any) -> None:
+    finish(kind, request, _outcome(fut))
+
+
+def _outcome(fut: asyncio.Future[Any]) -> Any:
+    if fut.cancelled():
+        return errors.unavailable("the item was cancelled")
+    exc = fut.exception()
+    if exc is not None:
+        if not isinstance(exc, errors.MeterError):
+            log.error("stream.item_failed", error=repr(exc))
+        return exc
+    return fut.result()
+
+
+async def serve_stream(
+    requests: AsyncIterator[pb.StreamRequest],
+    start: Start,
+    explain: Callable[[errors.MeterError], errors.MeterError],
+) -> AsyncIterator[pb.StreamResponse]:
+    out: asyncio.Queue[pb.StreamResult | None] = asyncio.Queue()
+    room = asyncio.Semaphore(MAX_IN_FLIGHT)
+    pending = 0
+    reading = True
+
+    def finish(kind: str, request: Any, outcome: Any) -> None:
+        nonlocal pending
+        if isinstance(outcome, errors.MeterError):
+            outcome = explain(outcome)
+        out.put_nowait(_result(kind, request, outcome))
+        pending -= 1
+        room.release()
+        if not reading and pending == 0:
+            out.put_nowait(None)
+
+    async def read() -> None:
+        nonlocal pending, reading
+        try:
+            async for message in requests:
+                for item in message.items:
+                    await room.acquire()
+                    pending += 1
+                    kind = item.WhichOneof("item")
+                    if kind is None:
+                        finish(
+                            "",
+                            pb.ReserveRequest(),
+                            errors.invalid_field(
+                                "items",
+                                "an item needs one of reserve, commit, release, extend, charge",
+                            ),
+                        )
+                        continue
+                    request = getattr(item, kind)
+                    try:
+                        fut = start(kind, request)
+                    except errors.MeterError as e:
+                        finish(kind, request, e)
+                        continue
+                    fut.add_done_callback(functools.partial(_done, finish, kind, request))
+        finally:
+            reading = False
+            if pending == 0:
+                out.put_nowait(None)
+
+    reader = asyncio.create_task(read())
+    try:
+        while True:
+            first = await out.get()
+            if first is None:
+                break
+            batch = [first]
+            done = False
+            while not out.empty() and len(batch) < MAX_RESULTS_PER_MESSAGE:
+                nxt = out.get_nowait()
+                if nxt is None:
+                    done = True
+                    break
+                batch.append(nxt)
+            yield pb.StreamResponse(results=batch)
+            if done:
+                break
+        await reader
+    finally:
+        if not reader.done():
+            reader.cancel()
