@@ -18,7 +18,7 @@ from meterpb.v1 import meter_pb2 as pb
 from tests.support import Failure, failure
 
 
-class Refused(Exception):
+class RefusedError(Exception):
     def __init__(self, f: Failure) -> None:
         super().__init__(f"{f.code.name} {f.reason}: {f.message}")
         self.failure = f
@@ -34,7 +34,7 @@ class UnaryPath:
         try:
             return await getattr(self.stub, method)(request)
         except grpc.aio.AioRpcError as e:
-            raise Refused(failure(e)) from None
+            raise RefusedError(failure(e)) from None
 
     async def reserve(self, r: pb.ReserveRequest) -> pb.Hold:
         return (await self._call("Reserve", r)).hold
@@ -121,7 +121,7 @@ class StreamPath:
         await self._outbox.put(pb.StreamItem(**{kind: request}))
         result = await asyncio.wait_for(fut, 30)
         if result.status.code != 0:
-            raise Refused(_status_failure(result.status))
+            raise RefusedError(_status_failure(result.status))
         return result
 
     async def reserve(self, r: pb.ReserveRequest) -> pb.Hold:
@@ -152,6 +152,6 @@ def _kinds(sent: str, result: str) -> bool:
 async def refused(call: Any) -> Failure:
     try:
         await call
-    except Refused as e:
+    except RefusedError as e:
         return e.failure
     raise AssertionError("the call succeeded")

@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 
 from meterpb.v1 import meter_pb2 as pb
-from tests.paths import Refused
+from tests.paths import RefusedError
 from tests.support import balance, grant, rid
 
 
 async def _try(call):
     try:
         return await call
-    except Refused as e:
+    except RefusedError as e:
         return e.failure
 
 
