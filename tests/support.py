@@ -114,17 +114,17 @@ async def balance(stub: Any, workspace_id: str) -> pb.Balance:
     return await stub.GetBalance(pb.GetBalanceRequest(workspace_id=workspace_id))
 
 
-async def eventually(check: Any, timeout: float = 10.0, interval: float = 0.05) -> Any:
-    """Poll an async condition until it returns something truthy; fail after `timeout`.
+async def eventually(check: Any, within: float = 10.0, interval: float = 0.05) -> Any:
+    """Poll an async condition until it returns something truthy; fail after `within` seconds.
 
     The condition lives on the other side of the wire, so polling it is the way to wait.
     """
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    deadline = loop.time() + within
     while True:
         value = await check()
         if value:
             return value
         if loop.time() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s (last: {value!r})")
+            raise AssertionError(f"condition not met within {within}s (last: {value!r})")
         await asyncio.sleep(interval)
