@@ -24,6 +24,7 @@ class Kind(Enum):
     UNAUTHENTICATED = "unauthenticated"
     PERMISSION = "permission"  # PERMISSION_DENIED
     UNIMPLEMENTED = "unimplemented"  # UNIMPLEMENTED
+    INTERNAL = "internal"  # INTERNAL: a bug, never a refusal
 
 
 @dataclass(frozen=True, slots=True)

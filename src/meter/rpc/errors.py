@@ -24,6 +24,7 @@ CODES: dict[Kind, grpc.StatusCode] = {
     Kind.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
     Kind.PERMISSION: grpc.StatusCode.PERMISSION_DENIED,
     Kind.UNIMPLEMENTED: grpc.StatusCode.UNIMPLEMENTED,
+    Kind.INTERNAL: grpc.StatusCode.INTERNAL,
 }
 
 

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 import grpc
 import structlog
 
-from meter.errors import MeterError
+from meter.errors import Kind, MeterError
 from meter.rpc.errors import abort
 
 S = TypeVar("S")
@@ -18,6 +18,8 @@ Resp = TypeVar("Resp")
 Context = grpc.aio.ServicerContext  # type: ignore[type-arg]
 
 log = structlog.get_logger("meter.rpc")
+
+INTERNAL = MeterError(Kind.INTERNAL, "INTERNAL", "internal error")
 
 
 def unary(
@@ -31,5 +33,9 @@ def unary(
             return await fn(self, request, context)
         except MeterError as e:
             await abort(context, e)
+        except Exception:
+            # A bug: log it with its traceback, answer INTERNAL, leak nothing of it.
+            log.exception("call.crashed", method=fn.__name__)
+            await abort(context, INTERNAL)
 
     return handler
