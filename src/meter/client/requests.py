@@ -1,0 +1,268 @@
+"""Builds the wire requests from Python arguments; shared by the sync and asyncio clients."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta
+
+from google.protobuf import duration_pb2, timestamp_pb2
+
+from meterpb.v1 import catalog_pb2 as cpb
+from meterpb.v1 import meter_pb2 as pb
+
+ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+# Request ids derived from job ids live in their own uuid5 namespace, so the same job id
+# always gives the same request id, on every worker and after every restart.
+JOB_NAMESPACE = uuid.UUID("6f1d3c52-8e0b-5a4f-9f43-0d2b7c9e6a11")
+
+Seconds = float | timedelta
+Labels = Mapping[str, str]
+
+_COMPLEXITY = {"simple": 1, "standard": 2, "complex": 3}
+_LENGTH = {"short": 1, "medium": 2, "long": 3}
+
+
+def request_id_for(job_id: str) -> str:
+    """The request id of a job: the same job id always gives the same request id.
+
+    A job id that is already a valid id becomes ``job:<id>`` (readable in the journal);
+    any other (too long, other characters) becomes ``job:<uuid5 of it>``.
+    """
+    if not job_id:
+        raise ValueError("job_id must not be empty")
+    if ID_RE.fullmatch(job_id) and len(job_id) <= 124:
+        return f"job:{job_id}"
+    return f"job:{uuid.uuid5(JOB_NAMESPACE, job_id)}"
+
+
+def pick_request_id(request_id: str | None, job_id: str | None) -> str:
+    if request_id and job_id:
+        raise ValueError("give request_id or job_id, not both")
+    if request_id:
+        return request_id
+    if job_id:
+        return request_id_for(job_id)
+    raise ValueError("a request_id or a job_id is required")
+
+
+def usage(
+    complexity: str | int = 0, length: str | int = 0, platforms: int = 0, items: int = 0
+) -> pb.Usage:
+    """A Usage from names: complexity simple|standard|complex, length short|medium|long."""
+    c = _COMPLEXITY[complexity.lower()] if isinstance(complexity, str) else complexity
+    n = _LENGTH[length.lower()] if isinstance(length, str) else length
+    return pb.Usage(complexity=c, length=n, platforms=platforms, items=items)  # type: ignore[arg-type]
+
+
+def complexity(name: str) -> pb.Complexity.ValueType:
+    return pb.Complexity.Value(f"COMPLEXITY_{name.upper()}") if name else pb.COMPLEXITY_UNSPECIFIED
+
+
+def duration(value: Seconds) -> duration_pb2.Duration:
+    d = duration_pb2.Duration()
+    if isinstance(value, timedelta):
+        d.FromTimedelta(value)
+    else:
+        d.FromNanoseconds(int(value * 1e9))
+    return d
+
+
+def seconds(value: Seconds) -> float:
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+def timestamp(value: datetime) -> timestamp_pb2.Timestamp:
+    t = timestamp_pb2.Timestamp()
+    t.FromDatetime(value)
+    return t
+
+
+def reserve(
+    workspace: str,
+    request_id: str,
+    operation: str,
+    *,
+    usage: pb.Usage | None,
+    amount: int | None,
+    actor: str,
+    labels: Labels | None,
+    ttl: Seconds | None,
+    wait_for_funds: Seconds | None,
+) -> pb.ReserveRequest:
+    r = pb.ReserveRequest(
+        workspace_id=workspace,
+        request_id=request_id,
+        operation=operation,
+        actor_id=actor,
+        labels=dict(labels or {}),
+    )
+    if usage is not None:
+        r.usage.CopyFrom(usage)
+    if amount is not None:
+        r.amount = amount
+    if ttl is not None:
+        r.ttl.CopyFrom(duration(ttl))
+    if wait_for_funds is not None:
+        r.wait_for_funds.CopyFrom(duration(wait_for_funds))
+    return r
+
+
+def commit(
+    workspace: str,
+    request_id: str,
+    *,
+    usage: pb.Usage | None,
+    amount: int | None,
+    labels: Labels | None,
+) -> pb.CommitRequest:
+    r = pb.CommitRequest(workspace_id=workspace, request_id=request_id, labels=dict(labels or {}))
+    if usage is not None:
+        r.usage.CopyFrom(usage)
+    if amount is not None:
+        r.amount = amount
+    return r
+
+
+def extend(workspace: str, request_id: str, ttl: Seconds | None) -> pb.ExtendRequest:
+    r = pb.ExtendRequest(workspace_id=workspace, request_id=request_id)
+    if ttl is not None:
+        r.ttl.CopyFrom(duration(ttl))
+    return r
+
+
+def charge(
+    workspace: str,
+    request_id: str,
+    operation: str,
+    *,
+    usage: pb.Usage | None,
+    amount: int | None,
+    actor: str,
+    labels: Labels | None,
+) -> pb.ChargeRequest:
+    r = pb.ChargeRequest(
+        workspace_id=workspace,
+        request_id=request_id,
+        operation=operation,
+        actor_id=actor,
+        labels=dict(labels or {}),
+    )
+    if usage is not None:
+        r.usage.CopyFrom(usage)
+    if amount is not None:
+        r.amount = amount
+    return r
+
+
+def grant(
+    workspace: str,
+    request_id: str,
+    *,
+    package: str | None,
+    amount: int | None,
+    expires_at: datetime | None,
+    source: str,
+    actor: str,
+    labels: Labels | None,
+) -> pb.GrantCreditsRequest:
+    if (package is None) == (amount is None):
+        raise ValueError("grant takes a package or an amount, exactly one")
+    r = pb.GrantCreditsRequest(
+        workspace_id=workspace,
+        request_id=request_id,
+        package=package or "",
+        amount=amount or 0,
+        source=source,
+        actor_id=actor,
+        labels=dict(labels or {}),
+    )
+    if expires_at is not None:
+        r.expires_at.CopyFrom(timestamp(expires_at))
+    return r
+
+
+def transactions(
+    workspace: str,
+    *,
+    kinds: Iterable[str | int],
+    operations: Iterable[str],
+    actor: str,
+    since: datetime | None,
+    until: datetime | None,
+    page_size: int,
+    page_token: str,
+) -> pb.ListTransactionsRequest:
+    r = pb.ListTransactionsRequest(
+        workspace_id=workspace,
+        kinds=[entry_kind(k) for k in kinds],
+        operations=list(operations),
+        actor_id=actor,
+        page_size=page_size,
+        page_token=page_token,
+    )
+    if since is not None:
+        r.start_time.CopyFrom(timestamp(since))
+    if until is not None:
+        r.end_time.CopyFrom(timestamp(until))
+    return r
+
+
+def entry_kind(kind: str | int) -> pb.EntryKind.ValueType:
+    """GRANT, CHARGE, EXPIRE, ADJUST, REFUND (any case) or the enum value."""
+    if isinstance(kind, int):
+        return kind  # type: ignore[return-value]
+    name = kind.upper().removeprefix("ENTRY_KIND_")
+    return pb.EntryKind.Value(f"ENTRY_KIND_{name}")
+
+
+def hold_state(state: str | int) -> pb.HoldState.ValueType:
+    """HELD, COMMITTED, RELEASED, EXPIRED (any case) or the enum value."""
+    if isinstance(state, int):
+        return state  # type: ignore[return-value]
+    name = state.upper().removeprefix("HOLD_STATE_")
+    return pb.HoldState.Value(f"HOLD_STATE_{name}")
+
+
+def usage_grouping(by: str) -> pb.UsageGrouping.ValueType:
+    """operation, actor, day or week."""
+    return pb.UsageGrouping.Value(f"USAGE_GROUPING_{by.upper()}")
+
+
+def estimate(
+    *,
+    platforms: int,
+    duration_days: int,
+    posts_per_week: int,
+    complexity_name: str,
+    strategy_analysis: bool,
+    rss_items: int,
+    regenerations: int | None,
+    workspace: str,
+    catalog_version: int,
+) -> cpb.EstimateCampaignRequest:
+    r = cpb.EstimateCampaignRequest(
+        platforms=platforms,
+        duration_days=duration_days,
+        posts_per_week=posts_per_week,
+        complexity=complexity(complexity_name),
+        strategy_analysis=strategy_analysis,
+        rss_items=rss_items,
+        workspace_id=workspace,
+        catalog_version=catalog_version,
+    )
+    if regenerations is not None:
+        r.regenerations = regenerations
+    return r
+
+
+def document_format(name: str | None) -> cpb.DocumentFormat.ValueType:
+    if not name:
+        return cpb.DOCUMENT_FORMAT_UNSPECIFIED
+    return cpb.DocumentFormat.Value(f"DOCUMENT_FORMAT_{name.upper()}")
+
+
+def new_request_id(prefix: str) -> str:
+    """A fresh request id, for calls whose caller gave none."""
+    return f"{prefix}:{uuid.uuid4()}"

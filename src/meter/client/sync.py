@@ -1,0 +1,539 @@
+"""MeterClient: the blocking client for workers, the planner and tools.
+
+Example::
+
+    with MeterClient() as meter:                       # METER_TARGET, METER_TOKEN
+        with meter.job("ws-1", "content.generate_post", job_id=job.id,
+                       usage=usage(complexity="standard")) as j:
+            j.actual = run(job)                        # commit on success, release on error
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any, TypeVar
+
+import grpc
+
+from meter.client import requests as rq
+from meter.client.errors import MeterError, from_rpc_error
+from meter.client.job import JobState
+from meter.client.options import Connection, Tls
+from meter.client.retry import Attempts, RetryPolicy
+from meterpb.v1 import catalog_pb2 as cpb
+from meterpb.v1 import catalog_pb2_grpc, meter_pb2_grpc
+from meterpb.v1 import meter_pb2 as pb
+
+T = TypeVar("T")
+Seconds = rq.Seconds
+
+
+class Job(JobState):
+    """A running job's handle (sync): set `actual` or `usage`; `extend()` heartbeats."""
+
+    __slots__ = ("_client", "_ttl")
+
+    def __init__(self, client: MeterClient, state: JobState, ttl: Seconds | None) -> None:
+        JobState.__init__(self, state.workspace, state.request_id, state.hold, state.reserved_usage)
+        self._client = client
+        self._ttl = ttl
+
+    def extend(self, ttl: Seconds | None = None) -> pb.Hold:
+        """Push the hold's expiry to `ttl` (default: the job's ttl) from now."""
+        self.hold = self._client.extend(self.workspace, self.request_id, ttl=ttl or self._ttl)
+        return self.hold
+
+
+def connection(
+    target: str | None,
+    token: str | None,
+    tls: Tls | None,
+    retry: RetryPolicy | None,
+    options: Iterable[tuple[str, int | str]],
+) -> Connection:
+    base = Connection()
+    return Connection(
+        target=target or base.target,
+        token=token if token is not None else base.token,
+        tls=tls,
+        retry=retry or base.retry,
+        options=tuple(options),
+    )
+
+
+class MeterClient:
+    """A blocking Meter client; thread-safe; use one per process and `close()` it.
+
+    Every call raises a `meter.client.errors.MeterError` subclass on failure. Unary calls
+    are retried on UNAVAILABLE, DEADLINE_EXCEEDED, ABORTED and RESOURCE_EXHAUSTED with the
+    same request (so the same request id), per `retry`.
+
+    Args:
+        target: HOST:PORT; default METER_TARGET, else 127.0.0.1:50051.
+        token: bearer token; default METER_TOKEN.
+        tls: TLS (and mutual TLS) settings; None for plaintext.
+        retry: the retry policy (deadlines, backoff, budget).
+        options: extra gRPC channel options.
+    """
+
+    def __init__(
+        self,
+        target: str | None = None,
+        *,
+        token: str | None = None,
+        tls: Tls | None = None,
+        retry: RetryPolicy | None = None,
+        options: Iterable[tuple[str, int | str]] = (),
+    ) -> None:
+        self.connection = connection(target, token, tls, retry, options)
+        c = self.connection
+        if c.tls is not None:
+            self._channel = grpc.secure_channel(c.target, c.tls.credentials(), c.options)
+        else:
+            self._channel = grpc.insecure_channel(c.target, c.options)
+        self._meter = meter_pb2_grpc.MeterStub(self._channel)
+        self._catalog = catalog_pb2_grpc.CatalogStub(self._channel)
+        self._metadata = c.metadata()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> MeterClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(
+        self,
+        method: Callable[..., T],
+        request: Any,
+        timeout: float | None = None,
+        extra: float = 0.0,
+    ) -> T:
+        name = type(request).__name__.removesuffix("Request")
+        tries = Attempts(self.connection.retry, name, timeout, extra)
+        while True:
+            try:
+                return method(request, timeout=tries.next_timeout(), metadata=self._metadata)
+            except grpc.RpcError as e:
+                error = from_rpc_error(e)
+            time.sleep(tries.backoff(error))
+
+    # Holds and charges.
+
+    def reserve(
+        self,
+        workspace: str,
+        request_id: str | None = None,
+        operation: str = "",
+        *,
+        job_id: str | None = None,
+        usage: pb.Usage | None = None,
+        amount: int | None = None,
+        actor: str = "",
+        labels: rq.Labels | None = None,
+        ttl: Seconds | None = None,
+        wait_for_funds: Seconds | None = None,
+        timeout: float | None = None,
+    ) -> pb.Hold:
+        """Hold the maximum cost of `operation` for `usage` (or an explicit `amount`).
+
+        Give `request_id`, or `job_id` to derive it (`request_id_for`), so that a
+        re-queued job reuses its hold. With `wait_for_funds`, wait that long for a grant
+        instead of failing at once.
+
+        Raises:
+            InsufficientCredits: not enough available credits (with required, available,
+                shortfall, suggested_package); nothing was held.
+            RequestIdReused: the request id was used with other parameters.
+            OperationNotFound, InvalidArgument, Unavailable, ...
+        """
+        rid = rq.pick_request_id(request_id, job_id)
+        request = rq.reserve(
+            workspace,
+            rid,
+            operation,
+            usage=usage,
+            amount=amount,
+            actor=actor,
+            labels=labels,
+            ttl=ttl,
+            wait_for_funds=wait_for_funds,
+        )
+        extra = rq.seconds(wait_for_funds) if wait_for_funds is not None else 0.0
+        return self._call(self._meter.Reserve, request, timeout, extra).hold
+
+    def commit(
+        self,
+        workspace: str,
+        request_id: str | None = None,
+        *,
+        job_id: str | None = None,
+        usage: pb.Usage | None = None,
+        amount: int | None = None,
+        labels: rq.Labels | None = None,
+        timeout: float | None = None,
+    ) -> pb.CommitResponse:
+        """Charge the actual cost (`amount`, or `usage` priced with the hold's catalog).
+
+        Raises:
+            HoldReleased: the hold was released. HoldNotFound: no such hold.
+        """
+        rid = rq.pick_request_id(request_id, job_id)
+        request = rq.commit(workspace, rid, usage=usage, amount=amount, labels=labels)
+        return self._call(self._meter.Commit, request, timeout)
+
+    def release(
+        self,
+        workspace: str,
+        request_id: str | None = None,
+        *,
+        job_id: str | None = None,
+        timeout: float | None = None,
+    ) -> pb.ReleaseResponse:
+        """Give a held amount back in full (the job failed or was cancelled).
+
+        Raises:
+            HoldCommitted: the hold was committed. HoldNotFound: no such hold.
+        """
+        rid = rq.pick_request_id(request_id, job_id)
+        request = pb.ReleaseRequest(workspace_id=workspace, request_id=rid)
+        return self._call(self._meter.Release, request, timeout)
+
+    def extend(
+        self,
+        workspace: str,
+        request_id: str | None = None,
+        *,
+        job_id: str | None = None,
+        ttl: Seconds | None = None,
+        timeout: float | None = None,
+    ) -> pb.Hold:
+        """Make a held hold expire `ttl` from now (long jobs heartbeat with it).
+
+        Raises:
+            HoldReleased, HoldCommitted, HoldExpired, HoldNotFound.
+        """
+        request = rq.extend(workspace, rq.pick_request_id(request_id, job_id), ttl)
+        return self._call(self._meter.Extend, request, timeout).hold
+
+    def charge(
+        self,
+        workspace: str,
+        request_id: str | None = None,
+        operation: str = "",
+        *,
+        job_id: str | None = None,
+        usage: pb.Usage | None = None,
+        amount: int | None = None,
+        actor: str = "",
+        labels: rq.Labels | None = None,
+        timeout: float | None = None,
+    ) -> pb.ChargeResponse:
+        """Reserve and commit in one call, for instant operations.
+
+        Raises:
+            InsufficientCredits, RequestIdReused, OperationNotFound, ...
+        """
+        rid = rq.pick_request_id(request_id, job_id)
+        request = rq.charge(
+            workspace, rid, operation, usage=usage, amount=amount, actor=actor, labels=labels
+        )
+        return self._call(self._meter.Charge, request, timeout)
+
+    @contextmanager
+    def job(
+        self,
+        workspace: str,
+        operation: str,
+        *,
+        job_id: str | None = None,
+        request_id: str | None = None,
+        usage: pb.Usage | None = None,
+        amount: int | None = None,
+        actor: str = "",
+        labels: rq.Labels | None = None,
+        ttl: Seconds | None = None,
+        wait_for_funds: Seconds | None = None,
+    ) -> Iterator[Job]:
+        """Reserve, run the block, then commit its actual cost; release if it raises.
+
+        The exception is re-raised after the release (a failed release is added to it as
+        a note: the hold then expires by itself at its ttl).
+
+        Example::
+
+            with client.job(ws, "content.generate_post", job_id=job.id) as j:
+                j.actual = generate(job)
+            j.result.charged
+        """
+        rid = rq.pick_request_id(request_id, job_id)
+        hold = self.reserve(
+            workspace,
+            rid,
+            operation,
+            usage=usage,
+            amount=amount,
+            actor=actor,
+            labels=labels,
+            ttl=ttl,
+            wait_for_funds=wait_for_funds,
+        )
+        handle = Job(self, JobState(workspace, rid, hold, usage), ttl)
+        try:
+            yield handle
+        except BaseException as failure:
+            try:
+                self.release(workspace, rid)
+            except MeterError as e:
+                failure.add_note(f"meter: releasing {rid!r} failed: {e}")
+            raise
+        handle.result = self._call(self._meter.Commit, handle.commit_request())
+
+    # Grants and corrections.
+
+    def grant(
+        self,
+        workspace: str,
+        request_id: str,
+        *,
+        package: str | None = None,
+        amount: int | None = None,
+        expires_at: datetime | None = None,
+        source: str = "",
+        actor: str = "",
+        labels: rq.Labels | None = None,
+    ) -> pb.GrantCreditsResponse:
+        """Add credits by `package` name or explicit `amount`; `request_id` = payment id.
+
+        Raises:
+            PackageNotFound, RequestIdReused, InvalidArgument.
+        """
+        request = rq.grant(
+            workspace,
+            request_id,
+            package=package,
+            amount=amount,
+            expires_at=expires_at,
+            source=source,
+            actor=actor,
+            labels=labels,
+        )
+        return self._call(self._meter.GrantCredits, request)
+
+    def adjust(
+        self, workspace: str, request_id: str, amount: int, reason: str, *, actor: str = ""
+    ) -> pb.AdjustCreditsResponse:
+        """An administrator's signed correction; never below zero.
+
+        Raises:
+            InsufficientCredits: a negative adjustment larger than what is available.
+        """
+        request = pb.AdjustCreditsRequest(
+            workspace_id=workspace, request_id=request_id, amount=amount, reason=reason,
+            actor_id=actor,
+        )  # fmt: skip
+        return self._call(self._meter.AdjustCredits, request)
+
+    def refund(
+        self,
+        workspace: str,
+        request_id: str,
+        charge_request_id: str,
+        *,
+        amount: int = 0,
+        reason: str = "",
+        actor: str = "",
+    ) -> pb.RefundResponse:
+        """Give back `amount` (0: all that is left) of the charge `charge_request_id`."""
+        request = pb.RefundRequest(
+            workspace_id=workspace, request_id=request_id, charge_request_id=charge_request_id,
+            amount=amount, reason=reason, actor_id=actor,
+        )  # fmt: skip
+        return self._call(self._meter.Refund, request)
+
+    # Reads.
+
+    def balance(self, workspace: str) -> pb.Balance:
+        """The workspace's balance (a new workspace reads as zero)."""
+        return self._call(self._meter.GetBalance, pb.GetBalanceRequest(workspace_id=workspace))
+
+    def list_transactions(
+        self,
+        workspace: str,
+        *,
+        kinds: Iterable[str | int] = (),
+        operations: Iterable[str] = (),
+        actor: str = "",
+        since: datetime | None = None,
+        until: datetime | None = None,
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> pb.ListTransactionsResponse:
+        """One page of journal entries, newest first (kinds: GRANT, CHARGE, ...)."""
+        request = rq.transactions(
+            workspace, kinds=kinds, operations=operations, actor=actor, since=since,
+            until=until, page_size=page_size, page_token=page_token,
+        )  # fmt: skip
+        return self._call(self._meter.ListTransactions, request)
+
+    def history(
+        self,
+        workspace: str,
+        *,
+        kinds: Iterable[str | int] = (),
+        operations: Iterable[str] = (),
+        actor: str = "",
+        since: datetime | None = None,
+        until: datetime | None = None,
+        page_size: int = 1000,
+    ) -> Iterator[pb.JournalEntry]:
+        """Every matching journal entry, newest first, fetching pages as it goes."""
+        kinds, operations, token = tuple(kinds), tuple(operations), ""
+        while True:
+            page = self.list_transactions(
+                workspace, kinds=kinds, operations=operations, actor=actor, since=since,
+                until=until, page_size=page_size, page_token=token,
+            )  # fmt: skip
+            yield from page.entries
+            token = page.next_page_token
+            if not token:
+                return
+
+    def list_holds(
+        self,
+        workspace: str,
+        *,
+        states: Iterable[str | int] = (),
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> pb.ListHoldsResponse:
+        """One page of the workspace's holds (states: HELD, COMMITTED, ...; none: all)."""
+        request = pb.ListHoldsRequest(
+            workspace_id=workspace,
+            states=[rq.hold_state(s) for s in states],
+            page_size=page_size,
+            page_token=page_token,
+        )
+        return self._call(self._meter.ListHolds, request)
+
+    def holds(self, workspace: str, *, states: Iterable[str | int] = ()) -> Iterator[pb.Hold]:
+        """Every hold of the workspace in `states`, fetching pages as it goes."""
+        states, token = tuple(states), ""
+        while True:
+            page = self.list_holds(workspace, states=states, page_size=1000, page_token=token)
+            yield from page.holds
+            token = page.next_page_token
+            if not token:
+                return
+
+    def usage(
+        self,
+        workspace: str,
+        by: str,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> pb.GetUsageResponse:
+        """Credits used and counts grouped `by` operation, actor, day or week."""
+        request = pb.GetUsageRequest(workspace_id=workspace, group_by=rq.usage_grouping(by))
+        if since is not None:
+            request.start_time.CopyFrom(rq.timestamp(since))
+        if until is not None:
+            request.end_time.CopyFrom(rq.timestamp(until))
+        return self._call(self._meter.GetUsage, request)
+
+    def audit(self, workspace: str = "") -> pb.AuditResponse:
+        """Recompute balances from the journal (one workspace, or all) and list discrepancies."""
+        return self._call(self._meter.Audit, pb.AuditRequest(workspace_id=workspace))
+
+    def watch_balance(self, workspace: str) -> Iterator[pb.WatchBalanceResponse]:
+        """The balance now, then one message per change or alert, until closed."""
+        call = self._meter.WatchBalance(
+            pb.WatchBalanceRequest(workspace_id=workspace), metadata=self._metadata
+        )
+        try:
+            yield from call
+        except grpc.RpcError as e:
+            raise from_rpc_error(e) from None
+        finally:
+            call.cancel()  # type: ignore[no-untyped-call]
+
+    # Catalog.
+
+    def quote(
+        self,
+        operation: str,
+        *,
+        usage: pb.Usage | None = None,
+        amount: int | None = None,
+        workspace: str = "",
+        catalog_version: int = 0,
+    ) -> cpb.QuoteResponse:
+        """The min, expected and max credits of an operation for a usage."""
+        request = cpb.QuoteRequest(
+            operation=operation, workspace_id=workspace, catalog_version=catalog_version
+        )
+        if usage is not None:
+            request.usage.CopyFrom(usage)
+        if amount is not None:
+            request.amount = amount
+        return self._call(self._catalog.Quote, request)
+
+    def estimate_campaign(
+        self,
+        *,
+        platforms: int,
+        days: int,
+        posts_per_week: int = 0,
+        complexity: str = "",
+        strategy_analysis: bool = False,
+        rss_items: int = 0,
+        regenerations: int | None = None,
+        workspace: str = "",
+        catalog_version: int = 0,
+    ) -> cpb.EstimateCampaignResponse:
+        """A campaign's min, expected and max credits; with a workspace, whether it fits."""
+        request = rq.estimate(
+            platforms=platforms, duration_days=days, posts_per_week=posts_per_week,
+            complexity_name=complexity, strategy_analysis=strategy_analysis,
+            rss_items=rss_items, regenerations=regenerations, workspace=workspace,
+            catalog_version=catalog_version,
+        )  # fmt: skip
+        return self._call(self._catalog.EstimateCampaign, request)
+
+    def list_packages(self) -> list[cpb.Package]:
+        """The credit packages, smallest first."""
+        return list(self._call(self._catalog.ListPackages, cpb.ListPackagesRequest()).packages)
+
+    def list_operations(self, catalog_version: int = 0) -> cpb.ListOperationsResponse:
+        """The cost rules of the current (or a given) catalog version."""
+        request = cpb.ListOperationsRequest(catalog_version=catalog_version)
+        return self._call(self._catalog.ListOperations, request)
+
+    def publish_catalog(
+        self,
+        document: str,
+        *,
+        format: str | None = None,
+        description: str = "",
+        request_id: str | None = None,
+    ) -> cpb.PublishCatalogResponse:
+        """Publish a new catalog version from a TOML or JSON document.
+
+        Without a request id one is made for this call, so its retries stay idempotent.
+
+        Raises:
+            InvalidArgument: the document's violations name each rule and field.
+        """
+        request = cpb.PublishCatalogRequest(
+            request_id=request_id or rq.new_request_id("catalog"),
+            document=document,
+            format=rq.document_format(format),
+            description=description,
+        )
+        return self._call(self._catalog.PublishCatalog, request)
