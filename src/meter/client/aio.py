@@ -108,7 +108,12 @@ class AsyncMeterClient:
         tries = Attempts(self.connection.retry, name, timeout, extra)
         while True:
             try:
-                return await method(request, timeout=tries.next_timeout(), metadata=self._metadata)
+                return await method(
+                    request,
+                    timeout=tries.next_timeout(),
+                    metadata=self._metadata,
+                    wait_for_ready=tries.wait_for_ready,
+                )
             except grpc.RpcError as e:
                 error = from_rpc_error(e)
             await asyncio.sleep(tries.backoff(error))

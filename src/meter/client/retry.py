@@ -7,6 +7,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import grpc
+
 from meter.client.errors import MeterError
 
 
@@ -93,6 +95,17 @@ class Attempts:
         self.extra = extra
         self.attempt = 0
         self.start = time.monotonic()
+        self.unreachable: MeterError | None = None
+
+    @property
+    def wait_for_ready(self) -> bool:
+        """Whether this attempt waits for the channel to (re)connect within its deadline.
+
+        The first attempt fails fast when the server cannot be reached; retries wait for
+        the channel's reconnection, which gRPC paces with its own backoff, instead of
+        spending their attempts on a channel that is known to be down.
+        """
+        return self.attempt > 1
 
     def remaining(self) -> float:
         return self.policy.budget + self.extra - (time.monotonic() - self.start)
@@ -108,7 +121,12 @@ class Attempts:
     def backoff(self, error: MeterError) -> float:
         """The sleep before the next attempt; raises `error` when there is none to make."""
         left = self.remaining()
+        if error.code == grpc.StatusCode.UNAVAILABLE:
+            self.unreachable = error
         if not self.policy.should_retry(self.attempt, error, left):
+            if self.unreachable is not None and error.code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                # The retries only waited for a connection that never came back.
+                raise self.unreachable
             raise error
         delay = min(self.policy.backoff(self.attempt, error), max(left, 0.0))
         if self.policy.on_retry is not None:

@@ -73,6 +73,9 @@ class StreamSession:
         self._outbox: asyncio.Queue[pb.StreamItem | None] | None = None
         self._receiver: asyncio.Task[None] | None = None
         self._closed = False
+        #: StreamRequest messages and items sent so far (how well calls were batched).
+        self.messages_sent = 0
+        self.items_sent = 0
 
     async def __aenter__(self) -> StreamSession:
         return self
@@ -228,10 +231,15 @@ class StreamSession:
             while len(batch) < self._max_batch and not outbox.empty():
                 item = outbox.get_nowait()
                 if item is None:
-                    yield pb.StreamRequest(items=batch)
+                    yield self._message(batch)
                     return
                 batch.append(item)
-            yield pb.StreamRequest(items=batch)
+            yield self._message(batch)
+
+    def _message(self, batch: list[pb.StreamItem]) -> pb.StreamRequest:
+        self.messages_sent += 1
+        self.items_sent += len(batch)
+        return pb.StreamRequest(items=batch)
 
     async def _receive(self, call: Any) -> None:
         failure: MeterError | None = None

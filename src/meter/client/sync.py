@@ -118,7 +118,12 @@ class MeterClient:
         tries = Attempts(self.connection.retry, name, timeout, extra)
         while True:
             try:
-                return method(request, timeout=tries.next_timeout(), metadata=self._metadata)
+                return method(
+                    request,
+                    timeout=tries.next_timeout(),
+                    metadata=self._metadata,
+                    wait_for_ready=tries.wait_for_ready,
+                )
             except grpc.RpcError as e:
                 error = from_rpc_error(e)
             time.sleep(tries.backoff(error))
