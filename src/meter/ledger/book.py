@@ -39,6 +39,7 @@ from meter.ledger.model import (
     ReleaseCmd,
     ReleaseOutcome,
     ReserveCmd,
+    SetThresholdsCmd,
     SweepOutcome,
 )
 
@@ -139,7 +140,7 @@ class Book:
         existing = self._claimed(cmd.request_id, cmd.fingerprint, HoldKind.RESERVE)
         if existing is not None:
             return self.view(existing)
-        self._require_available(cmd.amount, cmd.operation, cmd.request_id)
+        self._require_available(cmd.amount, cmd.operation, cmd.request_id, alert=cmd.alert)
         hold = self._new_hold(
             cmd.request_id,
             HoldKind.RESERVE,
@@ -392,6 +393,20 @@ class Book:
         )
         self._give_back(back, hold.operation, cmd.request_id, credit=True)
         return EntryOutcome(entry, self.balance())
+
+    def set_thresholds(self, cmd: SetThresholdsCmd) -> BalanceView:
+        """Set the alert thresholds; the level is re-evaluated without firing an alert.
+
+        Moving a threshold over the balance is a setting, not a crossing: the new level shows
+        at once on the balance, and alerts fire on the next downward crossing after the
+        balance has risen above the threshold again (or at once for a worse level reached by
+        spending).
+        """
+        a = self.account
+        a.low_threshold, a.critical_threshold = cmd.low, cmd.critical
+        a.alert_level = level_of(a.available, a.low_threshold, a.critical_threshold)
+        self.account_dirty = True
+        return self.balance()
 
     def sweep(self) -> SweepOutcome:
         """Expire every overdue hold and lot this book holds."""

@@ -249,6 +249,9 @@ class ReserveCmd:
     labels: Mapping[str, str]
     ttl_s: float
     fingerprint: str
+    # False for a waiting Reserve's retries: its first refusal was the alert event, and each
+    # retry's alert would otherwise wake the same wait again (an alert per notice).
+    alert: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,6 +324,15 @@ class RefundCmd:
 
 
 @dataclass(frozen=True, slots=True)
+class SetThresholdsCmd:
+    """Set a workspace's alert thresholds (idempotent by nature: it names the end state)."""
+
+    workspace_id: str
+    low: int
+    critical: int
+
+
+@dataclass(frozen=True, slots=True)
 class SweepCmd:
     """Expire a workspace's overdue holds and lots (the sweeper's work)."""
 
@@ -336,6 +348,7 @@ Command = (
     | GrantCmd
     | AdjustCmd
     | RefundCmd
+    | SetThresholdsCmd
     | SweepCmd
 )
 
@@ -374,4 +387,4 @@ class SweepOutcome:
     credits_expired: int
 
 
-Outcome = HoldView | CommitOutcome | ReleaseOutcome | EntryOutcome | SweepOutcome
+Outcome = HoldView | CommitOutcome | ReleaseOutcome | EntryOutcome | SweepOutcome | BalanceView

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Protocol, TypeVar
@@ -23,6 +24,7 @@ from meter.ledger.model import (
     MAX_TTL_S,
     MAX_WAIT_FOR_FUNDS_S,
     AdjustCmd,
+    BalanceView,
     ChargeCmd,
     Command,
     CommitCmd,
@@ -36,6 +38,7 @@ from meter.ledger.model import (
     ReleaseCmd,
     ReleaseOutcome,
     ReserveCmd,
+    SetThresholdsCmd,
 )
 from meter.ledger.validation import SOURCE_RE, Violations
 
@@ -44,10 +47,21 @@ PACKAGE_VALIDITY = timedelta(days=365)
 T = TypeVar("T")
 
 
-class FundsWatch(Protocol):
-    """Wakes waiters when a workspace's balance changes (LISTEN/NOTIFY)."""
+class FundsWaiter(Protocol):
+    closed: bool
 
-    async def wait_change(self, workspace_id: str, wait_s: float) -> None: ...
+    def take(self) -> tuple[bool, bool]: ...
+    async def wait(self, seconds: float | None = None) -> bool: ...
+
+
+class FundsWatch(Protocol):
+    """Wakes waiters when a workspace's balance changes (LISTEN/NOTIFY, meter.ledger.notify).
+
+    A waiter subscribes before its first attempt, so a grant that commits between the refusal
+    and the wait still wakes it: waiting cannot miss the change it waits for.
+    """
+
+    def changes(self, workspace_id: str) -> AbstractContextManager[FundsWaiter]: ...
 
 
 def fingerprint(*parts: object) -> str:
@@ -296,18 +310,46 @@ class LedgerService:
     async def reserve(self, cmd: ReserveCmd, wait_s: float | None = None) -> HoldView:
         """Hold credits; with wait_s, wait that long for a grant that makes the balance suffice.
 
-        Waiting holds no database connection: it sleeps on the workspace's change notices.
+        Waiting holds no database connection: it sleeps on the workspace's change notices and
+        tries again after each change of the balance. Only the first refusal is an alert event.
         """
+        if not wait_s or self.funds is None:
+            return _as(HoldView, await self.execute(cmd))
         loop = asyncio.get_running_loop()
-        until = loop.time() + (wait_s or 0)
-        while True:
-            try:
-                return _as(HoldView, await self.execute(cmd))
-            except errors.MeterError as e:
-                left = until - loop.time()
-                if e.reason != "INSUFFICIENT_CREDITS" or left <= 0 or self.funds is None:
-                    raise
-                await self.funds.wait_change(cmd.workspace_id, left)
+        until = loop.time() + wait_s
+        attempt = cmd
+        with self.funds.changes(cmd.workspace_id) as changes:
+            while True:
+                try:
+                    return _as(HoldView, await self.execute(attempt))
+                except errors.MeterError as e:
+                    if e.reason != "INSUFFICIENT_CREDITS":
+                        raise
+                    attempt = replace(cmd, alert=False)
+                    while not changes.closed:
+                        left = until - loop.time()
+                        if left <= 0 or not await changes.wait(left):
+                            raise
+                        if changes.take()[0]:
+                            break
+                    else:
+                        raise
+
+    def build_set_thresholds(
+        self, *, workspace_id: str, low: int, critical: int
+    ) -> SetThresholdsCmd:
+        """Raises: MeterError INVALID naming the field (0 <= critical <= low <= 10^12)."""
+        v = Violations()
+        v.id("workspace_id", workspace_id)
+        v.credits("low", low)
+        v.credits("critical", critical)
+        if not v and critical > low:
+            v.add("critical", f"must not exceed low ({low})")
+        _raise(v)
+        return SetThresholdsCmd(workspace_id, low, critical)
+
+    async def set_thresholds(self, cmd: SetThresholdsCmd) -> BalanceView:
+        return _as(BalanceView, await self.execute(cmd))
 
     async def commit(self, cmd: CommitCmd) -> CommitOutcome:
         return _as(CommitOutcome, await self.execute(cmd))

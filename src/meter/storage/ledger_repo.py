@@ -37,6 +37,7 @@ from meter.ledger.model import (
     RefundCmd,
     ReleaseCmd,
     ReserveCmd,
+    SetThresholdsCmd,
     SweepCmd,
     SweepOutcome,
 )
@@ -134,7 +135,7 @@ class LedgerRepo:
         ws: list[str] = []
         rids: list[str] = []
         for c in cmds:
-            if c.workspace_id in accounts and not isinstance(c, SweepCmd):
+            if c.workspace_id in accounts and not isinstance(c, SweepCmd | SetThresholdsCmd):
                 ws.append(c.workspace_id)
                 rids.append(c.request_id)
                 if isinstance(c, RefundCmd):
@@ -256,6 +257,8 @@ def _run(book: Book | None, cmd: Command, price: Pricer) -> Result:
                 return book.adjust(cmd)
             case RefundCmd():
                 return book.refund(cmd)
+            case SetThresholdsCmd():
+                return book.set_thresholds(cmd)
             case SweepCmd():
                 return book.sweep()
     except errors.MeterError as e:
@@ -296,6 +299,8 @@ def _account_update(a: Account, now: datetime) -> dict[str, Any]:
         "held": a.held,
         "lifetime_used": a.lifetime_used,
         "lifetime_granted": a.lifetime_granted,
+        "low_threshold": a.low_threshold,
+        "critical_threshold": a.critical_threshold,
         "alert_level": int(a.alert_level),
         "hold_seq": a.hold_seq,
         "lot_seq": a.lot_seq,
@@ -321,6 +326,8 @@ _UPDATE_ACCOUNT = (
                 "held",
                 "lifetime_used",
                 "lifetime_granted",
+                "low_threshold",
+                "critical_threshold",
                 "alert_level",
                 "hold_seq",
                 "lot_seq",
