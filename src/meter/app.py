@@ -15,8 +15,10 @@ from meter.catalog.service import CatalogService
 from meter.config import Settings
 from meter.ledger.batcher import Batcher
 from meter.ledger.model import Command, SweepCmd
+from meter.ledger.notify import Notices
 from meter.ledger.service import LedgerService
 from meter.ledger.sweeper import Sweeper
+from meter.ledger.watch import BalanceWatch
 from meter.rpc import server as rpc_server
 from meter.rpc.catalog import CatalogServicer
 from meter.rpc.meter import MeterServicer
@@ -24,10 +26,14 @@ from meter.rpc.paging import Paging
 from meter.storage import db
 from meter.storage.catalog_repo import CatalogRepo
 from meter.storage.ledger_repo import LedgerRepo, Result
+from meter.storage.listener import Listener
 from meter.storage.queries import LedgerQueries
 from meter.storage.sweeps import SweepQueries
 
 log = structlog.get_logger("meter")
+
+# Connections for watchers' reads; one read serves every watcher of a workspace at once.
+WATCH_POOL_SIZE = 4
 
 
 def database_url(settings: Settings) -> str:
@@ -65,7 +71,15 @@ class App:
             apply, workers=s.batch_workers, max_batch=s.max_batch
         )
         self.batcher.start()
-        self.ledger = LedgerService(self.batcher, self.catalog)
+        # Change notices from every replica's commits: they wake watchers and waiting Reserves.
+        self.notices = Notices()
+        self.listener = Listener(db.libpq_url(self.url), self.notices)
+        await self.listener.start()
+        self.ledger = LedgerService(self.batcher, self.catalog, funds=self.notices)
+        # Watchers read through their own small pool: however many there are, they never
+        # take a connection the writers need.
+        self.watch_engine = db.async_engine(self.url, pool_size=WATCH_POOL_SIZE)
+        watch = BalanceWatch(self.notices, LedgerQueries(self.watch_engine))
 
         async def sweep(cmds: Sequence[SweepCmd]) -> list[Result]:
             return await repo.apply(
@@ -78,7 +92,7 @@ class App:
         self.sweeper = Sweeper(SweepQueries(self.engine).due, sweep, s.sweep_interval_s)
         paging = Paging()
         self.server, self.health = rpc_server.build(
-            MeterServicer(self.ledger, self.queries, paging),
+            MeterServicer(self.ledger, self.queries, paging, watch),
             CatalogServicer(self.catalog, self.queries),
         )
         self.port = self.server.add_insecure_port(s.listen)
@@ -103,12 +117,17 @@ class App:
     async def stop(self, grace: float | None = None) -> None:
         """Drain: NOT_SERVING first, refuse new calls, finish in-flight ones, then close."""
         await rpc_server.set_serving(self.health, False)
+        # Watch streams never finish on their own: end them (UNAVAILABLE, watch again
+        # elsewhere) so that they do not hold the drain for its whole grace period.
+        self.notices.close()
         await self.server.stop(self.settings.grace_s if grace is None else grace)
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.listener.stop()
         await self.batcher.stop()
         await self.engine.dispose()
+        await self.watch_engine.dispose()
         log.info("server.stopped")
 
 

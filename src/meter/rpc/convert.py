@@ -19,6 +19,7 @@ from meter.ledger.model import (
     HoldView,
     Lot,
 )
+from meter.ledger.usage import UsageReport
 from meterpb.v1 import catalog_pb2 as cpb
 from meterpb.v1 import meter_pb2 as pb
 
@@ -168,6 +169,25 @@ def alert(workspace_id: str, a: AlertEvent) -> pb.AlertEvent:
         request_id=a.request_id,
         create_time=ts(a.created_at),
     )
+
+
+def usage_report(r: UsageReport) -> pb.GetUsageResponse:
+    return pb.GetUsageResponse(
+        rows=[
+            pb.UsageRow(
+                key=row.key, period_start=ts(row.period_start), credits=row.credits, count=row.count
+            )
+            for row in r.rows
+        ],
+        total_credits=r.total_credits,
+        total_count=r.total_count,
+    )
+
+
+def watch_event(workspace_id: str, event: BalanceView | AlertEvent) -> pb.WatchBalanceResponse:
+    if isinstance(event, BalanceView):
+        return pb.WatchBalanceResponse(balance=balance(event))
+    return pb.WatchBalanceResponse(alert=alert(workspace_id, event))
 
 
 def discrepancy(d: Discrepancy) -> pb.Discrepancy:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any
 
 from meter import errors
 from meter.ledger.model import HoldState, JournalFilter
 from meter.ledger.service import LedgerService
+from meter.ledger.usage import UsageGrouping
 from meter.ledger.validation import Violations
+from meter.ledger.watch import BalanceWatch
 from meter.rpc import convert
 from meter.rpc.errors import abort
 from meter.rpc.handlers import unary
@@ -21,10 +24,17 @@ from meterpb.v1 import meter_pb2_grpc
 
 
 class MeterServicer(meter_pb2_grpc.MeterServicer):
-    def __init__(self, ledger: LedgerService, queries: LedgerQueries, paging: Paging) -> None:
+    def __init__(
+        self,
+        ledger: LedgerService,
+        queries: LedgerQueries,
+        paging: Paging,
+        watch: BalanceWatch | None = None,
+    ) -> None:
         self.ledger = ledger
         self.queries = queries
         self.paging = paging
+        self.watch = watch
 
     # Holds and charges.
 
@@ -129,23 +139,48 @@ class MeterServicer(meter_pb2_grpc.MeterServicer):
         async for response in serve_stream(request_iterator, self._start, self.ledger.explain):
             yield response
 
-    # Issue-4 RPCs: not yet served.
+    # Live balance, usage and alerts.
 
     async def WatchBalance(  # type: ignore[override]
         self, request: pb.WatchBalanceRequest, context: Any
     ) -> AsyncIterator[pb.WatchBalanceResponse]:
-        await abort(context, _unimplemented("WatchBalance"))
-        yield pb.WatchBalanceResponse()  # pragma: no cover
+        try:
+            _workspace(request.workspace_id)
+            if self.watch is None:
+                raise _unimplemented("WatchBalance")
+            async for event in self.watch.watch(request.workspace_id):
+                yield convert.watch_event(request.workspace_id, event)
+        except errors.MeterError as e:
+            await abort(context, e)
 
     @unary
     async def GetUsage(self, request: pb.GetUsageRequest, context: Any) -> pb.GetUsageResponse:
-        raise _unimplemented("GetUsage")
+        v = Violations()
+        v.id("workspace_id", request.workspace_id)
+        if request.group_by not in UsageGrouping._value2member_map_:
+            v.add("group_by", "required: OPERATION, ACTOR, DAY or WEEK")
+        start = _time(v, "start_time", request)
+        end = _time(v, "end_time", request)
+        if start is not None and end is not None and start >= end:
+            v.add("end_time", "must be after start_time")
+        if v:
+            raise errors.invalid(v)
+        report = await self.queries.usage(
+            request.workspace_id, UsageGrouping(request.group_by), start, end
+        )
+        return convert.usage_report(report)
 
     @unary
     async def SetAlertThresholds(
         self, request: pb.SetAlertThresholdsRequest, context: Any
     ) -> pb.AlertThresholds:
-        raise _unimplemented("SetAlertThresholds")
+        cmd = self.ledger.build_set_thresholds(
+            workspace_id=request.workspace_id, low=request.low, critical=request.critical
+        )
+        view = await self.ledger.set_thresholds(cmd)
+        return pb.AlertThresholds(
+            workspace_id=view.workspace_id, low=view.low_threshold, critical=view.critical_threshold
+        )
 
     # Grants and corrections.
 
@@ -306,6 +341,16 @@ def _unimplemented(method: str) -> errors.MeterError:
     return errors.MeterError(
         errors.Kind.UNIMPLEMENTED, "UNIMPLEMENTED", f"{method} is not served by this version"
     )
+
+
+def _time(v: Violations, name: str, request: Any) -> datetime | None:
+    if not request.HasField(name):
+        return None
+    try:
+        return convert.from_ts(getattr(request, name))
+    except (ValueError, OverflowError):
+        v.add(name, "not a valid timestamp")
+        return None
 
 
 def _workspace(workspace_id: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select, text
@@ -20,6 +21,7 @@ from meter.ledger.model import (
     HoldView,
     JournalFilter,
 )
+from meter.ledger.usage import UsageGrouping, UsageReport, UsageRow
 from meter.storage.db import translating
 from meter.storage.ledger_repo import _account, _entry, _hold, _lot
 from meter.storage.tables import alerts, holds, journal, lots, workspaces
@@ -34,6 +36,16 @@ class LedgerQueries:
     @translating
     async def balance(self, workspace_id: str) -> BalanceView:
         """Raises: MeterError WORKSPACE_NOT_FOUND."""
+        return (await self.balance_and_last_alert(workspace_id))[0]
+
+    @translating
+    async def balance_and_last_alert(self, workspace_id: str) -> tuple[BalanceView, int]:
+        """The balance and the id of the newest alert, read from the workspace row at once.
+
+        A watcher starts from both: alerts above that id are news, the rest history.
+
+        Raises: MeterError WORKSPACE_NOT_FOUND.
+        """
         async with self.engine.connect() as conn:
             row = (
                 await conn.execute(
@@ -50,7 +62,7 @@ class LedgerQueries:
                 )
             ).all()
         book = Book(_account(row), [_lot(r) for r in lot_rows], {}, {}, row.now)
-        return book.balance()
+        return book.balance(), row.alert_seq
 
     @translating
     async def holds(
@@ -106,19 +118,66 @@ class LedgerQueries:
         async with self.engine.connect() as conn:
             await self._require_workspace(conn, workspace_id)
             rows = (await conn.execute(q)).all()
-        return [
-            AlertEvent(
-                r.event_id,
-                AlertKind(r.kind),
-                r.available,
-                r.threshold,
-                r.created_at,
-                r.required,
-                r.operation,
-                r.request_id,
+        return [_alert(r) for r in rows]
+
+    @translating
+    async def alerts_after(self, workspace_id: str, after: int, limit: int) -> list[AlertEvent]:
+        """Alerts with ids above `after`, oldest first (what a watcher has not sent yet)."""
+        q = (
+            select(alerts)
+            .where(alerts.c.workspace_id == workspace_id, alerts.c.event_id > after)
+            .order_by(alerts.c.event_id)
+            .limit(limit)
+        )
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(q)).all()
+        return [_alert(r) for r in rows]
+
+    @translating
+    async def usage(
+        self,
+        workspace_id: str,
+        grouping: UsageGrouping,
+        start: datetime | None,
+        end: datetime | None,
+    ) -> UsageReport:
+        """Credits used (charges less refunds) and charges counted, per group, over [start, end).
+
+        One aggregate over the CHARGE and REFUND entries of the range, found through the index
+        (workspace_id, created_at); only the actor grouping joins a refund to its charge's hold
+        (by the unique (workspace_id, request_id)) to credit the refund to whoever was charged.
+
+        Raises: MeterError WORKSPACE_NOT_FOUND.
+        """
+        key, join, order = _USAGE_GROUPS[grouping]
+        where = ["j.workspace_id = :ws", "j.kind IN (2, 5)"]
+        params: dict[str, Any] = {"ws": workspace_id}
+        if start is not None:
+            where.append("j.created_at >= :start")
+            params["start"] = start
+        if end is not None:
+            where.append("j.created_at < :end")
+            params["end"] = end
+        sql = text(
+            f"SELECT {key} AS key, -sum(j.amount) AS credits,"
+            " count(*) FILTER (WHERE j.kind = 2) AS calls"
+            f" FROM journal j {join} WHERE {' AND '.join(where)} GROUP BY 1 ORDER BY {order}"
+        )
+        async with self.engine.connect() as conn:
+            await self._require_workspace(conn, workspace_id)
+            rows = (await conn.execute(sql, params)).all()
+        timed = grouping in (UsageGrouping.DAY, UsageGrouping.WEEK)
+        return UsageReport(
+            tuple(
+                UsageRow(
+                    key="" if timed else r.key,
+                    period_start=r.key if timed else None,
+                    credits=int(r.credits),
+                    count=int(r.calls),
+                )
+                for r in rows
             )
-            for r in rows
-        ]
+        )
 
     @translating
     async def workspace_ids(self, after: str, limit: int) -> list[str]:
@@ -230,6 +289,33 @@ class LedgerQueries:
             raise errors.workspace_not_found(workspace_id)
 
 
+# Per grouping: the group key, the join it needs, the order of the rows. Days and weeks are
+# truncated in UTC whatever the session's time zone; PostgreSQL's weeks start on Monday.
+_REFUND_HOLD = (
+    "LEFT JOIN holds h ON j.kind = 5 AND h.workspace_id = j.workspace_id"
+    " AND h.request_id = j.labels->>'charge_request_id'"
+)
+_USAGE_GROUPS: dict[UsageGrouping, tuple[str, str, str]] = {
+    UsageGrouping.OPERATION: ("j.operation", "", "credits DESC, key"),
+    UsageGrouping.ACTOR: ("coalesce(h.actor_id, j.actor_id)", _REFUND_HOLD, "credits DESC, key"),
+    UsageGrouping.DAY: ("date_trunc('day', j.created_at, 'UTC')", "", "key"),
+    UsageGrouping.WEEK: ("date_trunc('week', j.created_at, 'UTC')", "", "key"),
+}
+
+
+def _alert(r: Any) -> AlertEvent:
+    return AlertEvent(
+        r.event_id,
+        AlertKind(r.kind),
+        r.available,
+        r.threshold,
+        r.created_at,
+        r.required,
+        r.operation,
+        r.request_id,
+    )
+
+
 def _hold_view(workspace_id: str, r: Any) -> HoldView:
     h = _hold(r)
     return HoldView(
@@ -252,18 +338,18 @@ def _hold_view(workspace_id: str, r: Any) -> HoldView:
 _AUDIT = text(
     """
 SELECT w.workspace_id, w.balance, w.held, w.lifetime_used, w.lifetime_granted,
-  coalesce(j.total, 0) AS journal_sum,
-  coalesce(j.granted, 0) AS granted,
-  coalesce(j.used, 0) AS used,
-  coalesce(j.last_balance_after, 0) AS last_balance_after,
-  coalesce(j.broken_links, 0) AS broken_links,
-  coalesce(j.double_charges, 0) AS double_charges,
-  coalesce(l.remaining, 0) AS lots_remaining,
-  coalesce(l.overdrawn, 0) AS overdrawn_lots,
-  coalesce(h.held, 0) AS holds_held,
-  coalesce(h.bad_draws, 0) AS bad_draws,
+  coalesce(j.total, 0)::bigint AS journal_sum,
+  coalesce(j.granted, 0)::bigint AS granted,
+  coalesce(j.used, 0)::bigint AS used,
+  coalesce(j.last_balance_after, 0)::bigint AS last_balance_after,
+  coalesce(j.broken_links, 0)::bigint AS broken_links,
+  coalesce(j.double_charges, 0)::bigint AS double_charges,
+  coalesce(l.remaining, 0)::bigint AS lots_remaining,
+  coalesce(l.overdrawn, 0)::bigint AS overdrawn_lots,
+  coalesce(h.held, 0)::bigint AS holds_held,
+  coalesce(h.bad_draws, 0)::bigint AS bad_draws,
   (CASE WHEN w.balance < 0 OR w.held < 0 OR w.balance < w.held THEN 1 ELSE 0 END)
-    + coalesce(l.negative, 0) AS negatives
+    + coalesce(l.negative, 0)::bigint AS negatives
 FROM workspaces w
 LEFT JOIN LATERAL (
   SELECT sum(amount) AS total,

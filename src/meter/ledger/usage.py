@@ -1,0 +1,45 @@
+"""Usage reports: credits used and operations counted, grouped for the Billing page.
+
+Credits used are charges less refunds. A refund counts where it happened in time (its day or
+week) but against the operation and the actor of the charge it gives back, so "who consumed
+credits" nets out refunds made by support staff. Counts are charges only. Days and weeks are
+UTC; weeks start on Monday (ISO 8601).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import IntEnum
+
+
+class UsageGrouping(IntEnum):
+    """Values equal the proto enum numbers."""
+
+    OPERATION = 1
+    ACTOR = 2
+    DAY = 3
+    WEEK = 4
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRow:
+    """One group: `key` for operations and actors, `period_start` for days and weeks."""
+
+    key: str
+    period_start: datetime | None
+    credits: int
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class UsageReport:
+    rows: tuple[UsageRow, ...]
+
+    @property
+    def total_credits(self) -> int:
+        return sum(r.credits for r in self.rows)
+
+    @property
+    def total_count(self) -> int:
+        return sum(r.count for r in self.rows)

@@ -1,0 +1,76 @@
+"""Watching a balance: the current state first, then every change and every alert event.
+
+A watcher subscribes to the workspace's notices before it reads the balance, so nothing
+committed after that read can slip by. Balance notices only say "something changed": the
+watcher reads the balance again and sends it if it differs from the last one sent, so a burst
+of changes that outpaces a slow watcher coalesces into the latest state. Alerts are read from
+the alerts table by id (dense and in commit order per workspace), so every alert committed
+after the watch began is sent exactly once, however many notices were coalesced or lost.
+Watchers of one workspace share their reads: one read serves every watcher woken by the
+same notices.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+from meter import errors
+from meter.ledger.model import AlertEvent, BalanceView
+from meter.ledger.notify import Notices, Topic
+
+ALERT_PAGE = 100
+
+
+class WatchReads(Protocol):
+    async def balance(self, workspace_id: str) -> BalanceView: ...
+    async def balance_and_last_alert(self, workspace_id: str) -> tuple[BalanceView, int]: ...
+    async def alerts_after(self, workspace_id: str, after: int, limit: int) -> list[AlertEvent]: ...
+
+
+class BalanceWatch:
+    def __init__(self, hub: Notices, reads: WatchReads) -> None:
+        self.hub = hub
+        self.reads = reads
+
+    async def watch(self, workspace_id: str) -> AsyncIterator[BalanceView | AlertEvent]:
+        """The balance now, then each new balance and alert event, until the server stops.
+
+        Raises:
+            MeterError: WORKSPACE_NOT_FOUND before anything is sent; UNAVAILABLE when the
+                server shuts down (watch again, on any replica) or the database is away.
+        """
+        with self.hub.subscribe(workspace_id) as sub:
+            topic = self.hub.topic(workspace_id)
+            assert topic is not None
+            sent, last_alert = await self.reads.balance_and_last_alert(workspace_id)
+            yield sent
+            while True:
+                await sub.wait()
+                if sub.closed:
+                    raise errors.unavailable("the server is shutting down; watch again")
+                balance, alerts = sub.take()
+                if balance:
+                    view = await self._latest(workspace_id, topic)
+                    if view != sent:
+                        sent = view
+                        yield view
+                while alerts:
+                    found = await self.reads.alerts_after(workspace_id, last_alert, ALERT_PAGE)
+                    for event in found:
+                        last_alert = event.event_id
+                        yield event
+                    alerts = len(found) == ALERT_PAGE
+
+    async def _latest(self, workspace_id: str, topic: Topic) -> BalanceView:
+        """A balance read after every notice delivered so far, shared by the topic's readers."""
+        wanted = topic.version
+        async with topic.lock:
+            if topic.snapshot is not None and topic.snapshot[0] >= wanted:
+                view = topic.snapshot[1]
+                assert isinstance(view, BalanceView)
+                return view
+            version = topic.version
+            view = await self.reads.balance(workspace_id)
+            topic.snapshot = (version, view)
+            return view
