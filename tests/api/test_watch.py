@@ -113,7 +113,7 @@ async def test_a_watcher_gets_the_balance_first_then_one_message_per_change(stub
         assert 500 == first.balance.available
 
         seen = []
-        for n in range(1, 4):
+        for _ in range(3):
             await charge(stub, ws, 10)
             seen.append((await read(call)).balance.available)
 
