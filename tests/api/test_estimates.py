@@ -1,0 +1,107 @@
+"""EstimateCampaign: the pricing page's typical campaigns, each factor, affordability."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+import pytest
+
+from meterpb.v1 import catalog_pb2 as cpb
+from meterpb.v1 import meter_pb2 as pb
+from tests.support import fails, grant, rid
+
+
+async def estimate(catalog: Any, **kw: Any) -> cpb.EstimateCampaignResponse:
+    return await catalog.EstimateCampaign(cpb.EstimateCampaignRequest(**kw))
+
+
+@pytest.mark.parametrize(
+    ("plan", "low", "high"),
+    [
+        ({"platforms": 1, "duration_days": 7}, 10, 20),
+        ({"platforms": 2, "duration_days": 14}, 30, 60),
+        ({"platforms": 3, "duration_days": 14}, 30, 60),
+        ({"platforms": 3, "duration_days": 30, "strategy_analysis": True}, 50, 150),
+        ({"platforms": 4, "duration_days": 30, "strategy_analysis": True}, 50, 150),
+    ],
+)
+async def test_default_estimates_fall_in_the_pricing_pages_ranges(catalog, plan, low, high):
+    got = await estimate(catalog, **plan)
+
+    assert low <= got.expected <= high
+    assert got.min <= got.expected <= got.max
+    assert got.expected == sum(line.expected for line in got.breakdown)
+
+
+@pytest.mark.parametrize(
+    ("factor", "smaller", "larger"),
+    [
+        ("platforms", 1, 3),
+        ("duration_days", 7, 28),
+        ("posts_per_week", 2, 7),
+        ("complexity", pb.COMPLEXITY_SIMPLE, pb.COMPLEXITY_COMPLEX),
+        ("rss_items", 0, 20),
+        ("regenerations", 0, 10),
+        ("strategy_analysis", False, True),
+    ],
+)
+async def test_the_estimate_grows_with_each_factor(catalog, factor, smaller, larger):
+    base = {"platforms": 2, "duration_days": 14}
+
+    less = await estimate(catalog, **{**base, factor: smaller})
+    more = await estimate(catalog, **{**base, factor: larger})
+
+    assert less.expected < more.expected
+    assert less.max <= more.max
+
+
+async def test_the_breakdown_names_each_operation_with_its_count(catalog):
+    got = await estimate(catalog, platforms=1, duration_days=7, rss_items=4)
+
+    counts = {line.operation: line.count for line in got.breakdown}
+    assert {
+        "campaign.create_strategy": 1,
+        "content.generate_post": 3,
+        "content.regenerate": 1,
+        "rss.process_item": 4,
+    } == counts
+
+
+async def test_a_complexity_prices_every_call_at_its_tier(catalog):
+    got = await estimate(catalog, platforms=2, duration_days=14, complexity=pb.COMPLEXITY_STANDARD)
+    assert got.min == got.expected == got.max
+
+
+async def test_a_workspace_that_can_afford_the_campaign_is_sufficient(catalog, stub, ws):
+    await grant(stub, ws, 500)
+
+    got = await estimate(catalog, platforms=2, duration_days=14, workspace_id=ws)
+
+    assert (True, 0, 500) == (got.sufficient, got.shortfall, got.available)
+    assert not got.HasField("suggested_package")
+
+
+async def test_a_short_workspace_gets_its_shortfall_and_the_package_to_buy(catalog, stub, ws):
+    await grant(stub, ws, 10)
+
+    got = await estimate(
+        catalog, platforms=4, duration_days=30, strategy_analysis=True, workspace_id=ws
+    )
+
+    assert (False, got.max - 10) == (got.sufficient, got.shortfall)
+    # 146 short of the default catalog's max: Starter (100) is too small, Basic (250) covers it.
+    assert ("Basic", 250) == (got.suggested_package.name, got.suggested_package.credits)
+
+
+async def test_an_estimate_for_an_unknown_workspace_is_not_found(catalog):
+    f = await fails(estimate(catalog, platforms=1, duration_days=7, workspace_id=f"ws-{rid()}"))
+    assert (grpc.StatusCode.NOT_FOUND, "WORKSPACE_NOT_FOUND") == (f.code, f.reason)
+
+
+async def test_a_bad_plan_is_refused_naming_every_bad_field(catalog):
+    f = await fails(estimate(catalog, platforms=0, duration_days=400, posts_per_week=-1))
+    assert (grpc.StatusCode.INVALID_ARGUMENT, ["platforms", "duration_days", "posts_per_week"]) == (
+        f.code,
+        f.fields,
+    )
