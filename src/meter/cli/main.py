@@ -9,10 +9,14 @@ from typing import Annotated
 import typer
 
 from meter import logs
+from meter.cli import catalog, ledger
 from meter.config import Settings
 
 app = typer.Typer(
-    help="Meter: credit metering for AI operations.\n\nExample: meter serve",
+    help="Meter: credit metering for AI operations.\n\n"
+    "Client commands reach a server with --target (METER_TARGET) and --token (METER_TOKEN).\n"
+    "Exit codes: 0 done, 1 refused or failed (reason printed), 2 usage error, 3 unreachable.\n\n"
+    "Example: meter balance ws-acme --target 127.0.0.1:50051",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
@@ -71,6 +75,9 @@ def migrate(database_url: DatabaseUrl = None, data_dir: DataDir = None) -> None:
     run(url)
     typer.echo("migrated")
 
+
+ledger.register(app)
+catalog.register(app)
 
 if __name__ == "__main__":
     app()

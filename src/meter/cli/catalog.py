@@ -1,0 +1,255 @@
+"""Catalog commands: catalog show|publish|diff, packages, estimate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from meter import errors as domain
+from meter.catalog.document import parse_document
+from meter.cli.remote import (
+    DEFAULT_TARGET,
+    REFUSED,
+    Json,
+    Target,
+    Timeout,
+    Token,
+    as_dict,
+    connect,
+    enum_name,
+    err,
+    out,
+    print_json,
+    reporting,
+)
+from meterpb.v1 import catalog_pb2 as cpb
+
+app = typer.Typer(help="The cost catalog: show, publish, diff.", no_args_is_help=True)
+
+Document = Annotated[
+    Path,
+    typer.Argument(help="A TOML or JSON catalog document.", exists=True, dir_okay=False),
+]
+
+_UNITS = {
+    "call": cpb.COST_UNIT_CALL,
+    "platform": cpb.COST_UNIT_PLATFORM,
+    "item": cpb.COST_UNIT_ITEM,
+}
+
+
+def _unit(value: int) -> str:
+    return enum_name(cpb.CostUnit.Name(value), "COST_UNIT_")  # type: ignore[arg-type]
+
+
+def _operations_table(title: str, operations: Any) -> Table:
+    t = Table(title=title, title_justify="left")
+    for c in ("operation", "min", "max", "per", "name"):
+        t.add_column(c, justify="right" if c in ("min", "max") else "left")
+    for op in sorted(operations, key=lambda o: o.operation):
+        t.add_row(
+            op.operation,
+            str(op.min),
+            str(op.max),
+            "free" if op.free else _unit(op.unit),
+            op.display_name,
+        )
+    return t
+
+
+@app.command()
+def show(
+    version: Annotated[int, typer.Option("--version", help="0: the current version.")] = 0,
+    json: Json = False,
+    target: Target = DEFAULT_TARGET,
+    token: Token = None,
+    timeout: Timeout = 10.0,
+) -> None:
+    """Show the cost rules of the current (or a given) catalog version.
+
+    Example: meter catalog show --version 3
+    """
+    with reporting(target), connect(target, token, timeout) as meter:
+        found = meter.list_operations(version)
+    if json:
+        return print_json(as_dict(found))
+    out.print(_operations_table(f"catalog version {found.catalog_version}", found.operations))
+
+
+@app.command()
+def publish(
+    document: Document,
+    request_id: Annotated[
+        str | None, typer.Option("--request-id", help="Idempotency key of the publication.")
+    ] = None,
+    description: Annotated[str, typer.Option("--description", help="What changed.")] = "",
+    json: Json = False,
+    target: Target = DEFAULT_TARGET,
+    token: Token = None,
+    timeout: Timeout = 30.0,
+) -> None:
+    """Publish a catalog document as a new immutable version.
+
+    Example: meter catalog publish catalog.toml --request-id catalog-2025-06
+    """
+    text = document.read_text()
+    fmt = "json" if document.suffix.lower() == ".json" else "toml"
+    with reporting(target), connect(target, token, timeout) as meter:
+        done = meter.publish_catalog(
+            text, format=fmt, description=description, request_id=request_id
+        )
+    if json:
+        return print_json(as_dict(done))
+    out.print(
+        f"published catalog version {done.catalog_version} ({len(done.operations)} operations)"
+    )
+
+
+@app.command()
+def diff(
+    document: Document,
+    json: Json = False,
+    target: Target = DEFAULT_TARGET,
+    token: Token = None,
+    timeout: Timeout = 10.0,
+) -> None:
+    """Show what publishing a document would change against the current version.
+
+    Example: meter catalog diff catalog.toml
+    """
+    text = document.read_text()
+    try:
+        rules = parse_document(text, "json" if document.suffix.lower() == ".json" else "toml")
+    except domain.MeterError as e:
+        err.print(f"[red]invalid document:[/] {e.message}")
+        raise typer.Exit(REFUSED) from None
+    with reporting(target), connect(target, token, timeout) as meter:
+        current = meter.list_operations()
+    before = {op.operation: _shape(op.min, op.max, _unit(op.unit), op.display_name)
+              for op in current.operations}  # fmt: skip
+    after = {key: _shape(r.min, r.max, str(r.unit), r.display_name) for key, r in rules.items()}
+    added = [{"operation": k, **after[k]} for k in sorted(after.keys() - before.keys())]
+    removed = [{"operation": k, **before[k]} for k in sorted(before.keys() - after.keys())]
+    changed = [
+        {"operation": k, "before": before[k], "after": after[k]}
+        for k in sorted(before.keys() & after.keys())
+        if before[k] != after[k]
+    ]
+    if json:
+        return print_json(
+            {
+                "catalog_version": current.catalog_version,
+                "added": added,
+                "removed": removed,
+                "changed": changed,
+            }
+        )
+    n = len(added) + len(removed) + len(changed)
+    out.print(f"against catalog version {current.catalog_version}: {n} changes")
+    for a in added:
+        out.print(f"[green]+ {a['operation']}[/]  {a['min']}-{a['max']} per {a['unit']}")
+    for r in removed:
+        out.print(f"[red]- {r['operation']}[/]  {r['min']}-{r['max']} per {r['unit']}")
+    for c in changed:
+        old, new = before[str(c["operation"])], after[str(c["operation"])]
+        fields = [f"{f} {old[f]} -> {new[f]}" for f in ("min", "max", "unit", "display_name")
+                  if old[f] != new[f]]  # fmt: skip
+        out.print(f"[yellow]~ {c['operation']}[/]  " + ", ".join(fields))
+
+
+def _shape(low: int, high: int, unit: str, name: str) -> dict[str, Any]:
+    return {"min": low, "max": high, "unit": unit, "display_name": name}
+
+
+def packages(
+    json: Json = False,
+    target: Target = DEFAULT_TARGET,
+    token: Token = None,
+    timeout: Timeout = 10.0,
+) -> None:
+    """List the credit packages.
+
+    Example: meter packages --json
+    """
+    with reporting(target), connect(target, token, timeout) as meter:
+        found = meter.list_packages()
+    if json:
+        return print_json(as_dict(cpb.ListPackagesResponse(packages=found)))
+    t = Table(title="packages", title_justify="left")
+    for c in ("package", "credits", "price"):
+        t.add_column(c, justify="left" if c == "package" else "right")
+    for p in found:
+        t.add_row(p.name, str(p.credits), f"{p.price_cents / 100:,.2f} {p.currency}")
+    out.print(t)
+
+
+def estimate(
+    platforms: Annotated[int, typer.Option("--platforms", help="Number of platforms.")],
+    days: Annotated[int, typer.Option("--days", help="Campaign duration in days.")],
+    posts_per_week: Annotated[
+        int, typer.Option("--posts-per-week", help="Per platform; 0: the usual frequency.")
+    ] = 0,
+    complexity: Annotated[
+        str, typer.Option("--complexity", help="simple, standard or complex.")
+    ] = "",
+    strategy: Annotated[
+        bool, typer.Option("--strategy-analysis", help="Include a strategy analysis.")
+    ] = False,
+    rss_items: Annotated[int, typer.Option("--rss-items", help="RSS items to process.")] = 0,
+    workspace: Annotated[
+        str, typer.Option("--workspace", help="Check whether this workspace can afford it.")
+    ] = "",
+    json: Json = False,
+    target: Target = DEFAULT_TARGET,
+    token: Token = None,
+    timeout: Timeout = 10.0,
+) -> None:
+    """Estimate a campaign's credits (and whether a workspace can afford it).
+
+    Example: meter estimate --platforms 3 --days 14 --workspace ws-acme
+    """
+    if complexity and complexity not in ("simple", "standard", "complex"):
+        raise typer.BadParameter("--complexity is simple, standard or complex")
+    with reporting(target), connect(target, token, timeout) as meter:
+        e = meter.estimate_campaign(
+            platforms=platforms,
+            days=days,
+            posts_per_week=posts_per_week,
+            complexity=complexity,
+            strategy_analysis=strategy,
+            rss_items=rss_items,
+            workspace=workspace,
+        )
+    if json:
+        return print_json(as_dict(e))
+    t = Table(
+        title=f"{platforms} platform(s), {days} days: {e.min}-{e.max} credits, about {e.expected}",
+        title_justify="left",
+    )
+    for c in ("operation", "count", "min", "expected", "max"):
+        t.add_column(c, justify="left" if c == "operation" else "right")
+    for line in e.breakdown:
+        t.add_row(line.operation, str(line.count), str(line.min), str(line.expected), str(line.max))
+    out.print(t)
+    if workspace:
+        if e.sufficient:
+            out.print(f"{workspace} can afford it: {e.available} credits available")
+        else:
+            suggestion = (
+                f"; the {e.suggested_package.name} package covers it"
+                if e.HasField("suggested_package")
+                else ""
+            )
+            out.print(
+                f"{workspace} is short by {e.shortfall} credits ({e.available} available)"
+                + suggestion
+            )
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="catalog")
+    root.command()(packages)
+    root.command()(estimate)

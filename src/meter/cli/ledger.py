@@ -1,0 +1,382 @@
+"""Ledger commands: balance, grant, adjust, history, usage, holds, audit."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from meter.cli import charts
+from meter.cli.remote import (
+    DEFAULT_TARGET,
+    REFUSED,
+    Json,
+    Target,
+    Timeout,
+    Token,
+    as_dict,
+    connect,
+    enum_name,
+    err,
+    out,
+    print_json,
+    reporting,
+    timestamp,
+    when,
+)
+from meterpb.v1 import meter_pb2 as pb
+
+Workspace = Annotated[str, typer.Argument(help="The workspace id.", show_default=False)]
+RequestId = Annotated[
+    str,
+    typer.Option(
+        "--request-id", help="Idempotency key (the payment id for purchases).", show_default=False
+    ),
+]
+Since = Annotated[str | None, typer.Option("--since", help="From this date (ISO, UTC).")]
+Until = Annotated[str | None, typer.Option("--until", help="Before this date (ISO, UTC).")]
+
+
+def balance(
+    workspace: Workspace,
+    json: Json = False,
+    target: Target = DEFAULT_TARGET,
+    token: Token = None,
+    timeout: Timeout = 10.0,
+) -> None:
+    """Show a workspace's balance.
+
+    Example: meter balance ws-acme --json
+    """
+    with reporting(target), connect(target, token, timeout) as meter:
+        b = meter.balance(workspace)
+    if json:
+        return print_json(as_dict(b))
+    t = Table(title=f"balance of {workspace}", show_header=False, title_justify="left")
+    t.add_column(style="bold")
+    t.add_column(justify="right")
+    t.add_row("available", str(b.available))
+    t.add_row("held", str(b.held))
+    t.add_row("total", str(b.total))
+    t.add_row("level", enum_name(pb.BalanceLevel.Name(b.level), "BALANCE_LEVEL_"))
+    t.add_row("lifetime granted", str(b.lifetime_granted))
+    t.add_row("lifetime used", str(b.lifetime_used))
+    if b.expiring_soon.credits:
+        t.add_row(
+            "expiring within 30 days",
+            f"{b.expiring_soon.credits} (first {timestamp(b.expiring_soon.earliest)})",
+        )
+    if b.HasField("last_transaction"):
+        last = b.last_transaction
+        kind = enum_name(pb.EntryKind.Name(last.kind), "ENTRY_KIND_")
+        t.add_row(
+            "last transaction",
+            f"{kind} {last.amount:+d} {last.operation} at {timestamp(last.time)}".replace(
+                "  ", " "
+            ),
+        )
+    out.print(t)
+
+
+def grant(
+    workspace: Workspace,
+    request_id: RequestId,
+    package: Annotated[
+        str | None, typer.Option("--package", help="Starter, Basic, Popular, Pro or Max.")
+    ] = None,
+    amount: Annotated[int | None, typer.Option("--amount", help="Explicit credits.")] = None,
+    expires: Annotated[
+        str | None,
+        typer.Option("--expires", help="Expiry date (default: 12 months for packages)."),
+    ] = None,
+    source: Annotated[str, typer.Option("--source", help="purchase, promotion, manual...")] = "",
+    json: Json = False,
+    target: Target = DEFAULT_TARGET,
+    token: Token = None,
+    timeout: Timeout = 10.0,
+) -> None:
+    """Add credits to a workspace, by package or explicit amount.
+
+    Example: meter grant ws-acme --package Pro --request-id pay_8412
+    """
+    if (package is None) == (amount is None):
+        raise typer.BadParameter("give --package NAME or --amount N, exactly one")
+    with reporting(target), connect(target, token, timeout) as meter:
+        done = meter.grant(
+            workspace,
+            request_id,
+            package=package,
+            amount=amount,
+            expires_at=when(expires),
+            source=source,
+        )
+    if json:
+        return print_json(as_dict(done))
+    expiry = timestamp(done.lot.expires_at) or "never"
+    out.print(
+        f"granted {done.entry.amount} credits to {workspace} (expires {expiry}); "
+        f"available now {done.balance.available}"
+    )
+
+
+def adjust(
+    workspace: Workspace,
+    amount: Annotated[
+        int, typer.Option("--amount", help="Signed credits (negative removes).", show_default=False)
+    ],
+    reason: Annotated[str, typer.Option("--reason", help="Why.", show_default=False)],
+    request_id: RequestId,
+    json: Json = False,
+    target: Target = DEFAULT_TARGET,
+    token: Token = None,
+    timeout: Timeout = 10.0,
+) -> None:
+    """Correct a workspace's credits (never below zero).
+
+    Example: meter adjust ws-acme --amount -20 --reason "duplicate grant" --request-id adj-17
+    """
+    with reporting(target), connect(target, token, timeout) as meter:
+        done = meter.adjust(workspace, request_id, amount, reason)
+    if json:
+        return print_json(as_dict(done))
+    out.print(f"adjusted {workspace} by {amount:+d}; available now {done.balance.available}")
+
+
+HISTORY_COLUMNS = (
+    "time", "kind", "amount", "balance_after", "operation", "actor_id", "request_id", "reason",
+)  # fmt: skip
+
+
+def _history_row(e: pb.JournalEntry) -> list[str]:
+    return [
+        timestamp(e.create_time),
+        enum_name(pb.EntryKind.Name(e.kind), "ENTRY_KIND_"),
+        f"{e.amount:+d}",
+        str(e.balance_after),
+        e.operation,
+        e.actor_id,
+        e.request_id,
+        e.reason or e.package,
+    ]
+
+
+def history(
+    workspace: Workspace,
+    operation: Annotated[
+        list[str] | None, typer.Option("--operation", help="Only this operation (repeatable).")
+    ] = None,
+    kind: Annotated[
+        list[str] | None,
+        typer.Option("--kind", help="grant, charge, expire, adjust, refund (repeatable)."),
+    ] = None,
+    actor: Annotated[str, typer.Option("--actor", help="Only this actor.")] = "",
+    since: Since = None,
+    until: Until = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="At most this many entries.")] = None,
+    csv_file: Annotated[
+        Path | None, typer.Option("--csv", help="Write every entry to this CSV file.")
+    ] = None,
+    json: Json = False,
+    target: Target = DEFAULT_TARGET,
+    token: Token = None,
+    timeout: Timeout = 30.0,
+) -> None:
+    """List a workspace's journal, newest first (every page, or --limit).
+
+    Example: meter history ws-acme --kind charge --since 2025-06-01 --csv june.csv
+    """
+    try:
+        kinds = [k.upper() for k in kind or ()]
+        for k in kinds:
+            pb.EntryKind.Value(f"ENTRY_KIND_{k}")
+    except ValueError:
+        raise typer.BadParameter("--kind is grant, charge, expire, adjust or refund") from None
+    with reporting(target), connect(target, token, timeout) as meter:
+        entries = meter.history(
+            workspace,
+            kinds=kinds,
+            operations=operation or (),
+            actor=actor,
+            since=when(since),
+            until=when(until),
+        )
+        found = list(_limited(entries, limit, progress=csv_file is not None))
+    if csv_file is not None:
+        with csv_file.open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(HISTORY_COLUMNS)
+            w.writerows(_history_row(e) for e in found)
+        err.print(f"wrote {len(found)} entries to {csv_file}")
+    if json:
+        return print_json(as_dict(pb.ListTransactionsResponse(entries=found)))
+    if csv_file is not None:
+        return None
+    t = Table(title=f"history of {workspace} ({len(found)} entries)", title_justify="left")
+    for c in ("time", "kind", "amount", "after", "operation", "actor", "request id", "note"):
+        t.add_column(
+            c, justify="right" if c in ("amount", "after") else "left", no_wrap=c == "time"
+        )
+    for e in found:
+        t.add_row(*_history_row(e))
+    out.print(t)
+
+
+def _limited(
+    entries: Iterator[pb.JournalEntry], limit: int | None, progress: bool
+) -> Iterator[pb.JournalEntry]:
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("fetched {task.completed} entries"),
+        TimeElapsedColumn(),
+        console=err,
+        disable=not progress,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("history", total=limit)
+        for n, e in enumerate(entries, 1):
+            yield e
+            bar.advance(task)
+            if limit is not None and n >= limit:
+                return
+
+
+def usage(
+    workspace: Workspace,
+    by: Annotated[
+        str, typer.Option("--by", help="operation, actor, day or week.", show_default=False)
+    ],
+    since: Since = None,
+    until: Until = None,
+    json: Json = False,
+    target: Target = DEFAULT_TARGET,
+    token: Token = None,
+    timeout: Timeout = 30.0,
+) -> None:
+    """Credits used, grouped by operation, actor (member), day or week; days get a chart.
+
+    Example: meter usage ws-acme --by actor --since 2025-06-02
+    """
+    if by not in ("operation", "actor", "day", "week"):
+        raise typer.BadParameter("--by is operation, actor, day or week")
+    with reporting(target), connect(target, token, timeout) as meter:
+        report = meter.usage(workspace, by, since=when(since), until=when(until))
+    if json:
+        return print_json(as_dict(report))
+    print_usage(workspace, by, report)
+
+
+def print_usage(workspace: str, by: str, report: pb.GetUsageResponse) -> None:
+    timed = by in ("day", "week")
+    rows = [
+        (r.period_start.ToDatetime().strftime("%Y-%m-%d") if timed else r.key or "-", r)
+        for r in report.rows
+    ]
+    t = Table(title=f"usage of {workspace} by {by}", title_justify="left")
+    t.add_column(by)
+    t.add_column("credits", justify="right")
+    t.add_column("charges", justify="right")
+    for label, r in rows:
+        t.add_row(label, str(r.credits), str(r.count))
+    t.add_row("total", str(report.total_credits), str(report.total_count), style="bold")
+    out.print(t)
+    if timed and rows:
+        out.print()
+        for line in charts.bars([(label, r.credits) for label, r in rows]):
+            out.print(line)
+
+
+def holds(
+    workspace: Workspace,
+    state: Annotated[
+        list[str] | None,
+        typer.Option("--state", help="held, committed, released, expired (repeatable)."),
+    ] = None,
+    json: Json = False,
+    target: Target = DEFAULT_TARGET,
+    token: Token = None,
+    timeout: Timeout = 30.0,
+) -> None:
+    """List a workspace's holds (every state, or --state).
+
+    Example: meter holds ws-acme --state held
+    """
+    try:
+        states = [pb.HoldState.Value(f"HOLD_STATE_{s.upper()}") for s in state or ()]
+    except ValueError:
+        raise typer.BadParameter("--state is held, committed, released or expired") from None
+    with reporting(target), connect(target, token, timeout) as meter:
+        found = list(meter.holds(workspace, states=states))
+    if json:
+        return print_json(as_dict(pb.ListHoldsResponse(holds=found)))
+    t = Table(title=f"holds of {workspace} ({len(found)})", title_justify="left")
+    for c in ("request_id", "state", "amount", "charged", "operation", "actor", "expires_at"):
+        t.add_column(c, justify="right" if c in ("amount", "charged") else "left")
+    for h in found:
+        t.add_row(
+            h.request_id,
+            enum_name(pb.HoldState.Name(h.state), "HOLD_STATE_"),
+            str(h.amount),
+            str(h.charged),
+            h.operation,
+            h.actor_id,
+            timestamp(h.expires_at),
+        )
+    out.print(t)
+
+
+def audit(
+    workspace: Annotated[
+        str, typer.Argument(help="One workspace; none audits them all.", show_default=False)
+    ] = "",
+    json: Json = False,
+    target: Target = DEFAULT_TARGET,
+    token: Token = None,
+    timeout: Timeout = 600.0,
+) -> None:
+    """Prove balances from the journal, lots and holds; exit 1 on any discrepancy.
+
+    Example: meter audit            (every workspace)
+    """
+    with (
+        reporting(target),
+        connect(target, token, timeout) as meter,
+        Progress(
+            SpinnerColumn(),
+            TextColumn("auditing every workspace"),
+            TimeElapsedColumn(),
+            console=err,
+            disable=bool(workspace),
+            transient=True,
+        ) as progress,
+    ):
+        progress.add_task("audit", total=None)
+        report = meter.audit(workspace)
+    if json:
+        print_json(as_dict(report))
+    else:
+        _print_audit(report)
+    if report.discrepancies:
+        raise typer.Exit(REFUSED)
+
+
+def _print_audit(report: Any) -> None:
+    n = len(report.discrepancies)
+    out.print(f"{report.workspaces_checked} workspaces checked, {n} discrepancies")
+    if not n:
+        return
+    t = Table()
+    for c in ("workspace", "check", "subject", "expected", "actual", "detail"):
+        t.add_column(c)
+    for d in report.discrepancies:
+        t.add_row(d.workspace_id, d.check, d.subject, str(d.expected), str(d.actual), d.detail)
+    out.print(t)
+
+
+def register(app: typer.Typer) -> None:
+    for command in (balance, grant, adjust, history, usage, holds, audit):
+        app.command()(command)
