@@ -244,3 +244,25 @@ async def test_watching_a_malformed_workspace_id_names_the_field(stub):
     call = stub.WatchBalance(pb.WatchBalanceRequest(workspace_id="no spaces"))
     f = await fails(read(call))
     assert (grpc.StatusCode.INVALID_ARGUMENT, ["workspace_id"]) == (f.code, f.fields)
+
+
+async def test_watchers_keep_up_after_the_listening_connection_is_cut(app, db, stub, ws):
+    await grant(stub, ws, 100)
+    call = stub.WatchBalance(pb.WatchBalanceRequest(workspace_id=ws))
+    try:
+        assert 100 == (await read(call)).balance.available
+        before = app.listener.reconnects
+        db.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE application_name = 'meter-listener' AND datname = current_database()"
+        )
+
+        async def listening_again() -> bool:
+            return app.listener.reconnects > before and app.listener.connected.is_set()
+
+        await eventually(listening_again, within=5)
+        await charge(stub, ws, 10)
+
+        assert 90 == (await balance_where(call, lambda b: b.available == 90)).available
+    finally:
+        call.cancel()
