@@ -57,7 +57,9 @@ class App:
         s = self.settings
         await asyncio.to_thread(db.migrate, self.url)
         self.engine = db.async_engine(self.url, pool_size=s.pool_size)
-        repo = LedgerRepo(self.engine)
+        self.pool = db.ledger_pool(self.url, s.batch_workers + 1)
+        await self.pool.open(wait=True, timeout=30)
+        repo = LedgerRepo(self.pool)
         self.queries = LedgerQueries(self.engine)
         self.catalog = CatalogService(CatalogRepo(self.engine))
         await self.catalog.start()
@@ -126,6 +128,7 @@ class App:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.listener.stop()
         await self.batcher.stop()
+        await self.pool.close()
         await self.engine.dispose()
         await self.watch_engine.dispose()
         log.info("server.stopped")

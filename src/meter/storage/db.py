@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 import psycopg
+import psycopg_pool
 from sqlalchemy import create_engine, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
@@ -20,6 +21,10 @@ from meter import errors
 P = ParamSpec("P")
 T = TypeVar("T")
 
+# Bounded waits on every connection: no query, lock wait or idle transaction can hang a call.
+_OPTIONS = (
+    "-c statement_timeout=15000 -c lock_timeout=10000 -c idle_in_transaction_session_timeout=30000"
+)
 MIGRATIONS = Path(__file__).parent / "migrations"
 # Every replica may migrate at start; this lock lets exactly one do it at a time.
 MIGRATION_LOCK = 0x6D65746572  # "meter"
@@ -58,15 +63,31 @@ def async_engine(
         pool_size=pool_size,
         max_overflow=0,
         pool_timeout=pool_timeout,
-        pool_pre_ping=True,
         pool_recycle=1800,
         connect_args={
             "connect_timeout": 5,
-            "options": "-c statement_timeout=15000 -c lock_timeout=10000"
-            " -c idle_in_transaction_session_timeout=30000",
+            "options": _OPTIONS,
             "application_name": f"meter-{os.getpid()}",
         },
         **kw,
+    )
+
+
+def ledger_pool(url: str, size: int, timeout: float = 5.0) -> psycopg_pool.AsyncConnectionPool[Any]:
+    """The hot path's own pool of plain psycopg connections (pipeline mode, prepared
+    statements); the bounded wait for a connection turns into UNAVAILABLE, never a hang."""
+    return psycopg_pool.AsyncConnectionPool(
+        libpq_url(url),
+        min_size=size,
+        max_size=size,
+        timeout=timeout,
+        open=False,
+        kwargs={
+            "connect_timeout": 5,
+            "options": _OPTIONS,
+            "application_name": f"meter-{os.getpid()}",
+        },
+        name="meter-ledger",
     )
 
 
@@ -102,11 +123,13 @@ def translated() -> Iterator[None]:
     """
     try:
         yield
-    except sa_exc.TimeoutError as e:
+    except (sa_exc.TimeoutError, psycopg_pool.PoolTimeout) as e:
         raise errors.unavailable("the database connection pool is exhausted; retry") from e
     except sa_exc.DBAPIError as e:
         raise _translate(e.orig, e.connection_invalidated) from e
-    except (psycopg.OperationalError, OSError) as e:
+    except psycopg.Error as e:
+        raise _translate(e, False) from e
+    except OSError as e:
         raise errors.unavailable("the database is unreachable; retry") from e
 
 

@@ -61,7 +61,7 @@ class LedgerQueries:
                     select(lots).where(lots.c.workspace_id == workspace_id, lots.c.remaining > 0)
                 )
             ).all()
-        book = Book(_account(row), [_lot(r) for r in lot_rows], {}, {}, row.now)
+        book = Book(_account(row._mapping), [_lot(r._mapping) for r in lot_rows], {}, {}, row.now)
         return book.balance(), row.alert_seq
 
     @translating
@@ -107,7 +107,7 @@ class LedgerQueries:
         async with self.engine.connect() as conn:
             await self._require_workspace(conn, workspace_id)
             rows = (await conn.execute(q)).all()
-        return [_entry(r) for r in rows]
+        return [_entry(r._mapping) for r in rows]
 
     @translating
     async def alerts(self, workspace_id: str, limit: int, before: int | None) -> list[AlertEvent]:
@@ -317,7 +317,7 @@ def _alert(r: Any) -> AlertEvent:
 
 
 def _hold_view(workspace_id: str, r: Any) -> HoldView:
-    h = _hold(r)
+    h = _hold(r._mapping)
     return HoldView(
         hold_id=h.hold_id,
         workspace_id=workspace_id,
