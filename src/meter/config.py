@@ -13,6 +13,16 @@ def _env_bool(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip()
+    return int(value) if value else default
+
+
+def _env_path(name: str) -> Path | None:
+    value = os.environ.get(name)
+    return Path(value) if value else None
+
+
 def default_data_dir() -> Path:
     return Path(os.environ.get("METER_DATA_DIR") or Path.home() / ".local/share/meter")
 
@@ -24,12 +34,18 @@ class Settings:
     data_dir: Path = field(default_factory=default_data_dir)
     listen: str = field(default_factory=lambda: os.environ.get("METER_LISTEN", DEFAULT_LISTEN))
     require_auth: bool = field(default_factory=lambda: _env_bool("METER_REQUIRE_AUTH"))
+    # PEM files: a certificate and key serve TLS; a client CA requires client certificates.
+    tls_cert: Path | None = field(default_factory=lambda: _env_path("METER_TLS_CERT"))
+    tls_key: Path | None = field(default_factory=lambda: _env_path("METER_TLS_KEY"))
+    tls_client_ca: Path | None = field(default_factory=lambda: _env_path("METER_TLS_CLIENT_CA"))
     metrics_listen: str = field(default_factory=lambda: os.environ.get("METER_METRICS_LISTEN", ""))
     log_level: str = field(default_factory=lambda: os.environ.get("METER_LOG_LEVEL", "info"))
     log_format: str = field(default_factory=lambda: os.environ.get("METER_LOG_FORMAT", "json"))
-    pool_size: int = 10
-    batch_workers: int = 4
-    max_batch: int = 1000
+    pool_size: int = field(default_factory=lambda: _env_int("METER_POOL_SIZE", 10))
+    # Concurrent batch transactions: fewer means larger batches (less work per command),
+    # more means more overlap with PostgreSQL's own work.
+    batch_workers: int = field(default_factory=lambda: _env_int("METER_BATCH_WORKERS", 4))
+    max_batch: int = field(default_factory=lambda: _env_int("METER_MAX_BATCH", 1000))
     sweep_interval_s: float = 1.0
     catalog_refresh_s: float = 5.0
     grace_s: float = 10.0
@@ -38,3 +54,12 @@ class Settings:
     def loopback_only(self) -> bool:
         host = self.listen.rsplit(":", 1)[0].strip("[]")
         return host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
+
+    @property
+    def auth_required(self) -> bool:
+        """Asked for, or implied: beyond loopback, authentication is always on (DESIGN.md §6)."""
+        return self.require_auth or not self.loopback_only
+
+
+class StartupError(Exception):
+    """The settings cannot be served safely; the message says what to do instead."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from google.protobuf import duration_pb2, timestamp_pb2
@@ -23,6 +23,8 @@ from meter.ledger.usage import UsageReport
 from meterpb.v1 import catalog_pb2 as cpb
 from meterpb.v1 import meter_pb2 as pb
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
 
 def _enum(value: int) -> Any:
     """A domain IntEnum as the generated enum's value (the numbers are equal by design)."""
@@ -30,11 +32,13 @@ def _enum(value: int) -> Any:
 
 
 def ts(dt: datetime | None) -> timestamp_pb2.Timestamp | None:
+    """A Timestamp, computed in integers (protobuf's FromDatetime is slow on the hot path)."""
     if dt is None:
         return None
-    t = timestamp_pb2.Timestamp()
-    t.FromDatetime(dt)
-    return t
+    delta = dt - _EPOCH
+    return timestamp_pb2.Timestamp(
+        seconds=delta.days * 86400 + delta.seconds, nanos=delta.microseconds * 1000
+    )
 
 
 def from_ts(t: timestamp_pb2.Timestamp) -> datetime:

@@ -9,7 +9,6 @@ change goes back as one set-based statement per table, with the COMMIT, in a sec
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -117,8 +116,8 @@ async def _load(
         "skip_locked": skip_locked,
         "entries": entries_needed,
     }
-    cur = await conn.execute(sql.LOAD, (sql.dumps(request),))
-    doc = json.loads((await cur.fetchone())[0])  # type: ignore[index]
+    cur = await conn.execute(sql.LOAD, (sql.dumps(request).decode(),))
+    doc = sql.loads((await cur.fetchone())[0])  # type: ignore[index]
     now = sql.dt(doc["now"])
     ws_holds: dict[str, dict[str, Hold]] = defaultdict(dict)
     for r in doc["holds"]:
@@ -161,13 +160,13 @@ async def _write(conn: AsyncConnection[Any], books: dict[str, Book]) -> None:
             for i in book.dirty_lots
         ]
         doc["new_holds"] += [sql.hold_row(wid, h) for h in book.new_holds]
-        doc["holds"] += [sql.hold_row(wid, h) for h in book.dirty_holds.values()]
+        doc["holds"] += [sql.hold_update_row(wid, h) for h in book.dirty_holds.values()]
         doc["entries"] += [sql.entry_row(wid, e) for e in book.entries]
         doc["alerts"] += [sql.alert_row(wid, a) for a in book.alerts]
         if book.account_dirty:
             doc["workspaces"].append(sql.workspace_row(book.account))
     if doc["workspaces"] or doc["holds"]:
-        await conn.execute(sql.WRITE, (sql.dumps(doc),))
+        await conn.execute(sql.WRITE, (sql.dumps(doc).decode(),))
 
 
 def _run(book: Book | None, cmd: Command, price: Pricer) -> Result:

@@ -7,9 +7,10 @@ how a domain object maps to its row.
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
+
+import orjson
 
 from meter.ledger.model import (
     Account,
@@ -23,20 +24,18 @@ from meter.ledger.model import (
     Lot,
 )
 
-LOAD = "SELECT meter_load(%s::jsonb)::text"
-WRITE = "SELECT meter_write(%s::jsonb)"
+LOAD = "SELECT meter_load(%s::text::jsonb)::text"
+WRITE = "SELECT meter_write(%s::text::jsonb)"
 
 Row = Any  # a mapping: a JSON object from meter_load, or a driver row._mapping
 
 
-def dumps(doc: Any) -> str:
-    return json.dumps(doc, separators=(",", ":"), default=_default)
+def dumps(doc: Any) -> bytes:
+    """JSON for PostgreSQL; orjson writes datetimes as RFC 3339 (what timestamptz parses)."""
+    return orjson.dumps(doc)
 
 
-def _default(value: Any) -> str:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    raise TypeError(f"cannot encode {value!r}")
+loads = orjson.loads
 
 
 def dt(value: Any) -> datetime:
@@ -155,6 +154,25 @@ def hold_row(ws: str, h: Hold) -> dict[str, Any]:
         "commit_fingerprint": h.commit_fingerprint,
         "expires_at": h.expires_at,
         "created_at": h.created_at,
+        "finished_at": h.finished_at,
+    }
+
+
+def hold_update_row(ws: str, h: Hold) -> dict[str, Any]:
+    """The columns meter_write's UPDATE of holds sets, and the key."""
+    return {
+        "workspace_id": ws,
+        "hold_id": h.hold_id,
+        "state": int(h.state),
+        "charged": h.charged,
+        "shortfall": h.shortfall,
+        "refunded": h.refunded,
+        "late": h.late,
+        "labels": h.labels or None,
+        "draw_lots": [d[0] for d in h.draws],
+        "draw_amounts": [d[1] for d in h.draws],
+        "commit_fingerprint": h.commit_fingerprint,
+        "expires_at": h.expires_at,
         "finished_at": h.finished_at,
     }
 

@@ -1,7 +1,8 @@
 """The LISTEN connection: PostgreSQL's change notices, from whichever replica committed them.
 
-Migration 0001's triggers send `pg_notify('meter_balance', workspace_id)` on every change of
-a workspace row and `pg_notify('meter_alert', '<event_id> <workspace_id>')` on every new
+Migration 0002's trigger sends `pg_notify('meter_balance', '<workspace_id> <workspace_id> ...')`
+once per statement that changes workspace rows (naming up to 50 of them), and 0001's
+`pg_notify('meter_alert', '<event_id> <workspace_id>')` on every new
 alert; PostgreSQL delivers them at commit to every listening session. One autocommit
 connection per process listens and hands each notice to the in-process hub
 (meter.ledger.notify.Notices), so writers pay nothing for watchers and no watcher holds a
@@ -89,7 +90,8 @@ class Listener:
         while True:
             async for n in conn.notifies(timeout=PING_S):
                 if n.channel == BALANCE_CHANNEL:
-                    self.hub.balance_changed(n.payload)
+                    for workspace_id in n.payload.split(" "):
+                        self.hub.balance_changed(workspace_id)
                 elif n.channel == ALERT_CHANNEL:
                     _, _, workspace_id = n.payload.partition(" ")
                     self.hub.alert_added(workspace_id)

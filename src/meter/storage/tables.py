@@ -23,7 +23,7 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import JSONB, UUID
 
 metadata = MetaData(
     naming_convention={
@@ -193,4 +193,34 @@ packages = Table(
     Column("currency", Text, nullable=False, server_default="USD"),
     Column("position", Integer, nullable=False),
     CheckConstraint("credits > 0 AND price_cents >= 0", name="positive"),
+)
+
+# Calling services and their tokens (DESIGN.md §6); a reference table, one row per principal.
+principals = Table(
+    "principals",
+    metadata,
+    Column("id", UUID(as_uuid=False), primary_key=True, server_default=text("gen_random_uuid()")),
+    Column("name", Text, nullable=False),
+    Column("role", Text, nullable=False),
+    # Empty: every workspace.
+    Column("workspaces", ARRAY(Text), nullable=False, server_default="{}"),
+    # Hex SHA-256 of the token; the token itself is never stored.
+    Column("token_hash", Text, nullable=False, unique=True),
+    Column("cert_subject", Text, nullable=True),
+    _ts("created_at", server_default=NOW),
+    _ts("revoked_at", nullable=True),
+    CheckConstraint("role IN ('worker', 'planner', 'app', 'billing', 'admin')", name="known_role"),
+    # One active principal per name and per certificate subject; revoked ones keep theirs.
+    Index(
+        "ix_principals_active_name",
+        "name",
+        unique=True,
+        postgresql_where=text("revoked_at IS NULL"),
+    ),
+    Index(
+        "ix_principals_active_subject",
+        "cert_subject",
+        unique=True,
+        postgresql_where=text("revoked_at IS NULL AND cert_subject IS NOT NULL"),
+    ),
 )

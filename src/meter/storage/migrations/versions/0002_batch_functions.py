@@ -11,6 +11,11 @@ snapshot that sees what the previous lock holder committed, returns every row th
 needs as one JSON document. meter_write applies every change of the batch, one set-based
 statement per table. Rows travel as JSON objects named like the tables' columns, so the
 functions follow the tables without restating them.
+
+Balance notices go out once per statement, not once per row: a batch that changes a
+thousand workspaces sends a few notices naming them all (at most 50 ids each, well under
+NOTIFY's 8000-byte payload), so listeners on every replica read a few messages, not a
+thousand, and PostgreSQL queues a few instead of a thousand.
 """
 
 from collections.abc import Sequence
@@ -119,10 +124,42 @@ END $$;
 """
 
 
+NOTIFY = """
+CREATE OR REPLACE FUNCTION meter_notify_balances() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+  ids text;
+BEGIN
+  FOR ids IN
+    SELECT string_agg(workspace_id, ' ') FROM (
+      SELECT workspace_id, (row_number() OVER (ORDER BY workspace_id) - 1) / 50 AS chunk
+      FROM changed) c
+    GROUP BY chunk
+  LOOP
+    PERFORM pg_notify('meter_balance', ids);
+  END LOOP;
+  RETURN NULL;
+END $$;
+DROP TRIGGER IF EXISTS workspaces_notify ON workspaces;
+CREATE TRIGGER workspaces_notify AFTER UPDATE ON workspaces
+  REFERENCING NEW TABLE AS changed
+  FOR EACH STATEMENT EXECUTE FUNCTION meter_notify_balances();
+"""
+
+PER_ROW_NOTIFY = """
+DROP TRIGGER IF EXISTS workspaces_notify ON workspaces;
+DROP FUNCTION IF EXISTS meter_notify_balances();
+CREATE TRIGGER workspaces_notify AFTER INSERT OR UPDATE ON workspaces
+  FOR EACH ROW EXECUTE FUNCTION meter_notify_balance();
+"""
+
+
 def upgrade() -> None:
     op.execute(LOAD)
     op.execute(WRITE)
+    op.execute(NOTIFY)
 
 
 def downgrade() -> None:
+    op.execute(PER_ROW_NOTIFY)
     op.execute("DROP FUNCTION IF EXISTS meter_write(jsonb), meter_load(jsonb)")
