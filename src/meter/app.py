@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 import grpc
 import structlog
 
+from meter import security
 from meter.catalog.service import CatalogService
-from meter.config import Settings
+from meter.config import Settings, StartupError
 from meter.ledger.batcher import Batcher
 from meter.ledger.model import Command, SweepCmd
 from meter.ledger.notify import Notices
@@ -57,6 +58,11 @@ class App:
         s = self.settings
         await asyncio.to_thread(db.migrate, self.url)
         self.engine = db.async_engine(self.url, pool_size=s.pool_size)
+        try:
+            guard = await security.guard(s, self.engine)
+        except StartupError:
+            await self.engine.dispose()
+            raise
         self.pool = db.ledger_pool(self.url, s.batch_workers + 1)
         await self.pool.open(wait=True, timeout=30)
         repo = LedgerRepo(self.pool)
@@ -96,8 +102,9 @@ class App:
         self.server, self.health = rpc_server.build(
             MeterServicer(self.ledger, self.queries, paging, watch),
             CatalogServicer(self.catalog, self.queries),
+            guard=guard,
         )
-        self.port = self.server.add_insecure_port(s.listen)
+        self.port = security.bind(self.server, s)
         if self.port == 0:
             raise RuntimeError(f"cannot listen on {s.listen}")
         await self.server.start()
@@ -136,6 +143,7 @@ class App:
 
 async def serve(settings: Settings) -> None:
     """Run until SIGTERM or SIGINT, then drain and stop."""
+    security.announce_unauthenticated(settings)
     url = await asyncio.to_thread(database_url, settings)
     if not settings.database_url:
         log.info("database.embedded", data_dir=str(settings.data_dir))

@@ -9,8 +9,8 @@ from typing import Annotated
 import typer
 
 from meter import logs
-from meter.cli import catalog, ledger
-from meter.config import Settings
+from meter.cli import catalog, ledger, tokens
+from meter.config import Settings, StartupError
 
 app = typer.Typer(
     help="Meter: credit metering for AI operations.\n\n"
@@ -35,6 +35,22 @@ DataDir = Annotated[
         "--data-dir", envvar="METER_DATA_DIR", help="Where the embedded PostgreSQL lives."
     ),
 ]
+TlsCert = Annotated[
+    Path | None,
+    typer.Option("--tls-cert", envvar="METER_TLS_CERT", help="Serve TLS: certificate (PEM)."),
+]
+TlsKey = Annotated[
+    Path | None,
+    typer.Option("--tls-key", envvar="METER_TLS_KEY", help="Serve TLS: private key (PEM)."),
+]
+TlsClientCa = Annotated[
+    Path | None,
+    typer.Option(
+        "--tls-client-ca",
+        envvar="METER_TLS_CLIENT_CA",
+        help="Mutual TLS: require client certificates signed by this CA (PEM).",
+    ),
+]
 
 
 @app.command()
@@ -46,6 +62,17 @@ def serve(
     ] = "127.0.0.1:50051",
     log_format: Annotated[str, typer.Option(envvar="METER_LOG_FORMAT")] = "json",
     log_level: Annotated[str, typer.Option(envvar="METER_LOG_LEVEL")] = "info",
+    require_auth: Annotated[
+        bool,
+        typer.Option(
+            "--require-auth",
+            envvar="METER_REQUIRE_AUTH",
+            help="Authenticate every call (always on when listening beyond loopback).",
+        ),
+    ] = False,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    tls_client_ca: TlsClientCa = None,
 ) -> None:
     """Run the gRPC server (example: meter serve --listen 127.0.0.1:50051)."""
     logs.configure(log_level, log_format)
@@ -54,13 +81,20 @@ def serve(
         database_url=database_url or None,
         data_dir=data_dir or base.data_dir,
         listen=listen,
-        require_auth=base.require_auth,
+        require_auth=require_auth,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        tls_client_ca=tls_client_ca,
         log_level=log_level,
         log_format=log_format,
     )
     from meter.app import serve as run
 
-    asyncio.run(run(settings))
+    try:
+        asyncio.run(run(settings))
+    except StartupError as e:
+        typer.echo(f"meter serve: refusing to start: {e}", err=True)
+        raise typer.Exit(1) from None
 
 
 @app.command()
@@ -77,6 +111,7 @@ def migrate(database_url: DatabaseUrl = None, data_dir: DataDir = None) -> None:
 
 
 ledger.register(app)
+tokens.register(app)
 catalog.register(app)
 
 if __name__ == "__main__":

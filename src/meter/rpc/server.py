@@ -25,9 +25,11 @@ def build(
     meter: MeterServicer,
     catalog: CatalogServicer,
     interceptors: list[Any] | None = None,
+    guard: Any = None,
 ) -> tuple[grpc.aio.Server, health_async.HealthServicer]:
+    # The guard runs inside CallLog, so refused calls are logged with their status too.
     server = grpc.aio.server(
-        interceptors=[*(interceptors or []), CallLog()],
+        interceptors=[*(interceptors or []), CallLog(), *([guard] if guard else [])],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),

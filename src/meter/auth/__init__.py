@@ -1,0 +1,1 @@
+"""Who is calling: principals, their roles and tokens (no transport, no SQL here)."""
