@@ -103,7 +103,11 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServicer):
         )
 
 
+# Versions are stored as PostgreSQL integers; a larger number cannot name one.
+MAX_VERSION = 2**31 - 1
+
+
 def _version(v: int) -> int:
-    if v < 0:
-        raise errors.invalid_field("catalog_version", "must not be negative")
+    if not 0 <= v <= MAX_VERSION:
+        raise errors.invalid_field("catalog_version", f"must be between 0 and {MAX_VERSION}")
     return v
