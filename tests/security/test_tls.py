@@ -15,6 +15,7 @@ from meterpb.v1 import meter_pb2 as pb
 from meterpb.v1 import meter_pb2_grpc
 from tests.security.certs import CLIENT_SUBJECT, Certs, Pair
 from tests.security.conftest import Mint, bearer, secure_settings
+from tests.security.servers import meter
 from tests.support import fails
 
 
@@ -119,3 +120,22 @@ async def test_a_certificate_principal_keeps_its_role(mtls_app: App, tls_files: 
             )
         )
         assert (grpc.StatusCode.PERMISSION_DENIED, "ROLE_NOT_ALLOWED") == (f.code, f.reason)
+
+
+async def test_the_cli_reaches_a_mutual_tls_server_with_its_tls_environment(
+    mtls_app: App, tls_files: Certs
+):
+    """The client certificate's principal (role app) may read balances: the refusal is the
+    ledger's own WORKSPACE_NOT_FOUND, so the handshake and the guard were passed."""
+    target = ["--target", f"localhost:{mtls_app.port}", "--timeout", "3"]
+    env = {
+        "METER_TLS_CA": str(tls_files.ca),
+        "METER_TLS_CERT": str(tls_files.client.cert),
+        "METER_TLS_KEY": str(tls_files.client.key),
+    }
+    code, _, err = await meter("balance", "ws-tls-cli", *target, env=env)
+    assert (1, True) == (code, "WORKSPACE_NOT_FOUND" in err)
+    code, _, err = await meter(
+        "balance", "ws-tls-cli", *target, env={"METER_TLS_CA": env["METER_TLS_CA"]}
+    )
+    assert 3 == code

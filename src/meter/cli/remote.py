@@ -7,10 +7,12 @@ Exit codes: 0 done; 1 the server refused or failed the call (the reason is print
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -24,6 +26,7 @@ from meter.client import (
     MeterClient,
     MeterError,
     RetryPolicy,
+    Tls,
     Unavailable,
     Unimplemented,
 )
@@ -59,7 +62,20 @@ def connect(target: str, token: str | None, timeout: float) -> MeterClient:
         attempt_timeout=timeout,
         budget=timeout,
     )
-    return MeterClient(target, token=token or None, retry=policy)
+    return MeterClient(target, token=token or None, tls=tls_from_env(), retry=policy)
+
+
+def tls_from_env() -> Tls | None:
+    """TLS for client commands: METER_TLS_CA (the server's CA), and for mutual TLS
+    METER_TLS_CERT and METER_TLS_KEY (the client's certificate and key); plaintext without."""
+    ca, cert, key = (os.environ.get(f"METER_TLS_{n}") or None for n in ("CA", "CERT", "KEY"))
+    if not (ca or cert or key):
+        return None
+    return Tls(
+        root_cert=Path(ca) if ca else None,
+        client_cert=Path(cert) if cert else None,
+        client_key=Path(key) if key else None,
+    )
 
 
 @contextmanager
