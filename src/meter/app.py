@@ -25,6 +25,7 @@ from meter.rpc.catalog import CatalogServicer
 from meter.rpc.meter import MeterServicer
 from meter.rpc.paging import Paging
 from meter.storage import db
+from meter.storage.announcer import Announcer
 from meter.storage.catalog_repo import CatalogRepo
 from meter.storage.ledger_repo import LedgerRepo, Result
 from meter.storage.listener import Listener
@@ -65,7 +66,9 @@ class App:
             raise
         self.pool = db.ledger_pool(self.url, s.batch_workers + 1)
         await self.pool.open(wait=True, timeout=30)
-        repo = LedgerRepo(self.pool)
+        self.announcer = Announcer(db.libpq_url(self.url))
+        self.announcer.start()
+        repo = LedgerRepo(self.pool, self.announcer.committed)
         self.queries = LedgerQueries(self.engine)
         self.catalog = CatalogService(CatalogRepo(self.engine))
         await self.catalog.start()
@@ -135,6 +138,7 @@ class App:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.listener.stop()
         await self.batcher.stop()
+        await self.announcer.stop()
         await self.pool.close()
         await self.engine.dispose()
         await self.watch_engine.dispose()

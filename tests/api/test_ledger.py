@@ -406,3 +406,19 @@ async def test_a_page_token_only_continues_the_query_it_came_from(stub, ws):
         )
     )
     assert ("INVALID_ARGUMENT", ["page_token"]) == (f.code.name, f.fields)
+
+
+async def test_quotes_and_backslashes_in_text_are_stored_exactly(stub, ws, db):
+    """Batch documents are inlined as SQL literals: quoting must survive hostile text."""
+    await grant(stub, ws, 10)
+    job = rid()
+    labels = {"who": "O'Brien'); DROP TABLE journal; --", "path": 'C:\\tmp\\x "y"'}
+    await reserve(stub, ws, job, 1, labels=labels)
+    await stub.Commit(pb.CommitRequest(workspace_id=ws, request_id=job, amount=1))
+    await stub.AdjustCredits(
+        pb.AdjustCreditsRequest(workspace_id=ws, request_id=rid(), amount=1, reason="it's \\ fine")
+    )
+    history = await stub.ListTransactions(pb.ListTransactionsRequest(workspace_id=ws))
+    assert "it's \\ fine" == history.entries[0].reason
+    assert labels == dict(history.entries[1].labels)
+    assert 3 == db.scalar("SELECT count(*) FROM journal WHERE workspace_id = :w", w=ws)

@@ -10,7 +10,7 @@ change goes back as one set-based statement per table, with the COMMIT, in a sec
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -45,8 +45,14 @@ Result = Outcome | errors.MeterError
 class LedgerRepo:
     """Applies batches of ledger commands, one transaction per batch."""
 
-    def __init__(self, pool: AsyncConnectionPool[Any]) -> None:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool[Any],
+        committed: Callable[[Iterable[str], Iterable[tuple[int, str]]], None] | None = None,
+    ) -> None:
+        """`committed` hears, after each commit, the workspaces changed and alerts added."""
         self.pool = pool
+        self.committed = committed
 
     async def apply(
         self,
@@ -64,15 +70,15 @@ class LedgerRepo:
             skip_locked: skip workspaces another transaction holds (the sweeper's mode).
             prepare: awaited with the catalog versions the loaded holds use, before pricing.
         """
-        with translated():
-            try:
+        try:
+            with translated():
                 async with self.pool.connection() as conn:
                     return await self._apply(conn, cmds, price, skip_locked, prepare)
-            except errors.MeterError as e:
-                if e.kind is errors.Kind.UNAVAILABLE:
-                    # The server may have restarted: drop every dead connection at once.
-                    await self.pool.check()
-                raise
+        except errors.MeterError as e:
+            if e.kind is errors.Kind.UNAVAILABLE:
+                # The server may have restarted: drop every dead connection at once.
+                await self.pool.check()
+            raise
 
     async def _apply(
         self,
@@ -82,12 +88,18 @@ class LedgerRepo:
         skip_locked: bool,
         prepare: Callable[[set[int]], Any] | None,
     ) -> list[Result]:
-        async with conn.transaction():
-            books = await _load(conn, cmds, skip_locked)
-            if prepare is not None:
-                await prepare({h.catalog_version for b in books.values() for h in b.holds.values()})
-            results = [_run(books.get(cmd.workspace_id), cmd, price) for cmd in cmds]
-            await _write(conn, books)
+        # Two round trips: "BEGIN; load" and "write; COMMIT". A failure leaves the session in
+        # a transaction, which the pool rolls back when the connection comes back to it.
+        books = await _load(conn, cmds, skip_locked)
+        if prepare is not None:
+            await prepare({h.catalog_version for b in books.values() for h in b.holds.values()})
+        results = [_run(books.get(cmd.workspace_id), cmd, price) for cmd in cmds]
+        changed = await _write(conn, books)
+        if self.committed is not None and changed:
+            self.committed(
+                (b.account.workspace_id for b in changed),
+                ((a.event_id, b.account.workspace_id) for b in changed for a in b.alerts),
+            )
         return results
 
 
@@ -116,7 +128,8 @@ async def _load(
         "skip_locked": skip_locked,
         "entries": entries_needed,
     }
-    cur = await conn.execute(sql.LOAD, (sql.dumps(request).decode(),))
+    cur = await conn.execute(sql.load(request))
+    cur.nextset()
     doc = sql.loads((await cur.fetchone())[0])  # type: ignore[index]
     now = sql.dt(doc["now"])
     ws_holds: dict[str, dict[str, Hold]] = defaultdict(dict)
@@ -139,8 +152,9 @@ async def _load(
     return books
 
 
-async def _write(conn: AsyncConnection[Any], books: dict[str, Book]) -> None:
-    """Write every change of the batch: one statement, one set-based write per table."""
+async def _write(conn: AsyncConnection[Any], books: dict[str, Book]) -> list[Book]:
+    """Write every change of the batch and commit: one statement, one set-based write per
+    table. Returns the books whose workspace changed."""
     doc: dict[str, list[dict[str, Any]]] = {
         "new_lots": [],
         "lots": [],
@@ -150,10 +164,13 @@ async def _write(conn: AsyncConnection[Any], books: dict[str, Book]) -> None:
         "alerts": [],
         "workspaces": [],
     }
+    changed = []
     for wid, book in books.items():
         book.finish()
         if not book.account_dirty and not book.dirty_holds:
             continue
+        if book.account_dirty:
+            changed.append(book)
         doc["new_lots"] += [sql.lot_row(wid, lt) for lt in book.new_lots]
         doc["lots"] += [
             {"workspace_id": wid, "lot_id": i, "remaining": book.lots[i].remaining}
@@ -165,8 +182,8 @@ async def _write(conn: AsyncConnection[Any], books: dict[str, Book]) -> None:
         doc["alerts"] += [sql.alert_row(wid, a) for a in book.alerts]
         if book.account_dirty:
             doc["workspaces"].append(sql.workspace_row(book.account))
-    if doc["workspaces"] or doc["holds"]:
-        await conn.execute(sql.WRITE, (sql.dumps(doc).decode(),))
+    await conn.execute(sql.write(doc) if doc["workspaces"] or doc["holds"] else sql.COMMIT)
+    return changed
 
 
 def _run(book: Book | None, cmd: Command, price: Pricer) -> Result:

@@ -24,15 +24,31 @@ from meter.ledger.model import (
     Lot,
 )
 
-LOAD = "SELECT meter_load(%s::text::jsonb)::text"
-WRITE = "SELECT meter_write(%s::text::jsonb)"
+COMMIT = "COMMIT"
+
+
+def load(request: Any) -> str:
+    """Open the batch's transaction and read its state, in one round trip."""
+    return f"BEGIN; SELECT meter_load({_literal(request)}::jsonb)::text"
+
+
+def write(doc: Any) -> str:
+    """Write the batch's changes and commit, in one round trip."""
+    return f"SELECT meter_write({_literal(doc)}::jsonb); COMMIT"
+
+
+def _literal(doc: Any) -> str:
+    """A JSON document as an SQL string literal.
+
+    Several statements go in one message only without parameters (simple query protocol),
+    so the document is inlined: quotes doubled, which is all a literal needs under
+    standard_conforming_strings (set on every ledger connection, see db.ledger_pool).
+    """
+    # orjson writes datetimes as RFC 3339, which timestamptz parses.
+    return "'" + orjson.dumps(doc).decode().replace("'", "''") + "'"
+
 
 Row = Any  # a mapping: a JSON object from meter_load, or a driver row._mapping
-
-
-def dumps(doc: Any) -> bytes:
-    """JSON for PostgreSQL; orjson writes datetimes as RFC 3339 (what timestamptz parses)."""
-    return orjson.dumps(doc)
 
 
 loads = orjson.loads

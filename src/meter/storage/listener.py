@@ -1,9 +1,9 @@
 """The LISTEN connection: PostgreSQL's change notices, from whichever replica committed them.
 
-Migration 0002's trigger sends `pg_notify('meter_balance', '<workspace_id> <workspace_id> ...')`
-once per statement that changes workspace rows (naming up to 50 of them), and 0001's
-`pg_notify('meter_alert', '<event_id> <workspace_id>')` on every new
-alert; PostgreSQL delivers them at commit to every listening session. One autocommit
+Every replica's announcer (meter.storage.announcer) sends, after each ledger commit,
+`pg_notify('meter_balance', '<workspace_id> <workspace_id> ...')` naming the workspaces it
+changed and `pg_notify('meter_alert', '<event_id> <workspace_id>')` for each new alert;
+PostgreSQL delivers them to every listening session. One autocommit
 connection per process listens and hands each notice to the in-process hub
 (meter.ledger.notify.Notices), so writers pay nothing for watchers and no watcher holds a
 connection. When the connection drops, it reconnects with backoff and tells the hub to resync
@@ -20,11 +20,10 @@ import psycopg
 import structlog
 
 from meter.ledger.notify import Notices
+from meter.storage.announcer import ALERT_CHANNEL, BALANCE_CHANNEL
 
 log = structlog.get_logger("meter.listener")
 
-BALANCE_CHANNEL = "meter_balance"
-ALERT_CHANNEL = "meter_alert"
 # How long the connection may stay silent before a query checks that it is still alive.
 PING_S = 10.0
 BACKOFF_S = (0.1, 5.0)

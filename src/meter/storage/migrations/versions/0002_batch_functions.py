@@ -12,10 +12,7 @@ needs as one JSON document. meter_write applies every change of the batch, one s
 statement per table. Rows travel as JSON objects named like the tables' columns, so the
 functions follow the tables without restating them.
 
-Balance notices go out once per statement, not once per row: a batch that changes a
-thousand workspaces sends a few notices naming them all (at most 50 ids each, well under
-NOTIFY's 8000-byte payload), so listeners on every replica read a few messages, not a
-thousand, and PostgreSQL queues a few instead of a thousand.
+Change notices leave the transactions: see DROP_NOTIFY_TRIGGERS.
 """
 
 from collections.abc import Sequence
@@ -124,42 +121,28 @@ END $$;
 """
 
 
-NOTIFY = """
-CREATE OR REPLACE FUNCTION meter_notify_balances() RETURNS trigger
-LANGUAGE plpgsql AS $$
-DECLARE
-  ids text;
-BEGIN
-  FOR ids IN
-    SELECT string_agg(workspace_id, ' ') FROM (
-      SELECT workspace_id, (row_number() OVER (ORDER BY workspace_id) - 1) / 50 AS chunk
-      FROM changed) c
-    GROUP BY chunk
-  LOOP
-    PERFORM pg_notify('meter_balance', ids);
-  END LOOP;
-  RETURN NULL;
-END $$;
+# NOTIFY inside the ledger's transactions would serialize their commits (PostgreSQL holds
+# a global lock across the WAL flush of every transaction that notified), so the triggers of
+# 0001 go: committed changes are announced after commit (meter.storage.announcer).
+DROP_NOTIFY_TRIGGERS = """
 DROP TRIGGER IF EXISTS workspaces_notify ON workspaces;
-CREATE TRIGGER workspaces_notify AFTER UPDATE ON workspaces
-  REFERENCING NEW TABLE AS changed
-  FOR EACH STATEMENT EXECUTE FUNCTION meter_notify_balances();
+DROP TRIGGER IF EXISTS alerts_notify ON alerts;
 """
 
-PER_ROW_NOTIFY = """
-DROP TRIGGER IF EXISTS workspaces_notify ON workspaces;
-DROP FUNCTION IF EXISTS meter_notify_balances();
+RESTORE_NOTIFY_TRIGGERS = """
 CREATE TRIGGER workspaces_notify AFTER INSERT OR UPDATE ON workspaces
   FOR EACH ROW EXECUTE FUNCTION meter_notify_balance();
+CREATE TRIGGER alerts_notify AFTER INSERT ON alerts
+  FOR EACH ROW EXECUTE FUNCTION meter_notify_alert();
 """
 
 
 def upgrade() -> None:
     op.execute(LOAD)
     op.execute(WRITE)
-    op.execute(NOTIFY)
+    op.execute(DROP_NOTIFY_TRIGGERS)
 
 
 def downgrade() -> None:
-    op.execute(PER_ROW_NOTIFY)
+    op.execute(RESTORE_NOTIFY_TRIGGERS)
     op.execute("DROP FUNCTION IF EXISTS meter_write(jsonb), meter_load(jsonb)")
