@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 py=${PYTHON:-python}
+# The mypy-protobuf plugins (protoc-gen-mypy, protoc-gen-mypy_grpc) sit beside that python.
+case "$py" in */*) PATH="$(cd "$(dirname "$py")" && pwd):$PATH" ;; esac
 rm -rf generated/meterpb
 mkdir -p generated
 common=$("$py" -c 'import grpc_tools, pathlib; print(pathlib.Path(grpc_tools.__file__).parent / "_proto")')
