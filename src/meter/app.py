@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 import structlog
@@ -20,6 +21,7 @@ from meter.ledger.notify import Notices
 from meter.ledger.service import LedgerService
 from meter.ledger.sweeper import Sweeper
 from meter.ledger.watch import BalanceWatch
+from meter.metrics import Metrics
 from meter.rpc import server as rpc_server
 from meter.rpc.catalog import CatalogServicer
 from meter.rpc.meter import MeterServicer
@@ -30,12 +32,19 @@ from meter.storage.catalog_repo import CatalogRepo
 from meter.storage.ledger_repo import LedgerRepo, Result
 from meter.storage.listener import Listener
 from meter.storage.queries import LedgerQueries
+from meter.storage.stats import holds_held
 from meter.storage.sweeps import SweepQueries
 
 log = structlog.get_logger("meter")
 
 # Connections for watchers' reads; one read serves every watcher of a workspace at once.
 WATCH_POOL_SIZE = 4
+# The batcher never uses more connections than the ledger pool has, so a wait for one only
+# happens while the pool reconnects after a database outage: give up soon, so calls end
+# UNAVAILABLE (retry elsewhere, or later) well within their deadline, not DEADLINE_EXCEEDED.
+LEDGER_POOL_WAIT_S = 1.0
+# How often the holds-held gauges are read from the database (only when metrics are served).
+HOLDS_SAMPLE_S = 5.0
 
 
 def database_url(settings: Settings) -> str:
@@ -64,11 +73,18 @@ class App:
         except StartupError:
             await self.engine.dispose()
             raise
-        self.pool = db.ledger_pool(self.url, s.batch_workers + 1)
+        self.pool = db.ledger_pool(self.url, s.batch_workers + 1, timeout=LEDGER_POOL_WAIT_S)
         await self.pool.open(wait=True, timeout=30)
         self.announcer = Announcer(db.libpq_url(self.url))
         self.announcer.start()
-        repo = LedgerRepo(self.pool, self.announcer.committed)
+        self.metrics = Metrics()
+
+        def committed(workspaces: Iterable[str], alerts: Iterable[tuple[int, str]]) -> None:
+            fired = list(alerts)
+            self.metrics.observe_alerts(len(fired))
+            self.announcer.committed(workspaces, fired)
+
+        repo = LedgerRepo(self.pool, committed)
         self.queries = LedgerQueries(self.engine)
         self.catalog = CatalogService(CatalogRepo(self.engine))
         await self.catalog.start()
@@ -79,7 +95,10 @@ class App:
             )
 
         self.batcher: Batcher[Command, Result] = Batcher(
-            apply, workers=s.batch_workers, max_batch=s.max_batch
+            apply,
+            workers=s.batch_workers,
+            max_batch=s.max_batch,
+            on_batch=self.metrics.observe_batch,
         )
         self.batcher.start()
         # Change notices from every replica's commits: they wake watchers and waiting Reserves.
@@ -106,6 +125,7 @@ class App:
             MeterServicer(self.ledger, self.queries, paging, watch),
             CatalogServicer(self.catalog, self.queries),
             guard=guard,
+            observe=self.metrics.observe_call,
         )
         self.port = security.bind(self.server, s)
         if self.port == 0:
@@ -116,9 +136,32 @@ class App:
             asyncio.create_task(self.sweeper.run(), name="sweeper"),
             asyncio.create_task(self._refresh_catalog(), name="catalog-refresh"),
         ]
+        self.metrics_port = 0
+        if s.metrics_listen:
+            self._serve_metrics(s.metrics_listen)
         log.info(
             "server.started", listen=s.listen, port=self.port, catalog=self.catalog.current.version
         )
+
+    def _serve_metrics(self, listen: str) -> None:
+        m, stats = self.metrics, self.pool.get_stats
+        m.watch_pool("ledger", lambda: stats()["pool_size"] - stats()["pool_available"],
+                     lambda: stats()["pool_size"])  # fmt: skip
+        for name, engine in (("queries", self.engine), ("watch", self.watch_engine)):
+            pool: Any = engine.pool
+            m.watch_pool(name, pool.checkedout, pool.size)
+        m.watch_expirations(
+            lambda: self.sweeper.holds_expired, lambda: self.sweeper.credits_expired
+        )
+        self.metrics_port = m.serve(listen)
+        self._tasks.append(asyncio.create_task(self._sample_holds(), name="holds-sample"))
+        log.info("metrics.started", listen=listen, port=self.metrics_port)
+
+    async def _sample_holds(self) -> None:
+        while True:
+            with contextlib.suppress(Exception):
+                self.metrics.observe_holds(*await holds_held(self.engine))
+            await asyncio.sleep(HOLDS_SAMPLE_S)
 
     async def _refresh_catalog(self) -> None:
         while True:
@@ -142,6 +185,7 @@ class App:
         await self.pool.close()
         await self.engine.dispose()
         await self.watch_engine.dispose()
+        self.metrics.stop()
         log.info("server.stopped")
 
 

@@ -73,6 +73,14 @@ def serve(
     tls_cert: TlsCert = None,
     tls_key: TlsKey = None,
     tls_client_ca: TlsClientCa = None,
+    metrics_listen: Annotated[
+        str,
+        typer.Option(
+            "--metrics-listen",
+            envvar="METER_METRICS_LISTEN",
+            help="HOST:PORT for Prometheus metrics at /metrics (off when empty).",
+        ),
+    ] = "",
 ) -> None:
     """Run the gRPC server (example: meter serve --listen 127.0.0.1:50051)."""
     logs.configure(log_level, log_format)
@@ -85,6 +93,7 @@ def serve(
         tls_cert=tls_cert,
         tls_key=tls_key,
         tls_client_ca=tls_client_ca,
+        metrics_listen=metrics_listen,
         log_level=log_level,
         log_format=log_format,
     )

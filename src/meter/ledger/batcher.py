@@ -32,8 +32,10 @@ class Batcher(Generic[C, R]):
         max_batch: int = 1000,
         max_queue: int = 50_000,
         retries: int = 3,
+        on_batch: Callable[[int], None] | None = None,
     ) -> None:
         self._apply = apply
+        self._on_batch = on_batch  # hears each applied batch's size (metrics)
         self._workers = workers
         self.max_batch = max_batch
         self.max_queue = max_queue
@@ -110,6 +112,8 @@ class Batcher(Generic[C, R]):
                 return
             self.batches += 1
             self.commands += len(batch)
+            if self._on_batch is not None:
+                self._on_batch(len(batch))
             for (_, fut), result in zip(batch, results, strict=True):
                 if not fut.done():
                     fut.set_result(result)

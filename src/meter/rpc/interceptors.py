@@ -1,7 +1,12 @@
-"""Server interceptors: one canonical log line per call, with its status and latency."""
+"""Server interceptors: one canonical log line per call, with its status and latency.
+
+The same interceptor feeds the call metrics (`observe`), so logs and metrics never disagree
+about a call's status.
+"""
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -12,6 +17,8 @@ import structlog
 log = structlog.get_logger("meter")
 
 Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[Any]]
+# (method, status code name, seconds)
+Observe = Callable[[str, str, float], None]
 
 
 def _fields(request: Any) -> dict[str, str]:
@@ -28,6 +35,9 @@ class CallLog(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
 
     Never the request body, never credentials (DESIGN.md §6).
     """
+
+    def __init__(self, observe: Observe | None = None) -> None:
+        self._observe = observe or (lambda method, code, seconds: None)
 
     async def intercept_service(
         self, continuation: Continuation, details: grpc.HandlerCallDetails
@@ -50,13 +60,15 @@ class CallLog(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 finally:
                     if code == "OK":
                         code = _code(context, "OK")
+                    elapsed = time.perf_counter() - start
                     log.info(
                         "call.finished",
                         method=method,
                         code=code,
-                        ms=round((time.perf_counter() - start) * 1000, 2),
+                        ms=round(elapsed * 1000, 2),
                         **_fields(request),
                     )
+                    self._observe(method, code, elapsed)
 
             return grpc.unary_unary_rpc_method_handler(
                 unary, handler.request_deserializer, handler.response_serializer
@@ -67,16 +79,19 @@ class CallLog(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             async def unary_stream(request: Any, context: Any) -> Any:
                 start = time.perf_counter()
                 try:
-                    async for item in inner_us(request, context):  # type: ignore[attr-defined]
+                    async for item in _items(inner_us(request, context)):
                         yield item
                 finally:
+                    code = _code(context, "OK")
+                    elapsed = time.perf_counter() - start
                     log.info(
                         "call.finished",
                         method=method,
-                        code=_code(context, "OK"),
-                        ms=round((time.perf_counter() - start) * 1000, 2),
+                        code=code,
+                        ms=round(elapsed * 1000, 2),
                         **_fields(request),
                     )
+                    self._observe(method, code, elapsed)
 
             return grpc.unary_stream_rpc_method_handler(
                 unary_stream, handler.request_deserializer, handler.response_serializer
@@ -87,20 +102,28 @@ class CallLog(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             async def stream_stream(requests: Any, context: Any) -> Any:
                 start = time.perf_counter()
                 try:
-                    async for item in inner_ss(requests, context):  # type: ignore[attr-defined]
+                    async for item in _items(inner_ss(requests, context)):
                         yield item
                 finally:
-                    log.info(
-                        "call.finished",
-                        method=method,
-                        code=_code(context, "OK"),
-                        ms=round((time.perf_counter() - start) * 1000, 2),
-                    )
+                    code = _code(context, "OK")
+                    elapsed = time.perf_counter() - start
+                    log.info("call.finished", method=method, code=code, ms=round(elapsed * 1000, 2))
+                    self._observe(method, code, elapsed)
 
             return grpc.stream_stream_rpc_method_handler(
                 stream_stream, handler.request_deserializer, handler.response_serializer
             )
         return handler
+
+
+async def _items(out: Any) -> Any:
+    """A streaming handler's messages: it either yields them or, like grpc's own health
+    Watch, writes them with context.write() and returns a coroutine."""
+    if inspect.isawaitable(out):
+        await out
+        return
+    async for item in out:
+        yield item
 
 
 def _code(context: Any, default: str) -> str:

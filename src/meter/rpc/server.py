@@ -10,7 +10,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from meter.rpc.catalog import CatalogServicer
-from meter.rpc.interceptors import CallLog
+from meter.rpc.interceptors import CallLog, Observe
 from meter.rpc.meter import MeterServicer
 from meterpb.v1 import catalog_pb2, catalog_pb2_grpc, meter_pb2, meter_pb2_grpc
 
@@ -26,10 +26,11 @@ def build(
     catalog: CatalogServicer,
     interceptors: list[Any] | None = None,
     guard: Any = None,
+    observe: Observe | None = None,
 ) -> tuple[grpc.aio.Server, health_async.HealthServicer]:
     # The guard runs inside CallLog, so refused calls are logged with their status too.
     server = grpc.aio.server(
-        interceptors=[*(interceptors or []), CallLog(), *([guard] if guard else [])],
+        interceptors=[*(interceptors or []), CallLog(observe), *([guard] if guard else [])],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
