@@ -44,8 +44,11 @@ async def serving(target: str, deadline: float = 1.0) -> bool:
 class ServerProcess:
     """One `meter serve` subprocess on a fixed port: killed, paused and restarted at will."""
 
-    def __init__(self, database_url: str, port: int | None = None, **env: str) -> None:
+    def __init__(
+        self, database_url: str, port: int | None = None, log: Path | None = None, **env: str
+    ) -> None:
         self.database_url = database_url
+        self.log = log  # the server's stderr (its JSON log lines), when given
         self.port = port or free_port()
         self.env = env
         self.proc: asyncio.subprocess.Process | None = None
@@ -68,6 +71,7 @@ class ServerProcess:
             self.target,
             env={**os.environ, "METER_LOG_LEVEL": "warning", **self.env},
             stdout=asyncio.subprocess.DEVNULL,
+            stderr=self.log.open("ab") if self.log is not None else None,
         )
         self.starts += 1
         if wait:

@@ -333,7 +333,11 @@ class LedgerService:
                         if changes.take()[0]:
                             break
                     else:
-                        raise
+                        # The server is draining: not "insufficient" (a client would give up)
+                        # but UNAVAILABLE, so it waits again on another replica.
+                        raise errors.unavailable(
+                            "the server is shutting down; wait for funds on another replica"
+                        ) from e
 
     def build_set_thresholds(
         self, *, workspace_id: str, low: int, critical: int
