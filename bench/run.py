@@ -210,6 +210,11 @@ async def main(args: argparse.Namespace) -> dict[str, float]:
         t = await load.unary_pairs(server.target, many, 32, args.seconds)
         figures["unary"] = t.pairs / args.seconds
         figures["unary_cpu_us"] = (server.cpu_s() - cpu) / max(t.pairs, 1) * 1e6
+        # Latency at about half the unary peak, measured next to that peak.
+        t = await load.reserve_latency(server.target, many, figures["unary"] / 2, args.seconds)
+        figures["p50_ms"] = pct(t.latencies, 0.50)
+        figures["p99_ms"] = pct(t.latencies, 0.99)
+        figures["latency_rate"] = figures["unary"] / 2
         cpu = server.cpu_s()
         t = await load.stream_pairs(server.target, many, args.streams, args.in_flight, args.seconds)
         figures["stream"] = t.pairs / args.seconds
@@ -217,10 +222,6 @@ async def main(args: argparse.Namespace) -> dict[str, float]:
         figures["stream_errors"] = t.errors
         t = await load.stream_pairs(server.target, one, args.streams, args.in_flight, args.seconds)
         figures["stream_one"] = t.pairs / args.seconds
-        t = await load.reserve_latency(server.target, many, figures["unary"] / 2, args.seconds)
-        figures["p50_ms"] = pct(t.latencies, 0.50)
-        figures["p99_ms"] = pct(t.latencies, 0.99)
-        figures["latency_rate"] = figures["unary"] / 2
         if args.journal_rows:
             grow_journal(url, args.journal_rows, many)
             t = await load.stream_pairs(

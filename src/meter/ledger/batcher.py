@@ -32,9 +32,12 @@ class Batcher(Generic[C, R]):
         max_batch: int = 1000,
         max_queue: int = 50_000,
         retries: int = 3,
+        linger_s: float = 0.001,
         on_batch: Callable[[int], None] | None = None,
     ) -> None:
         self._apply = apply
+        self.linger_s = linger_s
+        self._busy = 0
         self._on_batch = on_batch  # hears each applied batch's size (metrics)
         self._workers = workers
         self.max_batch = max_batch
@@ -86,11 +89,22 @@ class Batcher(Generic[C, R]):
                     return
                 self._ready.clear()
                 continue
+            if self._busy and len(self._queue) < self.max_batch and self.linger_s:
+                # Under load (other batches are in the database), wait a moment for more
+                # commands: one transaction's fixed cost then pays for more of them. When idle,
+                # a command goes at once.
+                await asyncio.sleep(self.linger_s)
             n = min(len(self._queue), self.max_batch)
+            if n == 0:
+                continue
             batch = [self._queue.popleft() for _ in range(n)]
             if not self._queue and not self._closing:
                 self._ready.clear()
-            await self._run(batch)
+            self._busy += 1
+            try:
+                await self._run(batch)
+            finally:
+                self._busy -= 1
 
     async def _run(self, batch: list[tuple[C, asyncio.Future[R]]]) -> None:
         cmds = [c for c, _ in batch]
@@ -98,7 +112,9 @@ class Batcher(Generic[C, R]):
             try:
                 results = await self._apply(cmds)
             except errors.MeterError as e:
-                if e.kind is errors.Kind.ABORTED and attempt < self._retries:
+                # Serialization failures and deadlocks are worth another go at once; a lock
+                # wait that timed out is not (it already waited its full bound).
+                if e.reason == "CONCURRENT_UPDATE" and attempt < self._retries:
                     await asyncio.sleep(0.005 * (attempt + 1))
                     continue
                 _fail(batch, e)
