@@ -139,3 +139,15 @@ async def test_the_cli_reaches_a_mutual_tls_server_with_its_tls_environment(
         "balance", "ws-tls-cli", *target, env={"METER_TLS_CA": env["METER_TLS_CA"]}
     )
     assert 3 == code
+
+
+async def test_the_cli_takes_the_same_tls_files_as_flags(mtls_app: App, tls_files: Certs):
+    """--tls-ca/--tls-cert/--tls-key do what METER_TLS_* do; without the client pair the
+    mutual-TLS handshake fails and the server counts as unreachable (exit 3)."""
+    target = ["--target", f"localhost:{mtls_app.port}", "--timeout", "3"]
+    ca = ["--tls-ca", str(tls_files.ca)]
+    pair = ["--tls-cert", str(tls_files.client.cert), "--tls-key", str(tls_files.client.key)]
+    code, _, err = await meter("balance", "ws-tls-cli", *target, *ca, *pair)
+    assert (1, True) == (code, "WORKSPACE_NOT_FOUND" in err)
+    code, _, _ = await meter("balance", "ws-tls-cli", *target, *ca)
+    assert 3 == code

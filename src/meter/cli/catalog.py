@@ -16,6 +16,9 @@ from meter.cli.remote import (
     Json,
     Target,
     Timeout,
+    TlsCa,
+    TlsCert,
+    TlsKey,
     Token,
     as_dict,
     connect,
@@ -66,13 +69,19 @@ def show(
     json: Json = False,
     target: Target = DEFAULT_TARGET,
     token: Token = None,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
     timeout: Timeout = 10.0,
 ) -> None:
     """Show the cost rules of the current (or a given) catalog version.
 
     Example: meter catalog show --version 3
     """
-    with reporting(target), connect(target, token, timeout) as meter:
+    with (
+        reporting(target),
+        connect(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter,
+    ):
         found = meter.list_operations(version)
     if json:
         return print_json(as_dict(found))
@@ -89,6 +98,9 @@ def publish(
     json: Json = False,
     target: Target = DEFAULT_TARGET,
     token: Token = None,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
     timeout: Timeout = 30.0,
 ) -> None:
     """Publish a catalog document as a new immutable version.
@@ -97,7 +109,10 @@ def publish(
     """
     text = document.read_text()
     fmt = "json" if document.suffix.lower() == ".json" else "toml"
-    with reporting(target), connect(target, token, timeout) as meter:
+    with (
+        reporting(target),
+        connect(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter,
+    ):
         done = meter.publish_catalog(
             text, format=fmt, description=description, request_id=request_id
         )
@@ -114,6 +129,9 @@ def diff(
     json: Json = False,
     target: Target = DEFAULT_TARGET,
     token: Token = None,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
     timeout: Timeout = 10.0,
 ) -> None:
     """Show what publishing a document would change against the current version.
@@ -126,7 +144,10 @@ def diff(
     except domain.MeterError as e:
         err.print(f"[red]invalid document:[/] {e.message}")
         raise typer.Exit(REFUSED) from None
-    with reporting(target), connect(target, token, timeout) as meter:
+    with (
+        reporting(target),
+        connect(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter,
+    ):
         current = meter.list_operations()
     before = {op.operation: _shape(op.min, op.max, _unit(op.unit), op.display_name)
               for op in current.operations}  # fmt: skip
@@ -168,13 +189,19 @@ def packages(
     json: Json = False,
     target: Target = DEFAULT_TARGET,
     token: Token = None,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
     timeout: Timeout = 10.0,
 ) -> None:
     """List the credit packages.
 
     Example: meter packages --json
     """
-    with reporting(target), connect(target, token, timeout) as meter:
+    with (
+        reporting(target),
+        connect(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter,
+    ):
         found = meter.list_packages()
     if json:
         return print_json(as_dict(cpb.ListPackagesResponse(packages=found)))
@@ -205,6 +232,9 @@ def estimate(
     json: Json = False,
     target: Target = DEFAULT_TARGET,
     token: Token = None,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
     timeout: Timeout = 10.0,
 ) -> None:
     """Estimate a campaign's credits (and whether a workspace can afford it).
@@ -213,7 +243,10 @@ def estimate(
     """
     if complexity and complexity not in ("simple", "standard", "complex"):
         raise typer.BadParameter("--complexity is simple, standard or complex")
-    with reporting(target), connect(target, token, timeout) as meter:
+    with (
+        reporting(target),
+        connect(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter,
+    ):
         e = meter.estimate_campaign(
             platforms=platforms,
             days=days,

@@ -18,6 +18,9 @@ from meter.cli.remote import (
     Json,
     Target,
     Timeout,
+    TlsCa,
+    TlsCert,
+    TlsKey,
     Token,
     as_dict,
     connect,
@@ -47,13 +50,19 @@ def balance(
     json: Json = False,
     target: Target = DEFAULT_TARGET,
     token: Token = None,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
     timeout: Timeout = 10.0,
 ) -> None:
     """Show a workspace's balance.
 
     Example: meter balance ws-acme --json
     """
-    with reporting(target), connect(target, token, timeout) as meter:
+    with (
+        reporting(target),
+        connect(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter,
+    ):
         b = meter.balance(workspace)
     if json:
         return print_json(as_dict(b))
@@ -98,6 +107,9 @@ def grant(
     json: Json = False,
     target: Target = DEFAULT_TARGET,
     token: Token = None,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
     timeout: Timeout = 10.0,
 ) -> None:
     """Add credits to a workspace, by package or explicit amount.
@@ -106,7 +118,10 @@ def grant(
     """
     if (package is None) == (amount is None):
         raise typer.BadParameter("give --package NAME or --amount N, exactly one")
-    with reporting(target), connect(target, token, timeout) as meter:
+    with (
+        reporting(target),
+        connect(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter,
+    ):
         done = meter.grant(
             workspace,
             request_id,
@@ -134,13 +149,19 @@ def adjust(
     json: Json = False,
     target: Target = DEFAULT_TARGET,
     token: Token = None,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
     timeout: Timeout = 10.0,
 ) -> None:
     """Correct a workspace's credits (never below zero).
 
     Example: meter adjust ws-acme --amount -20 --reason "duplicate grant" --request-id adj-17
     """
-    with reporting(target), connect(target, token, timeout) as meter:
+    with (
+        reporting(target),
+        connect(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter,
+    ):
         done = meter.adjust(workspace, request_id, amount, reason)
     if json:
         return print_json(as_dict(done))
@@ -184,6 +205,9 @@ def history(
     json: Json = False,
     target: Target = DEFAULT_TARGET,
     token: Token = None,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
     timeout: Timeout = 30.0,
 ) -> None:
     """List a workspace's journal, newest first (every page, or --limit).
@@ -196,7 +220,10 @@ def history(
             pb.EntryKind.Value(f"ENTRY_KIND_{k}")
     except ValueError:
         raise typer.BadParameter("--kind is grant, charge, expire, adjust or refund") from None
-    with reporting(target), connect(target, token, timeout) as meter:
+    with (
+        reporting(target),
+        connect(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter,
+    ):
         entries = meter.history(
             workspace,
             kinds=kinds,
@@ -255,6 +282,9 @@ def usage(
     json: Json = False,
     target: Target = DEFAULT_TARGET,
     token: Token = None,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
     timeout: Timeout = 30.0,
 ) -> None:
     """Credits used, grouped by operation, actor (member), day or week; days get a chart.
@@ -263,7 +293,10 @@ def usage(
     """
     if by not in ("operation", "actor", "day", "week"):
         raise typer.BadParameter("--by is operation, actor, day or week")
-    with reporting(target), connect(target, token, timeout) as meter:
+    with (
+        reporting(target),
+        connect(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter,
+    ):
         report = meter.usage(workspace, by, since=when(since), until=when(until))
     if json:
         return print_json(as_dict(report))
@@ -299,6 +332,9 @@ def holds(
     json: Json = False,
     target: Target = DEFAULT_TARGET,
     token: Token = None,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
     timeout: Timeout = 30.0,
 ) -> None:
     """List a workspace's holds (every state, or --state).
@@ -309,7 +345,10 @@ def holds(
         states = [pb.HoldState.Value(f"HOLD_STATE_{s.upper()}") for s in state or ()]
     except ValueError:
         raise typer.BadParameter("--state is held, committed, released or expired") from None
-    with reporting(target), connect(target, token, timeout) as meter:
+    with (
+        reporting(target),
+        connect(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter,
+    ):
         found = list(meter.holds(workspace, states=states))
     if json:
         return print_json(as_dict(pb.ListHoldsResponse(holds=found)))
@@ -336,6 +375,9 @@ def audit(
     json: Json = False,
     target: Target = DEFAULT_TARGET,
     token: Token = None,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
     timeout: Timeout = 600.0,
 ) -> None:
     """Prove balances from the journal, lots and holds; exit 1 on any discrepancy.
@@ -344,7 +386,7 @@ def audit(
     """
     with (
         reporting(target),
-        connect(target, token, timeout) as meter,
+        connect(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter,
         Progress(
             SpinnerColumn(),
             TextColumn("auditing every workspace"),

@@ -7,7 +7,6 @@ Exit codes: 0 done; 1 the server refused or failed the call (the reason is print
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -50,11 +49,40 @@ Timeout = Annotated[
     typer.Option("--timeout", help="Seconds for the call, retries included."),
 ]
 Json = Annotated[bool, typer.Option("--json", help="Print the result as JSON, for scripts.")]
+TlsCa = Annotated[
+    Path | None,
+    typer.Option(
+        "--tls-ca", envvar="METER_TLS_CA", help="The server's CA: speak TLS.", show_default=False
+    ),
+]
+TlsCert = Annotated[
+    Path | None,
+    typer.Option(
+        "--tls-cert",
+        envvar="METER_TLS_CERT",
+        help="This client's certificate, for mutual TLS.",
+        show_default=False,
+    ),
+]
+TlsKey = Annotated[
+    Path | None,
+    typer.Option(
+        "--tls-key",
+        envvar="METER_TLS_KEY",
+        help="This client's private key, for mutual TLS.",
+        show_default=False,
+    ),
+]
 DEFAULT_TARGET = "127.0.0.1:50051"
 
 
-def connect(target: str, token: str | None, timeout: float) -> MeterClient:
-    """A client whose retries all fit in `timeout` seconds."""
+def connect(
+    target: str,
+    token: str | None,
+    timeout: float,
+    tls_files: tuple[Path | None, Path | None, Path | None] = (None, None, None),
+) -> MeterClient:
+    """A client whose retries all fit in `timeout` seconds; TLS from (ca, cert, key)."""
     policy = RetryPolicy(
         max_attempts=4,
         initial_backoff=0.1,
@@ -62,20 +90,15 @@ def connect(target: str, token: str | None, timeout: float) -> MeterClient:
         attempt_timeout=timeout,
         budget=timeout,
     )
-    return MeterClient(target, token=token or None, tls=tls_from_env(), retry=policy)
+    return MeterClient(target, token=token or None, tls=tls(*tls_files), retry=policy)
 
 
-def tls_from_env() -> Tls | None:
-    """TLS for client commands: METER_TLS_CA (the server's CA), and for mutual TLS
-    METER_TLS_CERT and METER_TLS_KEY (the client's certificate and key); plaintext without."""
-    ca, cert, key = (os.environ.get(f"METER_TLS_{n}") or None for n in ("CA", "CERT", "KEY"))
+def tls(ca: Path | None, cert: Path | None, key: Path | None) -> Tls | None:
+    """TLS for client commands (--tls-ca, and --tls-cert/--tls-key for mutual TLS, or
+    METER_TLS_CA/CERT/KEY); plaintext without any of them."""
     if not (ca or cert or key):
         return None
-    return Tls(
-        root_cert=Path(ca) if ca else None,
-        client_cert=Path(cert) if cert else None,
-        client_key=Path(key) if key else None,
-    )
+    return Tls(root_cert=ca, client_cert=cert, client_key=key)
 
 
 @contextmanager
