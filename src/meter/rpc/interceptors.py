@@ -13,6 +13,7 @@ from typing import Any
 
 import grpc
 import structlog
+from google.protobuf.message import Message
 
 log = structlog.get_logger("meter")
 
@@ -60,60 +61,44 @@ class CallLog(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 finally:
                     if code == "OK":
                         code = _code(context, "OK")
-                    elapsed = time.perf_counter() - start
-                    log.info(
-                        "call.finished",
-                        method=method,
-                        code=code,
-                        ms=round(elapsed * 1000, 2),
-                        **_fields(request),
-                    )
-                    self._observe(method, code, elapsed)
+                    self._finished(method, code, start, request)
 
             return grpc.unary_unary_rpc_method_handler(
                 unary, handler.request_deserializer, handler.response_serializer
             )
-        if handler.unary_stream is not None:
-            inner_us = handler.unary_stream
-
-            async def unary_stream(request: Any, context: Any) -> Any:
-                start = time.perf_counter()
-                try:
-                    async for item in _items(inner_us(request, context)):
-                        yield item
-                finally:
-                    code = _code(context, "OK")
-                    elapsed = time.perf_counter() - start
-                    log.info(
-                        "call.finished",
-                        method=method,
-                        code=code,
-                        ms=round(elapsed * 1000, 2),
-                        **_fields(request),
-                    )
-                    self._observe(method, code, elapsed)
-
-            return grpc.unary_stream_rpc_method_handler(
-                unary_stream, handler.request_deserializer, handler.response_serializer
-            )
-        if handler.stream_stream is not None:
-            inner_ss = handler.stream_stream
-
-            async def stream_stream(requests: Any, context: Any) -> Any:
-                start = time.perf_counter()
-                try:
-                    async for item in _items(inner_ss(requests, context)):
-                        yield item
-                finally:
-                    code = _code(context, "OK")
-                    elapsed = time.perf_counter() - start
-                    log.info("call.finished", method=method, code=code, ms=round(elapsed * 1000, 2))
-                    self._observe(method, code, elapsed)
-
-            return grpc.stream_stream_rpc_method_handler(
-                stream_stream, handler.request_deserializer, handler.response_serializer
-            )
+        for kind, wrap in (
+            ("unary_stream", grpc.unary_stream_rpc_method_handler),
+            ("stream_stream", grpc.stream_stream_rpc_method_handler),
+        ):
+            inner_stream = getattr(handler, kind)
+            if inner_stream is not None:
+                return wrap(
+                    self._streaming(method, inner_stream),
+                    handler.request_deserializer,
+                    handler.response_serializer,
+                )
         return handler
+
+    def _streaming(self, method: str, inner: Any) -> Any:
+        """Wrap a server-streaming handler (unary or bidirectional request side alike)."""
+
+        async def streaming(request: Any, context: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                async for item in _items(inner(request, context)):
+                    yield item
+            finally:
+                self._finished(method, _code(context, "OK"), start, request)
+
+        return streaming
+
+    def _finished(self, method: str, code: str, start: float, request: Any) -> None:
+        """The call's canonical log line, and its metrics: the two never disagree."""
+        elapsed = time.perf_counter() - start
+        # A bidirectional call's request is the stream of them: no ids to log.
+        fields = _fields(request) if isinstance(request, Message) else {}
+        log.info("call.finished", method=method, code=code, ms=round(elapsed * 1000, 2), **fields)
+        self._observe(method, code, elapsed)
 
 
 async def _items(out: Any) -> Any:
