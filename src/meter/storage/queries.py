@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from meter import errors
@@ -24,7 +24,7 @@ from meter.ledger.model import (
 from meter.ledger.usage import UsageGrouping, UsageReport, UsageRow
 from meter.storage.db import translating
 from meter.storage.ledger_repo import _account, _entry, _hold, _lot
-from meter.storage.tables import alerts, holds, journal, lots, workspaces
+from meter.storage.tables import alerts, holds, journal, workspaces
 
 
 class LedgerQueries:
@@ -32,6 +32,8 @@ class LedgerQueries:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        # Single-statement reads need no transaction: no BEGIN and ROLLBACK round trips.
+        self.autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     @translating
     async def balance(self, workspace_id: str) -> BalanceView:
@@ -46,22 +48,12 @@ class LedgerQueries:
 
         Raises: MeterError WORKSPACE_NOT_FOUND.
         """
-        async with self.engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    select(func.now().label("now"), workspaces).where(
-                        workspaces.c.workspace_id == workspace_id
-                    )
-                )
-            ).one_or_none()
-            if row is None:
-                raise errors.workspace_not_found(workspace_id)
-            lot_rows = (
-                await conn.execute(
-                    select(lots).where(lots.c.workspace_id == workspace_id, lots.c.remaining > 0)
-                )
-            ).all()
-        book = Book(_account(row._mapping), [_lot(r._mapping) for r in lot_rows], {}, {}, row.now)
+        async with self.autocommit.connect() as conn:
+            row = (await conn.execute(_BALANCE, {"w": workspace_id})).one_or_none()
+        if row is None:
+            raise errors.workspace_not_found(workspace_id)
+        m = row._mapping
+        book = Book(_account(m), [_lot(lt) for lt in m["live_lots"]], {}, {}, row.now)
         return book.balance(), row.alert_seq
 
     @translating
@@ -334,6 +326,13 @@ def _hold_view(workspace_id: str, r: Any) -> HoldView:
         finished_at=h.finished_at,
     )
 
+
+# The workspace row and its lots with credits left, in one statement.
+_BALANCE = text(
+    "SELECT now() AS now, w.*, coalesce((SELECT jsonb_agg(to_jsonb(l)) FROM lots l"
+    " WHERE l.workspace_id = w.workspace_id AND l.remaining > 0), '[]') AS live_lots"
+    " FROM workspaces w WHERE w.workspace_id = :w"
+)
 
 _AUDIT = text(
     """
