@@ -61,6 +61,28 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class CpuSplit:
+    """Where the machine's CPU went during a phase: the server, this process's clients, and
+    everything else (on a bench machine: PostgreSQL), in cores."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.start = self._read()
+
+    def _read(self) -> tuple[float, float, float, float]:
+        ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        hz = os.sysconf("SC_CLK_TCK")
+        busy = (sum(ticks) - ticks[3] - ticks[4]) / hz
+        me = os.times()
+        return time.perf_counter(), busy, self.server.cpu_s(), me.user + me.system
+
+    def cores(self) -> tuple[float, float, float]:
+        now = self._read()
+        wall = now[0] - self.start[0]
+        busy, srv, cli = ((now[i] - self.start[i]) / wall for i in (1, 2, 3))
+        return srv, cli, busy - srv - cli
+
+
 class Server:
     """`meter serve` in its own process."""
 
@@ -206,19 +228,21 @@ async def main(args: argparse.Namespace) -> dict[str, float]:
         one = ["bench-solo"]
         await fund(server.target, many + one)
 
-        cpu = server.cpu_s()
+        cpu, split = server.cpu_s(), CpuSplit(server)
         t = await load.unary_pairs(server.target, many, 32, args.seconds)
         figures["unary"] = t.pairs / args.seconds
         figures["unary_cpu_us"] = (server.cpu_s() - cpu) / max(t.pairs, 1) * 1e6
+        figures["unary_cores"] = split.cores()
         # Latency at about half the unary peak, measured next to that peak.
         t = await load.reserve_latency(server.target, many, figures["unary"] / 2, args.seconds)
         figures["p50_ms"] = pct(t.latencies, 0.50)
         figures["p99_ms"] = pct(t.latencies, 0.99)
         figures["latency_rate"] = figures["unary"] / 2
-        cpu = server.cpu_s()
+        cpu, split = server.cpu_s(), CpuSplit(server)
         t = await load.stream_pairs(server.target, many, args.streams, args.in_flight, args.seconds)
         figures["stream"] = t.pairs / args.seconds
         figures["stream_cpu_us"] = (server.cpu_s() - cpu) / max(t.pairs, 1) * 1e6
+        figures["stream_cores"] = split.cores()
         figures["stream_errors"] = t.errors
         t = await load.stream_pairs(server.target, one, args.streams, args.in_flight, args.seconds)
         figures["stream_one"] = t.pairs / args.seconds
@@ -276,6 +300,12 @@ def report(f: dict[str, float], args: argparse.Namespace) -> None:
         f"{'server CPU per pair, unary / Stream (us)':<44}"
         f"{f['unary_cpu_us']:>6.0f} / {f['stream_cpu_us']:.0f}"
     )
+    for phase in ("unary", "stream"):
+        srv, cli, rest = f[f"{phase}_cores"]
+        print(
+            f"{'cores used, ' + phase + ' phase':<44}server {srv:.2f}, clients {cli:.2f},"
+            f" PostgreSQL and the rest {rest:.2f} (of {os.cpu_count()})"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(f, indent=2))
 

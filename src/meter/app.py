@@ -54,6 +54,10 @@ def database_url(settings: Settings) -> str:
     return db.start_embedded(settings.data_dir)
 
 
+def _workspace_of(cmd: Command) -> str:
+    return cmd.workspace_id
+
+
 @dataclass
 class App:
     """A running Meter: its server, its background tasks, and how to stop them."""
@@ -99,6 +103,7 @@ class App:
             workers=s.batch_workers,
             max_batch=s.max_batch,
             on_batch=self.metrics.observe_batch,
+            key=_workspace_of,
         )
         self.batcher.start()
         # Change notices from every replica's commits: they wake watchers and waiting Reserves.

@@ -1,9 +1,14 @@
 """Group concurrent ledger commands into batches, one database transaction each.
 
-Callers (unary RPCs, streams, the sweeper) submit commands and await their results. A few
-worker tasks each take everything queued (up to a batch limit) and apply it in one
+Callers (unary RPCs, streams) submit commands and await their results. A few worker tasks
+each take everything queued (up to a batch limit) and apply it in one
 transaction, so under load the cost of a commit (its WAL flush) is shared by hundreds of
 commands, and when idle a command goes alone with no added wait.
+
+Concurrent batches never share a workspace: a worker leaves in the queue (in order) the
+commands of workspaces that a batch in the database holds, and takes them once it is done.
+Otherwise two large batches over many workspaces would each wait for the other's row locks
+and run one after the other instead of side by side.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ class Batcher(Generic[C, R]):
         retries: int = 3,
         linger_s: float = 0.001,
         on_batch: Callable[[int], None] | None = None,
+        key: Callable[[C], str] = str,
     ) -> None:
         self._apply = apply
         self.linger_s = linger_s
@@ -43,8 +49,10 @@ class Batcher(Generic[C, R]):
         self.max_batch = max_batch
         self.max_queue = max_queue
         self._retries = retries
+        self._key = key  # the workspace a command belongs to
         self._queue: deque[tuple[C, asyncio.Future[R]]] = deque()
         self._ready = asyncio.Event()
+        self._in_flight: set[str] = set()  # workspaces of the batches in the database
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
         self.batches = 0
@@ -94,17 +102,40 @@ class Batcher(Generic[C, R]):
                 # commands: one transaction's fixed cost then pays for more of them. When idle,
                 # a command goes at once.
                 await asyncio.sleep(self.linger_s)
-            n = min(len(self._queue), self.max_batch)
-            if n == 0:
-                continue
-            batch = [self._queue.popleft() for _ in range(n)]
-            if not self._queue and not self._closing:
+            batch, keys = self._take()
+            if not batch:
+                # Everything queued waits for a workspace in the database; its batch's end
+                # wakes the workers again.
                 self._ready.clear()
+                continue
             self._busy += 1
             try:
                 await self._run(batch)
             finally:
                 self._busy -= 1
+                self._in_flight -= keys
+                if self._queue:
+                    self._ready.set()
+
+    def _take(self) -> tuple[list[tuple[C, asyncio.Future[R]]], set[str]]:
+        """Up to max_batch queued commands whose workspaces no batch in flight holds."""
+        batch: list[tuple[C, asyncio.Future[R]]] = []
+        skipped: list[tuple[C, asyncio.Future[R]]] = []
+        keys: set[str] = set()
+        queue, busy, key = self._queue, self._in_flight, self._key
+        while queue and len(batch) < self.max_batch:
+            item = queue.popleft()
+            k = key(item[0])
+            if k in busy:
+                skipped.append(item)
+            else:
+                batch.append(item)
+                keys.add(k)
+        queue.extendleft(reversed(skipped))
+        busy |= keys
+        if not queue and not self._closing:
+            self._ready.clear()
+        return batch, keys
 
     async def _run(self, batch: list[tuple[C, asyncio.Future[R]]]) -> None:
         cmds = [c for c, _ in batch]
