@@ -1,7 +1,7 @@
 """Processes the fault tests break: `meter serve` subprocesses and a private PostgreSQL.
 
 Every process is started on a port or socket of its own and stopped in a finally block: the
-machine is shared, so nothing here may touch another engineer's server or database.
+machine is shared, so nothing here may touch a server or database it did not start.
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ class ServerProcess:
 class PrivatePostgres:
     """A PostgreSQL of the test's own: its own data directory, Unix socket and processes.
 
-    The machine's shared PostgreSQL is never restarted: other engineers' tests use it. The
+    The machine's shared PostgreSQL is never restarted: other test runs may be using it. The
     binaries are the machine's (or the pip-installed ones), run with runuser because
     PostgreSQL refuses to run as root, and always through asyncio subprocesses: forking with
     `user=` in a process that runs gRPC threads can crash the child.
