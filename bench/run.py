@@ -35,6 +35,8 @@ FUNDS = 10**11
 
 
 def pg_limit(url: str, clients: int, seconds: int, workspaces: int, batch: int = 1) -> int:
+    if not PG_LIMIT.is_file():
+        raise SystemExit(f"pg-limit not found at {PG_LIMIT}: set METER_PG_LIMIT to its path")
     out = subprocess.run(
         [
             "bash",
