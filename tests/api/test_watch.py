@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -32,47 +32,52 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def replica_b(database_url: str, app: Any) -> Iterator[str]:
+async def replica_b(database_url: str, app: Any) -> AsyncIterator[str]:
     """A second server process on the same database; yields its address once it serves."""
     port = _free_port()
     meter = Path(sys.executable).with_name("meter")
     env = {**os.environ, "METER_LOG_LEVEL": "warning"}
-    proc = subprocess.Popen(
-        [str(meter), "serve", "--database-url", database_url, "--listen", f"127.0.0.1:{port}"],
+    proc = await asyncio.create_subprocess_exec(
+        str(meter),
+        "serve",
+        "--database-url",
+        database_url,
+        "--listen",
+        f"127.0.0.1:{port}",
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
     target = f"127.0.0.1:{port}"
     try:
-        _wait_serving(target, proc)
+        await _wait_serving(target, proc)
         yield target
     finally:
         proc.terminate()
         try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
+            await asyncio.wait_for(proc.wait(), 10)
+        except TimeoutError:
             proc.kill()
-            proc.wait()
+            await proc.wait()
 
 
-def _wait_serving(target: str, proc: subprocess.Popen[bytes], within: float = 30.0) -> None:
-    deadline = time.monotonic() + within
-    with grpc.insecure_channel(target) as ch:
+async def _wait_serving(
+    target: str, proc: asyncio.subprocess.Process, within: float = 30.0
+) -> None:
+    async with grpc.aio.insecure_channel(target) as ch:
         health = health_pb2_grpc.HealthStub(ch)
-        while True:
-            if proc.poll() is not None:
-                err = proc.stderr.read().decode() if proc.stderr else ""
+
+        async def serving() -> bool:
+            if proc.returncode is not None:
+                err = (await proc.stderr.read()).decode() if proc.stderr else ""
                 raise AssertionError(f"replica B exited with {proc.returncode}: {err[-2000:]}")
             try:
-                answer = health.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if answer.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"replica B did not serve within {within}s")
-            time.sleep(0.05)
+                answer = await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
+            except grpc.aio.AioRpcError:
+                return False
+            return answer.status == health_pb2.HealthCheckResponse.SERVING
+
+        await eventually(serving, within=within)
 
 
 @pytest.fixture
