@@ -411,7 +411,8 @@ class AsyncMeterClient:
         """The balance now, then one message per change or alert, until the loop stops.
 
         Raises:
-            Unimplemented: the server does not serve WatchBalance yet.
+            MeterError: the call failed (NotFound for an unknown workspace, Unavailable when
+                the replica drains: watch again, and the balance comes first).
         """
         call: Any = self._meter.WatchBalance(
             pb.WatchBalanceRequest(workspace_id=workspace), metadata=self._metadata
