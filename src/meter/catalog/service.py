@@ -77,16 +77,6 @@ class CatalogService:
             if v not in self._versions:
                 await self.version(v)
 
-    def price(self, operation: str, usage: Usage) -> tuple[Quote, int]:
-        """Quote an operation with the current version; returns (quote, version).
-
-        Raises:
-            MeterError: OPERATION_NOT_FOUND, INVALID_ARGUMENT (usage).
-        """
-        validate_usage(usage)
-        catalog = self.current
-        return quote(catalog.rule(operation), usage), catalog.version
-
     def actual_cost(self, operation: str, version: int, usage: Usage) -> int:
         """What a commit's actual usage costs, priced with the hold's version (a ledger Pricer)."""
         catalog = self._versions.get(version) or self.current

@@ -55,8 +55,6 @@ class Batcher(Generic[C, R]):
         self._in_flight: set[str] = set()  # workspaces of the batches in the database
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
-        self.batches = 0
-        self.commands = 0
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._work()) for _ in range(self._workers)]
@@ -66,10 +64,6 @@ class Batcher(Generic[C, R]):
         self._closing = True
         self._ready.set()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    @property
-    def queued(self) -> int:
-        return len(self._queue)
 
     def submit_nowait(self, cmd: C) -> asyncio.Future[R]:
         """Queue a command; its future resolves to its result.
@@ -157,8 +151,6 @@ class Batcher(Generic[C, R]):
                     return
                 _fail(batch, e)
                 return
-            self.batches += 1
-            self.commands += len(batch)
             if self._on_batch is not None:
                 self._on_batch(len(batch))
             for (_, fut), result in zip(batch, results, strict=True):

@@ -13,8 +13,6 @@ from meter.catalog.model import Usage
 DEFAULT_TTL_S = 15 * 60
 MAX_TTL_S = 24 * 60 * 60
 MAX_WAIT_FOR_FUNDS_S = 10 * 60
-DEFAULT_LOW_THRESHOLD = 100
-DEFAULT_CRITICAL_THRESHOLD = 10
 EXPIRING_SOON_DAYS = 30
 
 
@@ -52,10 +50,6 @@ class AlertKind(IntEnum):
     LOW = 1
     CRITICAL = 2
     INSUFFICIENT_CREDITS = 3
-
-
-# Journal kinds whose request id is the request's own (GrantCredits, AdjustCredits, Refund).
-REQUEST_ENTRY_KINDS = (EntryKind.GRANT, EntryKind.ADJUST, EntryKind.REFUND)
 
 
 @dataclass(slots=True)

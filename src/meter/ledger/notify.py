@@ -67,7 +67,6 @@ class Notices:
     def __init__(self) -> None:
         self._topics: dict[str, Topic] = {}
         self.closed = False
-        self.delivered = 0
 
     # Publishing (the listener).
 
@@ -79,7 +78,6 @@ class Notices:
         for sub in topic.subscribers:
             sub.balance = True
             sub.wake.set()
-        self.delivered += 1
 
     def alert_added(self, workspace_id: str) -> None:
         topic = self._topics.get(workspace_id)
@@ -88,7 +86,6 @@ class Notices:
         for sub in topic.subscribers:
             sub.alerts = True
             sub.wake.set()
-        self.delivered += 1
 
     def resync(self) -> None:
         """Notices may have been lost (the listening connection dropped): wake every reader."""

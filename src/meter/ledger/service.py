@@ -16,7 +16,7 @@ from typing import Protocol, TypeVar
 
 from meter import errors
 from meter.catalog.model import Usage
-from meter.catalog.pricing import validate_usage
+from meter.catalog.pricing import quote, validate_usage
 from meter.catalog.service import CatalogService
 from meter.ledger.batcher import Batcher
 from meter.ledger.model import (
@@ -406,8 +406,7 @@ class LedgerService:
         if operation:
             rule = catalog.rule(operation)  # OPERATION_NOT_FOUND
             if amount is None:
-                quote, version = self.catalog.price(rule.operation, usage or Usage())
-                return quote.max, version
+                return quote(rule, usage or Usage()).max, catalog.version
         return amount or 0, catalog.version
 
 

@@ -6,7 +6,6 @@ import functools
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-import grpc
 import structlog
 
 from meter.errors import Kind, MeterError
@@ -15,7 +14,6 @@ from meter.rpc.errors import abort
 S = TypeVar("S")
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
-Context = grpc.aio.ServicerContext  # type: ignore[type-arg]
 
 log = structlog.get_logger("meter.rpc")
 

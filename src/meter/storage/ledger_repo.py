@@ -1,10 +1,11 @@
 """The ledger's storage: load workspaces' books, let the rules run, write back what changed.
 
 One call of `apply` is one transaction for a whole batch of commands, whatever their
-workspaces, in two round trips to PostgreSQL (psycopg pipeline mode): the workspace rows are
-locked once each, in workspace_id order (every writer takes them in that order, so batches
-cannot deadlock) and the state the commands need is read, all in one pipeline; then every
-change goes back as one set-based statement per table, with the COMMIT, in a second one.
+workspaces, in two round trips to PostgreSQL: "BEGIN; SELECT meter_load(...)" locks the
+workspace rows once each, in workspace_id order (every writer takes them in that order, so
+batches cannot deadlock), and returns the state the commands need; then
+"SELECT meter_write(...); COMMIT" writes every change, one set-based statement per table
+(the functions are in migration 0002; the documents they exchange in ledger_sql).
 """
 
 from __future__ import annotations
@@ -217,10 +218,3 @@ def _run(book: Book | None, cmd: Command, price: Pricer) -> Result:
     except errors.MeterError as e:
         return e
     raise AssertionError(f"unknown command {cmd!r}")
-
-
-# Row converters, shared with the read-side queries (they take any mapping).
-_account = sql.account
-_lot = sql.lot
-_hold = sql.hold
-_entry = sql.entry

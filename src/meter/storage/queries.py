@@ -23,7 +23,10 @@ from meter.ledger.model import (
 )
 from meter.ledger.usage import UsageGrouping, UsageReport, UsageRow
 from meter.storage.db import translating
-from meter.storage.ledger_repo import _account, _entry, _hold, _lot
+from meter.storage.ledger_sql import account as _account
+from meter.storage.ledger_sql import entry as _entry
+from meter.storage.ledger_sql import hold as _hold
+from meter.storage.ledger_sql import lot as _lot
 from meter.storage.tables import alerts, holds, journal, workspaces
 
 
