@@ -79,8 +79,9 @@ def async_engine(
 
 
 def ledger_pool(url: str, size: int, timeout: float = 5.0) -> psycopg_pool.AsyncConnectionPool[Any]:
-    """The hot path's own pool of plain psycopg connections (pipeline mode, prepared
-    statements); the bounded wait for a connection turns into UNAVAILABLE, never a hang."""
+    """The hot path's own pool of plain psycopg connections, in autocommit mode (a batch
+    sends its own BEGIN and COMMIT with its two statements); the bounded wait for a
+    connection turns into UNAVAILABLE, never a hang."""
     return psycopg_pool.AsyncConnectionPool(
         libpq_url(url),
         min_size=size,
