@@ -125,14 +125,20 @@ async def test_answers_lost_to_short_deadlines_are_resolved_by_retries(fresh_url
 
 async def test_duplicates_commits_releases_and_the_sweeper_race_without_harm(fresh_url, fresh_db):
     """Short TTLs and slow jobs: commits race the expiry sweeper (some land late), commits
-    race releases and duplicate commits and reserves race each other."""
+    race releases and duplicate commits and reserves race each other; some workers die
+    holding, and only the sweeper ends their holds."""
     server = ServerProcess(fresh_url)
     history = History()
     try:
         await server.start()
-        mix = Mix(ttl=1.0, think=2.0, race=0.35, replay=0.3, reuse=0.2)
+        mix = Mix(ttl=1.0, think=2.0, race=0.35, replay=0.3, reuse=0.2, abandon=0.1)
         async with load([server.target], history, workspaces(3), tag="race", mix=mix, workers=24):
             await answered(history, 500, within=60)
+
+        async def swept() -> bool:  # state 1 is HELD
+            return 0 == fresh_db.scalar("SELECT count(*) FROM holds WHERE state = 1")
+
+        await eventually(swept, within=15)
         figures = await check(
             "races (duplicates, sweeper, release)", server.target, fresh_db, history
         )

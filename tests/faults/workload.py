@@ -143,6 +143,7 @@ class Mix:
     reuse: float = 0.1  # repeat it with changed parameters (REQUEST_ID_REUSED)
     race: float = 0.0  # fire a commit and a release (or two commits) at once
     think: float = 0.0  # the "work" between Reserve and Commit, in seconds (upper bound)
+    abandon: float = 0.0  # share of holds whose worker dies: never finished, left to expire
 
 
 class Jobs:
@@ -204,6 +205,8 @@ class Jobs:
         if c.outcome != "ok":
             return
         await self.maybe_repeat("reserve", req, ("reserve", reserve(ws, rid, amount + 1, m.ttl)))
+        if random.random() < m.abandon:
+            return
         if m.think:
             await asyncio.sleep(random.uniform(0, m.think))
         actual = random.randint(0, amount + 2)
