@@ -113,3 +113,33 @@ async def test_watch_balance_starts_with_the_current_balance_or_says_it_is_not_s
     finally:
         await watch.aclose()
     assert 12 == first.balance.available
+
+
+def test_a_write_cut_off_by_a_dying_server_is_unavailable_not_internal():
+    """grpc.aio turns a Stream write that fails as the call ends into a local INTERNAL; the
+    client reads it as the broken connection it is, so the items are retried."""
+    from grpc.aio import AioRpcError, Metadata
+
+    from meter.client import Internal, Unavailable
+    from meter.client.errors import from_rpc_error
+
+    cut = AioRpcError(
+        grpc.StatusCode.INTERNAL,
+        Metadata(),
+        Metadata(),
+        details="Internal error from Core",
+        debug_error_string='Failed "execute_batch": (<SendMessageOperation object>,)',
+    )
+    e = from_rpc_error(cut)
+    assert isinstance(e, Unavailable) and e.retryable
+
+    # An INTERNAL the server sent keeps its meaning (and is not retried).
+    sent = AioRpcError(
+        grpc.StatusCode.INTERNAL,
+        Metadata(),
+        Metadata(),
+        details="Internal error from Core",
+        debug_error_string="UNKNOWN:Error received from peer",
+    )
+    e = from_rpc_error(sent)
+    assert isinstance(e, Internal) and not e.retryable

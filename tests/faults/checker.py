@@ -216,9 +216,15 @@ def _answers(ws: str, calls: dict[str, list[Call]], ledger: m.Ledger, fig: Figur
                         out.append(f"{where}: not late although sent after the TTL")
             if c.kind == "release":
                 # Releasing an expired hold is a no-op (0), and a late commit may follow it.
+                # Over Stream the answer is the hold alone (released is None): its state.
                 want_r = h.amount if h.state == m.RELEASED else 0
-                if (h.state == m.COMMITTED and not h.late) or a["released"] != want_r:
-                    out.append(f"{where}: released {a['released']}, model {h}")
+                want_s = m.RELEASED if h.state == m.RELEASED else m.EXPIRED
+                if (
+                    (h.state == m.COMMITTED and not h.late)
+                    or a["state"] != want_s
+                    or a["released"] not in (None, want_r)
+                ):
+                    out.append(f"{where}: released {a['released']} ({a['state']}), model {h}")
         if h is not None and h.state == m.COMMITTED:
             if any(c.kind in ("commit", "charge") and c.outcome == "ok" for c in cs):
                 fig.committed += 1

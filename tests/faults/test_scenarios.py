@@ -62,6 +62,34 @@ async def test_sigkilled_servers_lose_and_double_no_charge(fresh_url, fresh_db):
     assert (3, 0, 0) == (figures.kills, figures.lost, figures.doubled)
 
 
+async def test_sigkilled_servers_lose_and_double_no_charge_over_stream(fresh_url, fresh_db):
+    """The same kills with every job's calls as items of Meter.Stream: a kill breaks the
+    streams with items in flight, and their retries go over new streams."""
+    server = ServerProcess(fresh_url)
+    history = History()
+    try:
+        await server.start()
+        async with load(
+            [server.target], history, workspaces(4), tag="skill", workers=24, stream=True
+        ) as jobs:
+            for _ in range(3):
+                await answered(history, 200)
+                await server.kill()
+                await server.start()
+            await answered(history, 200)
+            sessions = jobs.client.sessions
+        figures = await check("SIGKILL, jobs over Stream", server.target, fresh_db, history)
+    finally:
+        await server.stop()
+    figures.kills, figures.restarts = server.kills, server.starts - 1
+    items, messages = sum(s.items_sent for s in sessions), sum(s.messages_sent for s in sessions)
+    figures.notes.append(f"{items} items in {messages} Stream messages")
+    report(figures.line())
+    assert (3, 0, 0) == (figures.kills, figures.lost, figures.doubled)
+    assert figures.transient["UNAVAILABLE"] > 0  # the kills broke streams with items in flight
+    assert items > messages  # the items did travel batched
+
+
 async def test_a_postgres_restart_gives_unavailable_then_the_server_serves_again():
     """The server keeps running; its PostgreSQL (a private one) stops and starts twice."""
     pg = PrivatePostgres()

@@ -4,6 +4,10 @@ The retry loop is written out here rather than borrowed from meter.client so tha
 attempt is recorded (the checker needs to know which calls ended unknown) and so that
 scenarios can choose deadlines shorter than the work. Like meter.client it retries the
 *same request*, so the same request id, with exponential backoff and full jitter.
+
+Calls go as unary RPCs, or (`stream=True`) as items of Meter.Stream through meter.client's
+StreamSession, one attempt per session call: a broken stream fails its items in flight,
+and their retries ride a new stream.
 """
 
 from __future__ import annotations
@@ -19,6 +23,9 @@ from typing import Any
 import grpc
 from google.protobuf.duration_pb2 import Duration
 
+from meter.client import AsyncMeterClient, RetryPolicy
+from meter.client import MeterError as ClientError
+from meter.client.stream import StreamSession
 from meterpb.v1 import meter_pb2 as pb
 from meterpb.v1 import meter_pb2_grpc
 from tests.faults.history import Call, History
@@ -42,53 +49,106 @@ class Policy:
 class Client:
     """Calls with retries across one or more targets (replicas, or a proxy in front)."""
 
-    def __init__(self, targets: Sequence[str], history: History, policy: Policy) -> None:
+    def __init__(
+        self, targets: Sequence[str], history: History, policy: Policy, *, stream: bool = False
+    ) -> None:
         self.channels = [grpc.aio.insecure_channel(t) for t in targets]
         self.stubs = [meter_pb2_grpc.MeterStub(ch) for ch in self.channels]
         self.history = history
         self.policy = policy
+        # One attempt per session call: the retries are this loop's, and recorded.
+        once = RetryPolicy(max_attempts=1, attempt_timeout=policy.deadline, budget=policy.budget)
+        self.stream_clients = [AsyncMeterClient(t, retry=once) for t in targets] if stream else []
+        self.sessions = [c.stream_session() for c in self.stream_clients]
 
     async def close(self) -> None:
+        for session in self.sessions:
+            with contextlib.suppress(ClientError):
+                await session.close()
+        for client in self.stream_clients:
+            await client.close()
         for ch in self.channels:
             await ch.close(None)
 
+    async def _attempt(self, target: int, kind: str, request: Any, attempt: int) -> Any:
+        """One attempt; raises an AioRpcError or a meter.client MeterError when it fails.
+        Over Stream, every attempt's deadline is the policy's first one."""
+        if not self.sessions or kind == "grant":
+            p = self.policy
+            return await getattr(self.stubs[target], _METHODS[kind])(
+                request,
+                timeout=min(p.deadline * p.growth ** (attempt - 1), 5.0),
+                # Retries wait for the channel to reconnect, within their deadline.
+                wait_for_ready=attempt > 1,
+            )
+        return await _over_stream(self.sessions[target], kind, request)
+
     async def call(self, kind: str, request: Any, params: tuple[Any, ...]) -> Call:
         c = self.history.add(Call(kind, request.workspace_id, request.request_id, params))
-        method = {
-            "reserve": "Reserve",
-            "commit": "Commit",
-            "release": "Release",
-            "charge": "Charge",
-            "grant": "GrantCredits",
-        }[kind]
         p = self.policy
         start = time.monotonic()
         first = random.randrange(len(self.stubs))
         while True:
-            stub = self.stubs[(first + c.attempts) % len(self.stubs)]
+            target = (first + c.attempts) % len(self.stubs)
             c.attempts += 1
             try:
-                answer = await getattr(stub, method)(
-                    request,
-                    timeout=min(p.deadline * p.growth ** (c.attempts - 1), 5.0),
-                    wait_for_ready=c.attempts > 1,
-                )
-            except grpc.aio.AioRpcError as e:
-                f = failure(e)
-                if f.code.name not in RETRYABLE:
-                    c.outcome, c.code, c.reason = "refused", f.code.name, f.reason
+                answer = await self._attempt(target, kind, request, c.attempts)
+            except (grpc.aio.AioRpcError, ClientError) as e:
+                code, reason, delay = _failure(e)
+                if code not in RETRYABLE:
+                    c.outcome, c.code, c.reason = "refused", code, reason
                     break
-                c.transient.append(f.code.name)
+                c.transient.append(code)
                 left = p.budget - (time.monotonic() - start)
                 if left <= 0:
                     break  # unknown
                 cap = min(p.max_backoff, p.backoff * 2 ** min(c.attempts, 10))
-                await asyncio.sleep(min(max(random.uniform(0, cap), f.retry_delay or 0), left))
+                await asyncio.sleep(min(max(random.uniform(0, cap), delay or 0), left))
                 continue
             c.outcome, c.answer = "ok", _answer(kind, answer)
             break
         c.done = time.monotonic()
         return c
+
+
+_METHODS = {
+    "reserve": "Reserve",
+    "commit": "Commit",
+    "release": "Release",
+    "charge": "Charge",
+    "grant": "GrantCredits",
+}
+
+
+def _failure(e: grpc.aio.AioRpcError | ClientError) -> tuple[str, str, float | None]:
+    """A failed attempt's status code name, ErrorInfo reason and RetryInfo delay."""
+    if isinstance(e, ClientError):
+        return e.code.name, e.reason, e.retry_delay
+    f = failure(e)
+    return f.code.name, f.reason, f.retry_delay
+
+
+async def _over_stream(session: StreamSession, kind: str, r: Any) -> Any:
+    """The call as a Stream item, answered in the unary response's shape. A Release over
+    Stream answers with the hold only: `released` is then None (its state tells)."""
+    if kind == "reserve":
+        ttl = r.ttl.ToTimedelta() if r.HasField("ttl") else None
+        return pb.ReserveResponse(
+            hold=await session.reserve(r.workspace_id, r.request_id, amount=r.amount, ttl=ttl)
+        )
+    if kind == "commit":
+        return await session.commit(r.workspace_id, r.request_id, amount=r.amount)
+    if kind == "charge":
+        return await session.charge(r.workspace_id, r.request_id, amount=r.amount)
+    if kind == "release":
+        return _StreamRelease(await session.release(r.workspace_id, r.request_id))
+    raise AssertionError(f"{kind} does not go over Stream")
+
+
+@dataclass
+class _StreamRelease:
+    hold: pb.Hold
+    released: int | None = None
 
 
 def _answer(kind: str, a: Any) -> dict[str, Any]:
@@ -241,9 +301,10 @@ async def load(
     policy: Policy | None = None,
     workers: int = 16,
     max_jobs: int = 100_000,
+    stream: bool = False,
 ) -> Any:
     """Run jobs in the background while the body injects faults; stop and join after it."""
-    client = Client(targets, history, policy or Policy())
+    client = Client(targets, history, policy or Policy(), stream=stream)
     jobs = Jobs(client, workspaces, mix or Mix(), tag)
     try:
         await jobs.setup()

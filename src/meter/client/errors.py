@@ -247,9 +247,29 @@ def from_status(status: status_pb2.Status) -> MeterError:
     )
 
 
+def _write_failed_as_the_call_ended(call: Any) -> bool:
+    """grpc.aio reports a request write that fails because the call is ending (a server that
+    died mid-stream, say) as a local INTERNAL in place of the call's real status
+    (grpc/grpc#36066). No Meter server sends it: its INTERNAL errors carry their details."""
+    debug = getattr(call, "debug_error_string", None)
+    return bool(
+        call.code() == grpc.StatusCode.INTERNAL
+        and call.details() == "Internal error from Core"
+        and not call.trailing_metadata()
+        and debug is not None
+        and '"execute_batch"' in (debug() or "")
+    )
+
+
 def from_rpc_error(error: grpc.RpcError) -> MeterError:
     """The typed exception for a failed call of the sync or the asyncio API."""
     call: Any = error
+    if _write_failed_as_the_call_ended(call):
+        typed: MeterError = Unavailable(
+            grpc.StatusCode.UNAVAILABLE, "the connection to Meter broke while sending"
+        )
+        typed.__cause__ = error
+        return typed
     code: grpc.StatusCode = call.code()
     message: str = call.details() or ""
     status = status_pb2.Status(code=code.value[0], message=message)
