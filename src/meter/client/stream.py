@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -215,34 +214,51 @@ class StreamSession:
         if self._outbox is None or self._receiver is None or self._receiver.done():
             self._outbox = asyncio.Queue()
             stub: Any = self._client.stub
-            call = stub.Stream(self._requests(self._outbox), metadata=self._client.metadata)
-            self._receiver = asyncio.create_task(self._receive(call))
+            # Written with call.write() from a task of ours rather than through a request
+            # iterator: when the server goes away mid-stream, grpc.aio then has no iterator of
+            # ours to close while it is still waiting, and nothing of the session's is left
+            # pending or unretrieved.
+            call = stub.Stream(metadata=self._client.metadata)
+            self._receiver = asyncio.create_task(self._receive(call, self._outbox))
         return self._outbox
 
-    async def _requests(
-        self, outbox: asyncio.Queue[pb.StreamItem | None]
-    ) -> AsyncIterator[pb.StreamRequest]:
+    async def _send(self, call: Any, outbox: asyncio.Queue[pb.StreamItem | None]) -> None:
+        """Write what is queued, batched, until the session closes or the call ends."""
         while True:
             first = await outbox.get()
             if first is None:
+                await call.done_writing()
                 return
             # Everything queued meanwhile rides in the same message.
             batch = [first]
+            closing = False
             while len(batch) < self._max_batch and not outbox.empty():
                 item = outbox.get_nowait()
                 if item is None:
-                    yield self._message(batch)
-                    return
+                    closing = True
+                    break
                 batch.append(item)
-            yield self._message(batch)
+            await call.write(self._message(batch))
+            if closing:
+                await call.done_writing()
+                return
 
     def _message(self, batch: list[pb.StreamItem]) -> pb.StreamRequest:
         self.messages_sent += 1
         self.items_sent += len(batch)
         return pb.StreamRequest(items=batch)
 
-    async def _receive(self, call: Any) -> None:
+    async def _receive(self, call: Any, outbox: asyncio.Queue[pb.StreamItem | None]) -> None:
         failure: MeterError | None = None
+        sender = asyncio.create_task(self._send(call, outbox))
+
+        def sender_done(task: asyncio.Task[None]) -> None:
+            # A sender that fails ends the call, so that this loop ends too. (A write fails
+            # when the call has ended already; cancelling an ended call changes nothing.)
+            if not task.cancelled() and task.exception() is not None:
+                call.cancel()
+
+        sender.add_done_callback(sender_done)
         try:
             async for response in call:
                 for result in response.results:
@@ -253,6 +269,10 @@ class StreamSession:
             failure = Unavailable(grpc.StatusCode.UNAVAILABLE, "the stream was cancelled")
             raise
         finally:
+            # The call's status (above) says why it ended, not the write it cut short.
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await sender
             # Whatever is still unanswered will not be answered on this stream.
             failure = failure or Unavailable(
                 grpc.StatusCode.UNAVAILABLE, "the stream ended before answering"
