@@ -6,20 +6,24 @@ import asyncio
 
 import grpc
 import pytest
+from grpc.aio import AioRpcError, Metadata
 
 from meter.client import (
     HoldCommitted,
     HoldNotFound,
     HoldReleased,
     InsufficientCredits,
+    Internal,
     InvalidArgument,
     MeterClient,
     NotFound,
     OperationNotFound,
     PackageNotFound,
     RequestIdReused,
+    Unavailable,
     Unimplemented,
 )
+from meter.client.errors import from_rpc_error
 from tests.support import balance, grant, rid
 
 
@@ -118,11 +122,6 @@ async def test_watch_balance_starts_with_the_current_balance_or_says_it_is_not_s
 def test_a_write_cut_off_by_a_dying_server_is_unavailable_not_internal():
     """grpc.aio turns a Stream write that fails as the call ends into a local INTERNAL; the
     client reads it as the broken connection it is, so the items are retried."""
-    from grpc.aio import AioRpcError, Metadata
-
-    from meter.client import Internal, Unavailable
-    from meter.client.errors import from_rpc_error
-
     cut = AioRpcError(
         grpc.StatusCode.INTERNAL,
         Metadata(),
@@ -131,7 +130,8 @@ def test_a_write_cut_off_by_a_dying_server_is_unavailable_not_internal():
         debug_error_string='Failed "execute_batch": (<SendMessageOperation object>,)',
     )
     e = from_rpc_error(cut)
-    assert isinstance(e, Unavailable) and e.retryable
+    assert isinstance(e, Unavailable)
+    assert e.retryable
 
     # An INTERNAL the server sent keeps its meaning (and is not retried).
     sent = AioRpcError(
@@ -142,4 +142,5 @@ def test_a_write_cut_off_by_a_dying_server_is_unavailable_not_internal():
         debug_error_string="UNKNOWN:Error received from peer",
     )
     e = from_rpc_error(sent)
-    assert isinstance(e, Internal) and not e.retryable
+    assert isinstance(e, Internal)
+    assert not e.retryable
