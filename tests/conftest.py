@@ -62,6 +62,7 @@ async def app(database_url: str) -> AsyncIterator[App]:
         listen="127.0.0.1:0",
         sweep_interval_s=0.2,
         catalog_refresh_s=0.5,
+        watch_resync_s=0.5,
         grace_s=2.0,
     )
     a = App(settings, normalize_url(database_url))

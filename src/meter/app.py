@@ -140,6 +140,7 @@ class App:
         self._tasks = [
             asyncio.create_task(self.sweeper.run(), name="sweeper"),
             asyncio.create_task(self._refresh_catalog(), name="catalog-refresh"),
+            asyncio.create_task(watch.resync(s.watch_resync_s), name="watch-resync"),
         ]
         self.metrics_port = 0
         if s.metrics_listen:

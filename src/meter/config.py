@@ -47,6 +47,8 @@ class Settings:
     batch_workers: int = field(default_factory=lambda: _env_int("METER_BATCH_WORKERS", 4))
     max_batch: int = field(default_factory=lambda: _env_int("METER_MAX_BATCH", 1000))
     sweep_interval_s: float = 1.0
+    # How often watched workspaces are compared with the database, in case a notice was lost.
+    watch_resync_s: float = 5.0
     catalog_refresh_s: float = 5.0
     grace_s: float = 10.0
 

@@ -145,6 +145,34 @@ async def test_a_watcher_on_replica_b_sees_a_charge_made_on_replica_a(stub, stub
         call.cancel()
 
 
+async def test_a_change_whose_notice_was_lost_still_reaches_the_watcher(app, stub, ws, monkeypatch):
+    """A crash between a commit and its announcement loses the notice; the watcher still gets
+    the new balance, from the periodic look at the watched workspaces (every 0.5 s here)."""
+    await grant(stub, ws, 500)
+    call = stub.WatchBalance(pb.WatchBalanceRequest(workspace_id=ws))
+    try:
+        assert 500 == (await read(call)).balance.available
+        with monkeypatch.context() as m:
+            m.setattr(app.announcer, "committed", lambda *notices: None)  # the notice is lost
+            await charge(stub, ws, 10)
+
+        got = await balance_where(call, lambda b: b.available == 490, within=5)
+        assert 490 == got.available
+
+        # Later looks wake the watcher again (the change is recent), but it sends only news.
+        topic = app.notices.topic(ws)
+        woken = topic.version
+
+        async def looked_twice_more() -> bool:
+            return topic.version >= woken + 2
+
+        await eventually(looked_twice_more, within=5)
+        await charge(stub, ws, 10)
+        assert 480 == (await read(call)).balance.available
+    finally:
+        call.cancel()
+
+
 async def test_a_waiting_reserve_on_replica_b_holds_when_a_grant_lands_on_replica_a(
     stub, stub_b, ws
 ):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 
@@ -87,11 +87,16 @@ class Notices:
             sub.alerts = True
             sub.wake.set()
 
-    def resync(self) -> None:
-        """Notices may have been lost (the listening connection dropped): wake every reader."""
-        for wid in list(self._topics):
+    def resync(self, workspace_ids: Iterable[str] | None = None) -> None:
+        """Notices may have been lost: wake the readers of these workspaces (all of them when
+        the listening connection dropped) to read the current state."""
+        for wid in list(self._topics) if workspace_ids is None else workspace_ids:
             self.balance_changed(wid)
             self.alert_added(wid)
+
+    def watched(self) -> list[str]:
+        """The workspaces someone in this process is subscribed to."""
+        return list(self._topics)
 
     def close(self) -> None:
         """Stop: wake every reader for the last time; new subscriptions start closed."""

@@ -8,24 +8,40 @@ the alerts table by id (dense and in commit order per workspace), so every alert
 after the watch began is sent exactly once, however many notices were coalesced or lost.
 Watchers of one workspace share their reads: one read serves every watcher woken by the
 same notices.
+
+Notices leave after the commit, so a crash between a commit and its announcement loses one.
+As a safety net, `resync` looks every few seconds for watched workspaces written since its
+last look and wakes their watchers, who then send the state if it is news to them.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime, timedelta
 from typing import Protocol
+
+import structlog
 
 from meter import errors
 from meter.ledger.model import AlertEvent, BalanceView
 from meter.ledger.notify import Notices, Topic
 
 ALERT_PAGE = 100
+# A row's updated_at is its transaction's start, which may be this long before its commit
+# (the statement timeout, with room): each look reaches back that far before the last one.
+LOOKBACK = timedelta(seconds=20)
+
+log = structlog.get_logger("meter.watch")
 
 
 class WatchReads(Protocol):
     async def balance(self, workspace_id: str) -> BalanceView: ...
     async def balance_and_last_alert(self, workspace_id: str) -> tuple[BalanceView, int]: ...
     async def alerts_after(self, workspace_id: str, after: int, limit: int) -> list[AlertEvent]: ...
+    async def changed_since(
+        self, workspace_ids: Sequence[str], since: datetime | None
+    ) -> tuple[list[str], datetime]: ...
 
 
 class BalanceWatch:
@@ -61,6 +77,27 @@ class BalanceWatch:
                         last_alert = event.event_id
                         yield event
                     alerts = len(found) == ALERT_PAGE
+
+    async def resync(self, every_s: float) -> None:
+        """Forever: every `every_s`, wake the watchers of workspaces written since the last
+        look, in case a notice was lost. One query per look, whatever the watchers."""
+        since: datetime | None = None
+        while True:
+            await asyncio.sleep(every_s)
+            watched = self.hub.watched()
+            if not watched:
+                since = None  # nobody to tell; a new watcher reads the state when it starts
+                continue
+            try:
+                changed, now = await self.reads.changed_since(
+                    watched, None if since is None else since - LOOKBACK
+                )
+            except errors.MeterError as e:
+                log.warning("watch.resync_failed", reason=e.reason)
+                continue
+            if since is not None:
+                self.hub.resync(changed)
+            since = now
 
     async def _latest(self, workspace_id: str, topic: Topic) -> BalanceView:
         """A balance read after every notice delivered so far, shared by the topic's readers."""

@@ -116,6 +116,26 @@ class LedgerQueries:
         return [_alert(r) for r in rows]
 
     @translating
+    async def changed_since(
+        self, workspace_ids: Sequence[str], since: datetime | None
+    ) -> tuple[list[str], datetime]:
+        """Those of the workspaces whose row was written at or after `since` (all of them when
+        None), and the database's clock now."""
+        async with self.autocommit.connect() as conn:
+            rows = (
+                await conn.execute(
+                    text(
+                        "SELECT now() AS now, coalesce(array_agg(workspace_id)"
+                        "   FILTER (WHERE CAST(:since AS timestamptz) IS NULL"
+                        "           OR updated_at >= :since), '{}') AS changed"
+                        " FROM workspaces WHERE workspace_id = ANY(:ids)"
+                    ),
+                    {"ids": list(workspace_ids), "since": since},
+                )
+            ).one()
+        return list(rows.changed), rows.now
+
+    @translating
     async def alerts_after(self, workspace_id: str, after: int, limit: int) -> list[AlertEvent]:
         """Alerts with ids above `after`, oldest first (what a watcher has not sent yet)."""
         q = (
