@@ -13,6 +13,7 @@ import time
 import uuid
 
 import grpc
+import pytest
 
 from meterpb.v1 import meter_pb2 as pb
 from meterpb.v1 import meter_pb2_grpc
@@ -223,18 +224,29 @@ async def test_a_paused_server_past_the_deadlines_resumes_without_harm(fresh_url
     assert (0, 0) == (figures.lost, figures.doubled)
 
 
-async def test_answers_dropped_after_the_commit_are_resolved_by_retries(fresh_url, fresh_db):
+@pytest.mark.parametrize("stream", [False, True], ids=["unary", "stream"])
+async def test_answers_dropped_after_the_commit_are_resolved_by_retries(
+    fresh_url, fresh_db, stream
+):
+    """Over Stream, a dropped answer cuts the connection under every item in flight (and
+    answers are fewer, larger messages, so a larger share of them is dropped)."""
     server = ServerProcess(fresh_url)
     history = History()
-    dropper = AnswerDropper(("127.0.0.1", server.port), share=0.05)
+    dropper = AnswerDropper(("127.0.0.1", server.port), share=0.15 if stream else 0.05)
+    name = "answers dropped by a proxy" + (", jobs over Stream" if stream else "")
     try:
         await server.start()
         await dropper.start()
         async with load(
-            [f"127.0.0.1:{dropper.port}"], history, workspaces(3), tag="drop", workers=12
+            [f"127.0.0.1:{dropper.port}"],
+            history,
+            workspaces(3),
+            tag="sdrop" if stream else "drop",
+            workers=24 if stream else 12,
+            stream=stream,
         ):
             await answered(history, 400, within=60)
-        figures = await check("answers dropped by a proxy", server.target, fresh_db, history)
+        figures = await check(name, server.target, fresh_db, history)
     finally:
         await dropper.cut()
         await server.stop()
