@@ -95,6 +95,9 @@ class BalanceWatch:
             except errors.MeterError as e:
                 log.warning("watch.resync_failed", reason=e.reason)
                 continue
+            except Exception:  # a bug must not end the safety net for good
+                log.exception("watch.resync_crashed")
+                continue
             if since is not None:
                 self.hub.resync(changed)
             since = now
