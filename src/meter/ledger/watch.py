@@ -10,8 +10,9 @@ Watchers of one workspace share their reads: one read serves every watcher woken
 same notices.
 
 Notices leave after the commit, so a crash between a commit and its announcement loses one.
-As a safety net, `resync` looks every few seconds for watched workspaces written since its
-last look and wakes their watchers, who then send the state if it is news to them.
+As a safety net, `resync` looks every few seconds at when each watched workspace was last
+written and wakes the watchers of those written since its last look, who then send the state
+if it is news to them.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ from meter.ledger.model import AlertEvent, BalanceView
 from meter.ledger.notify import Notices, Topic
 
 ALERT_PAGE = 100
-# A row's updated_at is its transaction's start, which may be this long before its commit
-# (the statement timeout, with room): each look reaches back that far before the last one.
+# A row's write time is its transaction's start, which may be this long before its commit
+# (the statement timeout, with room): a workspace's first look reaches back that far.
 LOOKBACK = timedelta(seconds=20)
 
 log = structlog.get_logger("meter.watch")
@@ -39,9 +40,9 @@ class WatchReads(Protocol):
     async def balance(self, workspace_id: str) -> BalanceView: ...
     async def balance_and_last_alert(self, workspace_id: str) -> tuple[BalanceView, int]: ...
     async def alerts_after(self, workspace_id: str, after: int, limit: int) -> list[AlertEvent]: ...
-    async def changed_since(
-        self, workspace_ids: Sequence[str], since: datetime | None
-    ) -> tuple[list[str], datetime]: ...
+    async def written_at(
+        self, workspace_ids: Sequence[str]
+    ) -> tuple[dict[str, datetime], datetime]: ...
 
 
 class BalanceWatch:
@@ -81,26 +82,26 @@ class BalanceWatch:
     async def resync(self, every_s: float) -> None:
         """Forever: every `every_s`, wake the watchers of workspaces written since the last
         look, in case a notice was lost. One query per look, whatever the watchers."""
-        since: datetime | None = None
+        seen: dict[str, datetime] = {}  # each watched workspace's write time at the last look
         while True:
             await asyncio.sleep(every_s)
             watched = self.hub.watched()
             if not watched:
-                since = None  # nobody to tell; a new watcher reads the state when it starts
+                seen = {}
                 continue
             try:
-                changed, now = await self.reads.changed_since(
-                    watched, None if since is None else since - LOOKBACK
-                )
+                written, now = await self.reads.written_at(watched)
             except errors.MeterError as e:
                 log.warning("watch.resync_failed", reason=e.reason)
                 continue
             except Exception:  # a bug must not end the safety net for good
                 log.exception("watch.resync_crashed")
                 continue
-            if since is not None:
-                self.hub.resync(changed)
-            since = now
+            lately = now - LOOKBACK - timedelta(seconds=every_s)
+            self.hub.resync(
+                [w for w, at in written.items() if _written_since(at, seen.get(w), lately)]
+            )
+            seen = written
 
     async def _latest(self, workspace_id: str, topic: Topic) -> BalanceView:
         """A balance read after every notice delivered so far, shared by the topic's readers."""
@@ -114,3 +115,9 @@ class BalanceWatch:
             view = await self.reads.balance(workspace_id)
             topic.snapshot = (version, view)
             return view
+
+
+def _written_since(at: datetime, before: datetime | None, lately: datetime) -> bool:
+    """Whether a workspace was written since the last look: its write time changed or, at its
+    first look (nothing `before`), it was written lately, maybe after its watchers read it."""
+    return at != before if before is not None else at >= lately

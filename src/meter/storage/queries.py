@@ -116,24 +116,21 @@ class LedgerQueries:
         return [_alert(r) for r in rows]
 
     @translating
-    async def changed_since(
-        self, workspace_ids: Sequence[str], since: datetime | None
-    ) -> tuple[list[str], datetime]:
-        """Those of the workspaces whose row was written at or after `since` (all of them when
-        None), and the database's clock now."""
+    async def written_at(
+        self, workspace_ids: Sequence[str]
+    ) -> tuple[dict[str, datetime], datetime]:
+        """When each of the workspaces' rows was last written (its transaction's start), and
+        the database's clock now."""
         async with self.autocommit.connect() as conn:
+            now = (await conn.execute(text("SELECT now()"))).scalar_one()
             rows = (
                 await conn.execute(
-                    text(
-                        "SELECT now() AS now, coalesce(array_agg(workspace_id)"
-                        "   FILTER (WHERE CAST(:since AS timestamptz) IS NULL"
-                        "           OR updated_at >= :since), '{}') AS changed"
-                        " FROM workspaces WHERE workspace_id = ANY(:ids)"
-                    ),
-                    {"ids": list(workspace_ids), "since": since},
+                    select(workspaces.c.workspace_id, workspaces.c.updated_at).where(
+                        workspaces.c.workspace_id.in_(list(workspace_ids))
+                    )
                 )
-            ).one()
-        return list(rows.changed), rows.now
+            ).all()
+        return {r.workspace_id: r.updated_at for r in rows}, now
 
     @translating
     async def alerts_after(self, workspace_id: str, after: int, limit: int) -> list[AlertEvent]:
