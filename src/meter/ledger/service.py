@@ -169,11 +169,7 @@ class LedgerService:
         v = self._common(workspace_id, request_id, "", labels)
         if amount is not None:
             v.credits("amount", amount)
-        if usage is not None:
-            try:
-                validate_usage(usage)
-            except errors.MeterError as e:
-                v.extend(e.violations)
+        _check_usage(v, usage)
         _raise(v)
         return CommitCmd(
             workspace_id,
@@ -396,11 +392,7 @@ class LedgerService:
             v.credits("amount", amount)
         elif not operation:
             v.add("operation", "required unless amount is given")
-        if usage is not None:
-            try:
-                validate_usage(usage)
-            except errors.MeterError as e:
-                v.extend(e.violations)
+        _check_usage(v, usage)
         _raise(v)
         catalog = self.catalog.current
         if operation:
@@ -408,6 +400,14 @@ class LedgerService:
             if amount is None:
                 return quote(rule, usage or Usage()).max, catalog.version
         return amount or 0, catalog.version
+
+
+def _check_usage(v: Violations, usage: Usage | None) -> None:
+    if usage is not None:
+        try:
+            validate_usage(usage)
+        except errors.MeterError as e:
+            v.extend(e.violations)
 
 
 def _raise(v: Sequence[errors.FieldViolation]) -> None:
