@@ -1,11 +1,11 @@
 """The ledger's storage: load workspaces' books, let the rules run, write back what changed.
 
 One call of `apply` is one transaction for a whole batch of commands, whatever their
-workspaces, in two round trips to PostgreSQL: "BEGIN; SELECT meter_load(...)" locks the
-workspace rows once each, in workspace_id order (every writer takes them in that order, so
-batches cannot deadlock), and returns the state the commands need; then
-"SELECT meter_write(...); COMMIT" writes every change, one set-based statement per table
-(the functions are in migration 0002; the documents they exchange in ledger_sql).
+workspaces, in two round trips to PostgreSQL, each a pipeline of prepared statements: the
+first locks the workspace rows once each, in workspace_id order (every writer takes them in
+that order, so batches cannot deadlock), and reads the state the commands need by key; the
+second writes every change, one set-based statement per table, and commits (the statements
+are in ledger_sql).
 """
 
 from __future__ import annotations
@@ -89,8 +89,8 @@ class LedgerRepo:
         skip_locked: bool,
         prepare: Callable[[set[int]], Any] | None,
     ) -> list[Result]:
-        # Two round trips: "BEGIN; load" and "write; COMMIT". A failure leaves the session in
-        # a transaction, which the pool rolls back when the connection comes back to it.
+        # Two round trips: lock and read, then write and commit. A failure leaves the session
+        # in a transaction, which the pool rolls back when the connection comes back to it.
         books = await _load(conn, cmds, skip_locked)
         if prepare is not None:
             await prepare({h.catalog_version for b in books.values() for h in b.holds.values()})
@@ -107,44 +107,72 @@ class LedgerRepo:
 async def _load(
     conn: AsyncConnection[Any], cmds: Sequence[Command], skip_locked: bool
 ) -> dict[str, Book]:
-    """Lock the batch's workspaces and read what its commands need: one statement."""
-    ws: list[str] = []
-    rids: list[str] = []
-    entries_needed = False
+    """Lock the batch's workspaces and read what its commands need: one round trip.
+
+    The statements go in one pipeline and PostgreSQL runs them in order, each with a fresh
+    snapshot, so every read after the lock sees what the lock's previous holder committed.
+    """
+    keys: dict[tuple[str, str], None] = {}  # (workspace, request id): holds to look up
+    entry_keys: dict[tuple[str, str], None] = {}  # and journal entries, when a command needs them
+    create: set[str] = set()
+    sweep: list[str] = []
     for c in cmds:
-        if isinstance(c, SweepCmd | SetThresholdsCmd):
+        if isinstance(c, SetThresholdsCmd):
             continue
-        ws.append(c.workspace_id)
-        rids.append(c.request_id)
-        if isinstance(c, RefundCmd):
-            ws.append(c.workspace_id)
-            rids.append(c.charge_request_id)
-        entries_needed = entries_needed or not isinstance(c, CommitCmd | ReleaseCmd | ExtendCmd)
-    request = {
-        "ids": sorted({c.workspace_id for c in cmds}),
-        "create": sorted({c.workspace_id for c in cmds if isinstance(c, GrantCmd)}),
-        "ws": ws,
-        "rids": rids,
-        "sweep": [c.workspace_id for c in cmds if isinstance(c, SweepCmd)],
-        "skip_locked": skip_locked,
-        "entries": entries_needed,
-    }
-    cur = await conn.execute(sql.load(request))
-    cur.nextset()
-    doc = sql.loads((await cur.fetchone())[0])  # type: ignore[index]
-    now = sql.dt(doc["now"])
+        if isinstance(c, SweepCmd):
+            sweep.append(c.workspace_id)
+            continue
+        key = (c.workspace_id, c.request_id)
+        keys[key] = None
+        if isinstance(c, CommitCmd | ReleaseCmd | ExtendCmd):
+            continue
+        entry_keys[key] = None
+        if isinstance(c, GrantCmd):
+            create.add(c.workspace_id)
+        elif isinstance(c, RefundCmd):
+            keys[(c.workspace_id, c.charge_request_id)] = None
+    ids = sorted({c.workspace_id for c in cmds})
+    async with conn.pipeline():
+        await conn.execute("BEGIN")
+        if create:
+            await conn.execute(sql.CREATE, [sorted(create)], prepare=False)
+        locked = await conn.execute(sql.LOCK_SKIP if skip_locked else sql.LOCK, [ids])
+        holds = await conn.execute(sql.HOLDS, _pairs(keys), binary=True)
+        lots = await conn.execute(sql.LIVE_LOTS, [ids], binary=True)
+        entries = overdue = None
+        if entry_keys:
+            entries = await conn.execute(sql.REQUEST_ENTRIES, _pairs(entry_keys), binary=True)
+        if sweep:
+            overdue = await conn.execute(sql.OVERDUE_HOLDS, [sweep], binary=True)
+        accounts = await locked.fetchall()
+        hold_rows = await holds.fetchall()
+        if overdue is not None:
+            hold_rows += await overdue.fetchall()
+        lot_rows = await lots.fetchall()
+        entry_rows = await entries.fetchall() if entries is not None else []
     ws_holds: dict[str, dict[str, Hold]] = defaultdict(dict)
-    for r in doc["holds"]:
-        ws_holds[r["workspace_id"]][r["request_id"]] = sql.hold(r)
+    for r in hold_rows:
+        ws_holds[r[0]][r[2]] = sql.hold_tuple(r)
     ws_lots: dict[str, list[Lot]] = defaultdict(list)
-    for r in doc["lots"]:
-        ws_lots[r["workspace_id"]].append(sql.lot(r))
+    for r in lot_rows:
+        ws_lots[r[0]].append(sql.lot(sql.named(sql.LOT_COLUMNS, r)))
+    spent = {
+        (wid, lot_id) for wid, hs in ws_holds.items() for h in hs.values() for lot_id, _ in h.draws
+    } - {(wid, lt.lot_id) for wid, lts in ws_lots.items() for lt in lts}
+    if spent:
+        # Lots the loaded holds drew from that have no credits left: only a commit or a
+        # release giving credits back to them needs these, so they cost a round trip of
+        # their own instead of a wider read on every batch.
+        cur = await conn.execute(sql.LOTS, _pairs(spent), binary=True)
+        for r in await cur.fetchall():
+            ws_lots[r[0]].append(sql.lot(sql.named(sql.LOT_COLUMNS, r)))
     ws_entries: dict[str, dict[str, Entry]] = defaultdict(dict)
-    for r in doc["entries"]:
-        ws_entries[r["workspace_id"]][r["request_id"]] = sql.entry(r)
+    for r in entry_rows:
+        ws_entries[r[0]][r[7]] = sql.entry(sql.named(sql.ENTRY_COLUMNS, r))
     books = {}
-    for r in doc["workspaces"]:
-        account = sql.account(r)
+    for r in accounts:
+        account = sql.account(sql.named(sql.ACCOUNT_COLUMNS, r))
+        now = r[-1]
         wid = account.workspace_id
         book = Book(account, ws_lots[wid], ws_holds[wid], ws_entries[wid], now)
         if account.next_expiry_at is not None and account.next_expiry_at <= now:
@@ -153,37 +181,48 @@ async def _load(
     return books
 
 
+def _pairs(keys: Iterable[tuple[Any, Any]]) -> list[list[Any]]:
+    """(workspace, key) pairs as the two column arrays of an unnest."""
+    return sql.columns(list(keys), 2)
+
+
 async def _write(conn: AsyncConnection[Any], books: dict[str, Book]) -> list[Book]:
-    """Write every change of the batch and commit: one statement, one set-based write per
-    table. Returns the books whose workspace changed."""
-    doc: dict[str, list[dict[str, Any]]] = {
-        "new_lots": [],
-        "lots": [],
-        "new_holds": [],
-        "holds": [],
-        "entries": [],
-        "alerts": [],
-        "workspaces": [],
-    }
+    """Write every change of the batch and commit: one round trip, one set-based statement per
+    table and kind of change. Returns the books whose workspace changed."""
+    new_lots: list[tuple[Any, ...]] = []
+    lots: list[tuple[Any, ...]] = []
+    new_holds: list[tuple[Any, ...]] = []
+    holds: list[tuple[Any, ...]] = []
+    entries: list[tuple[Any, ...]] = []
+    alerts: list[tuple[Any, ...]] = []
+    workspaces: list[tuple[Any, ...]] = []
     changed = []
     for wid, book in books.items():
         book.finish()
         if not book.account_dirty and not book.dirty_holds:
             continue
+        new_lots += [sql.lot_row(wid, lt) for lt in book.new_lots]
+        lots += [(wid, i, book.lots[i].remaining) for i in book.dirty_lots]
+        new_holds += [sql.hold_row(wid, h) for h in book.new_holds]
+        holds += [sql.hold_update_row(wid, h) for h in book.dirty_holds.values()]
+        entries += [sql.entry_row(wid, e) for e in book.entries]
+        alerts += [sql.alert_row(wid, a) for a in book.alerts]
         if book.account_dirty:
             changed.append(book)
-        doc["new_lots"] += [sql.lot_row(wid, lt) for lt in book.new_lots]
-        doc["lots"] += [
-            {"workspace_id": wid, "lot_id": i, "remaining": book.lots[i].remaining}
-            for i in book.dirty_lots
-        ]
-        doc["new_holds"] += [sql.hold_row(wid, h) for h in book.new_holds]
-        doc["holds"] += [sql.hold_update_row(wid, h) for h in book.dirty_holds.values()]
-        doc["entries"] += [sql.entry_row(wid, e) for e in book.entries]
-        doc["alerts"] += [sql.alert_row(wid, a) for a in book.alerts]
-        if book.account_dirty:
-            doc["workspaces"].append(sql.workspace_row(book.account))
-    await conn.execute(sql.write(doc) if doc["workspaces"] or doc["holds"] else sql.COMMIT)
+            workspaces.append(sql.workspace_row(book.account))
+    async with conn.pipeline():
+        for statement, rows in (
+            (sql.INSERT_LOTS, new_lots),
+            (sql.UPDATE_LOTS, lots),
+            (sql.INSERT_HOLDS, new_holds),
+            (sql.UPDATE_HOLDS, holds),
+            (sql.INSERT_ENTRIES, entries),
+            (sql.INSERT_ALERTS, alerts),
+            (sql.UPDATE_WORKSPACES, workspaces),
+        ):
+            if rows:
+                await conn.execute(statement, sql.columns(rows, len(rows[0])))
+        await conn.execute("COMMIT")
     return changed
 
 
