@@ -131,19 +131,19 @@ async def _load(
             create.add(c.workspace_id)
         elif isinstance(c, RefundCmd):
             keys[(c.workspace_id, c.charge_request_id)] = None
-    ids = sorted({c.workspace_id for c in cmds})
+    ids = [sorted({c.workspace_id for c in cmds})]
     async with conn.pipeline():
         await conn.execute("BEGIN")
         if create:
-            await conn.execute(sql.CREATE, [sorted(create)], prepare=False)
-        locked = await conn.execute(sql.LOCK_SKIP if skip_locked else sql.LOCK, [ids])
-        holds = await conn.execute(sql.HOLDS, _pairs(keys), binary=True)
-        lots = await conn.execute(sql.LIVE_LOTS, [ids], binary=True)
+            await _execute(conn, sql.CREATE, [sorted(create)])
+        locked = await _execute(conn, sql.LOCK_SKIP if skip_locked else sql.LOCK, ids)
+        holds = await _execute(conn, sql.HOLDS, _pairs(keys))
+        lots = await _execute(conn, sql.LIVE_LOTS, ids)
         entries = overdue = None
         if entry_keys:
-            entries = await conn.execute(sql.REQUEST_ENTRIES, _pairs(entry_keys), binary=True)
+            entries = await _execute(conn, sql.REQUEST_ENTRIES, _pairs(entry_keys))
         if sweep:
-            overdue = await conn.execute(sql.OVERDUE_HOLDS, [sweep], binary=True)
+            overdue = await _execute(conn, sql.OVERDUE_HOLDS, [sweep])
         accounts = await locked.fetchall()
         hold_rows = await holds.fetchall()
         if overdue is not None:
@@ -152,10 +152,10 @@ async def _load(
         entry_rows = await entries.fetchall() if entries is not None else []
     ws_holds: dict[str, dict[str, Hold]] = defaultdict(dict)
     for r in hold_rows:
-        ws_holds[r[0]][r[2]] = sql.hold_tuple(r)
+        ws_holds[r[0]][r[2]] = sql.hold(r)
     ws_lots: dict[str, list[Lot]] = defaultdict(list)
     for r in lot_rows:
-        ws_lots[r[0]].append(sql.lot(sql.named(sql.LOT_COLUMNS, r)))
+        ws_lots[r[0]].append(sql.lot(r))
     spent = {
         (wid, lot_id) for wid, hs in ws_holds.items() for h in hs.values() for lot_id, _ in h.draws
     } - {(wid, lt.lot_id) for wid, lts in ws_lots.items() for lt in lts}
@@ -163,15 +163,15 @@ async def _load(
         # Lots the loaded holds drew from that have no credits left: only a commit or a
         # release giving credits back to them needs these, so they cost a round trip of
         # their own instead of a wider read on every batch.
-        cur = await conn.execute(sql.LOTS, _pairs(spent), binary=True)
+        cur = await _execute(conn, sql.LOTS, _pairs(spent))
         for r in await cur.fetchall():
-            ws_lots[r[0]].append(sql.lot(sql.named(sql.LOT_COLUMNS, r)))
+            ws_lots[r[0]].append(sql.lot(r))
     ws_entries: dict[str, dict[str, Entry]] = defaultdict(dict)
     for r in entry_rows:
-        ws_entries[r[0]][r[7]] = sql.entry(sql.named(sql.ENTRY_COLUMNS, r))
+        ws_entries[r[0]][r[7]] = sql.entry(r)
     books = {}
     for r in accounts:
-        account = sql.account(sql.named(sql.ACCOUNT_COLUMNS, r))
+        account = sql.account(r)
         now = r[-1]
         wid = account.workspace_id
         book = Book(account, ws_lots[wid], ws_holds[wid], ws_entries[wid], now)
@@ -181,9 +181,17 @@ async def _load(
     return books
 
 
+def _execute(
+    conn: AsyncConnection[Any], statement: sql.Statement, columns: Sequence[Sequence[Any]]
+) -> Any:
+    """Queue a statement in the pipeline; rows come back in binary."""
+    return conn.execute(statement.sql, statement.params(columns), binary=True)
+
+
 def _pairs(keys: Iterable[tuple[Any, Any]]) -> list[list[Any]]:
     """(workspace, key) pairs as the two column arrays of an unnest."""
-    return sql.columns(list(keys), 2)
+    pairs = list(keys)
+    return [[p[0] for p in pairs], [p[1] for p in pairs]]
 
 
 async def _write(conn: AsyncConnection[Any], books: dict[str, Book]) -> list[Book]:
@@ -221,7 +229,7 @@ async def _write(conn: AsyncConnection[Any], books: dict[str, Book]) -> list[Boo
             (sql.UPDATE_WORKSPACES, workspaces),
         ):
             if rows:
-                await conn.execute(statement, sql.columns(rows, len(rows[0])))
+                await conn.execute(statement.sql, statement.rows(rows))
         await conn.execute("COMMIT")
     return changed
 

@@ -1,20 +1,21 @@
 """The ledger's hot path in SQL: keyed reads of a batch's state, set-based writes of its changes.
 
 Every statement takes whole columns as array parameters (one array per column, `unnest`ed
-in SQL), so its text is fixed: psycopg prepares it once per connection and sends the arrays
-in binary. The statements are built here from the tables of meter.storage.tables, so they
+in SQL), so its text is fixed however many rows it carries: psycopg prepares it once per
+connection. The statements are built here from the tables of meter.storage.tables, so they
 follow the schema without restating it, and these builders and parsers are the only place
 that knows how a domain object maps to its row.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import ARRAY, Table
+from sqlalchemy import ARRAY, Boolean, DateTime, Integer, Table
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -33,6 +34,65 @@ from meter.storage import tables as t
 
 _DIALECT = postgresql.dialect()  # type: ignore[no-untyped-call]
 
+Encode = Callable[[Sequence[Any]], str]
+
+
+# Array parameters are sent as array literals built here: psycopg's own list adapters work
+# element by element in Python and cost several times what these joins do. Values repeated
+# across a batch (its time, an operation, a workspace) are formatted once.
+
+
+def _quote(v: str | None) -> str:
+    if v is None:
+        return "NULL"
+    return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def texts(values: Sequence[str | None]) -> str:
+    quoted = {v: _quote(v) for v in set(values)}
+    return "{" + ",".join(map(quoted.__getitem__, values)) + "}"
+
+
+def ints(values: Sequence[int | None]) -> str:
+    if None in values:
+        return "{" + ",".join("NULL" if v is None else str(v) for v in values) + "}"
+    return "{" + ",".join(map(str, values)) + "}"
+
+
+def bools(values: Sequence[bool]) -> str:
+    return "{" + ",".join("t" if v else "f" for v in values) + "}"
+
+
+def times(values: Sequence[datetime | None]) -> str:
+    iso = {v: "NULL" if v is None else v.isoformat() for v in set(values)}
+    return "{" + ",".join(map(iso.__getitem__, values)) + "}"
+
+
+def _encoder(col_type: Any) -> Encode:
+    if isinstance(col_type, Boolean):
+        return bools
+    if isinstance(col_type, Integer):  # SmallInteger and BigInteger too
+        return ints
+    if isinstance(col_type, DateTime):
+        return times
+    return texts  # text, and JSON documents and arrays as their text
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    """A hot-path statement and how each of its array parameters is written."""
+
+    sql: str
+    encoders: tuple[Encode, ...]
+
+    def params(self, columns: Sequence[Sequence[Any]]) -> list[str]:
+        """The parameters for whole columns of values, one array each."""
+        return [enc(col) for enc, col in zip(self.encoders, columns, strict=True)]
+
+    def rows(self, rows: Sequence[Sequence[Any]]) -> list[str]:
+        """The parameters for rows of values."""
+        return self.params(list(zip(*rows, strict=True)))
+
 
 def _columns(table: Table) -> list[str]:
     return [c.name for c in table.columns]
@@ -49,29 +109,35 @@ def _cast(table: Table, name: str) -> tuple[str, str]:
     return col_type.compile(dialect=_DIALECT), ""
 
 
-def _unnest(table: Table, names: Sequence[str]) -> tuple[str, str]:
-    """`unnest(%s::T1[], ...) AS u(c1, ...)` and the select list that casts u's columns."""
+def _unnest(table: Table, names: Sequence[str]) -> tuple[str, str, tuple[Encode, ...]]:
+    """`unnest(%s::T1[], ...) AS u(c1, ...)`, the select list that casts u's columns, and
+    the parameters' encoders."""
     params, select = [], []
     for name in names:
         element, cast = _cast(table, name)
         params.append(f"%s::{element}[]")
         select.append(f"u.{name}{cast}")
-    return f"unnest({', '.join(params)}) AS u({', '.join(names)})", ", ".join(select)
+    source = f"unnest({', '.join(params)}) AS u({', '.join(names)})"
+    return source, ", ".join(select), tuple(_encoder(table.c[n].type) for n in names)
 
 
-def insert(table: Table) -> str:
+def insert(table: Table) -> Statement:
     """INSERT of many rows, one array parameter per column in table order."""
     names = _columns(table)
-    source, select = _unnest(table, names)
-    return f"INSERT INTO {table.name} ({', '.join(names)}) SELECT {select} FROM {source}"
+    source, select, encoders = _unnest(table, names)
+    return Statement(
+        f"INSERT INTO {table.name} ({', '.join(names)}) SELECT {select} FROM {source}", encoders
+    )
 
 
-def update(table: Table, key: Sequence[str], columns: Sequence[str], extra: str = "") -> str:
+def update(table: Table, key: Sequence[str], columns: Sequence[str], extra: str = "") -> Statement:
     """UPDATE of many rows found by key; parameters: the key columns, then `columns`."""
-    source, _ = _unnest(table, [*key, *columns])
+    source, _, encoders = _unnest(table, [*key, *columns])
     sets = [f"{c} = u.{c}{_cast(table, c)[1]}" for c in columns] + ([extra] if extra else [])
     where = " AND ".join(f"x.{k} = u.{k}" for k in key)
-    return f"UPDATE {table.name} x SET {', '.join(sets)} FROM {source} WHERE {where}"
+    return Statement(
+        f"UPDATE {table.name} x SET {', '.join(sets)} FROM {source} WHERE {where}", encoders
+    )
 
 
 def _cols(table: Table, alias: str) -> str:
@@ -82,38 +148,45 @@ def _cols(table: Table, alias: str) -> str:
 
 # Workspaces a batch changes are locked once each, in workspace_id order: every writer takes
 # them in that order, so batches cannot deadlock. The transaction's time comes with them.
-LOCK = (
+_LOCK = (
     f"SELECT {_cols(t.workspaces, 'w')}, now() FROM workspaces w"
     " WHERE w.workspace_id = ANY(%s::text[]) ORDER BY w.workspace_id FOR UPDATE"
 )
+LOCK = Statement(_LOCK, (texts,))
 # The sweeper's mode: workspaces another transaction holds are left for its next round.
-LOCK_SKIP = LOCK + " SKIP LOCKED"
-CREATE = (
+LOCK_SKIP = Statement(_LOCK + " SKIP LOCKED", (texts,))
+CREATE = Statement(
     "INSERT INTO workspaces (workspace_id) SELECT unnest(%s::text[]) ORDER BY 1"
-    " ON CONFLICT DO NOTHING"
+    " ON CONFLICT DO NOTHING",
+    (texts,),
 )
-HOLDS = (
+HOLDS = Statement(
     f"SELECT {_cols(t.holds, 'h')} FROM unnest(%s::text[], %s::text[]) AS r(ws, rid)"
-    " JOIN holds h ON h.workspace_id = r.ws AND h.request_id = r.rid"
+    " JOIN holds h ON h.workspace_id = r.ws AND h.request_id = r.rid",
+    (texts, texts),
 )
-OVERDUE_HOLDS = (
+OVERDUE_HOLDS = Statement(
     f"SELECT {_cols(t.holds, 'h')} FROM holds h"
-    " WHERE h.workspace_id = ANY(%s::text[]) AND h.state = 1 AND h.expires_at <= now()"
+    " WHERE h.workspace_id = ANY(%s::text[]) AND h.state = 1 AND h.expires_at <= now()",
+    (texts,),
 )
-LIVE_LOTS = (
+LIVE_LOTS = Statement(
     f"SELECT {_cols(t.lots, 'l')} FROM lots l"
-    " WHERE l.workspace_id = ANY(%s::text[]) AND l.remaining > 0"
+    " WHERE l.workspace_id = ANY(%s::text[]) AND l.remaining > 0",
+    (texts,),
 )
 # Spent lots that loaded holds drew from (a commit gives credits back to them): rare.
-LOTS = (
+LOTS = Statement(
     f"SELECT {_cols(t.lots, 'l')} FROM unnest(%s::text[], %s::int8[]) AS r(ws, id)"
-    " JOIN lots l ON l.workspace_id = r.ws AND l.lot_id = r.id"
+    " JOIN lots l ON l.workspace_id = r.ws AND l.lot_id = r.id",
+    (texts, ints),
 )
 # Grants, adjustments and refunds by request id: their replays, and ids that a hold may not
 # reuse (the partial unique index uq_journal_request serves it).
-REQUEST_ENTRIES = (
+REQUEST_ENTRIES = Statement(
     f"SELECT {_cols(t.journal, 'j')} FROM unnest(%s::text[], %s::text[]) AS r(ws, rid)"
-    " JOIN journal j ON j.workspace_id = r.ws AND j.request_id = r.rid AND j.kind IN (1, 4, 5)"
+    " JOIN journal j ON j.workspace_id = r.ws AND j.request_id = r.rid AND j.kind IN (1, 4, 5)",
+    (texts, texts),
 )
 
 # Writes: one statement per table and kind of change.
@@ -145,9 +218,6 @@ UPDATE_WORKSPACES = update(
 )
 
 
-Row = Any  # a sequence in the table's column order, or a mapping by column name
-
-
 def dt(value: Any) -> datetime:
     """A timestamp from a JSON document (ISO text) or a driver row (datetime)."""
     return datetime.fromisoformat(value) if isinstance(value, str) else value  # type: ignore[no-any-return]
@@ -165,87 +235,55 @@ def _int_array(values: Sequence[int]) -> str:
     return "{" + ",".join(map(str, values)) + "}"
 
 
-def columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
-    """Rows turned into the statements' column arrays."""
-    if not rows:
-        return [[] for _ in range(width)]
-    return [list(c) for c in zip(*rows, strict=True)]
-
-
-# Rows -> domain. Mappings (queries.py reads rows by name) and the hot path's tuples alike.
+# Rows -> domain. A row is a sequence in its table's column order (as the statements above
+# and SQLAlchemy's select(table) return it); `ordered` makes one from a mapping by name.
 
 ACCOUNT_COLUMNS = _columns(t.workspaces)
 LOT_COLUMNS = _columns(t.lots)
 HOLD_COLUMNS = _columns(t.holds)
 ENTRY_COLUMNS = _columns(t.journal)
 
+Row = Sequence[Any]
 
-def named(names: Sequence[str], row: Sequence[Any]) -> dict[str, Any]:
-    return dict(zip(names, row, strict=False))
+
+def ordered(names: Sequence[str], mapping: Any) -> list[Any]:
+    return [mapping[n] for n in names]
 
 
 def account(r: Row) -> Account:
+    (workspace_id, balance, held, used, granted, low, critical, level, hold_seq, lot_seq,
+     entry_seq, alert_seq, next_expiry_at, last_at, last_kind, last_amount, last_operation,
+     created_at) = r[:18]  # fmt: skip
     return Account(
-        workspace_id=r["workspace_id"],
-        balance=r["balance"],
-        held=r["held"],
-        lifetime_used=r["lifetime_used"],
-        lifetime_granted=r["lifetime_granted"],
-        low_threshold=r["low_threshold"],
-        critical_threshold=r["critical_threshold"],
-        alert_level=Level(r["alert_level"]),
-        hold_seq=r["hold_seq"],
-        lot_seq=r["lot_seq"],
-        entry_seq=r["entry_seq"],
-        alert_seq=r["alert_seq"],
-        next_expiry_at=opt_dt(r["next_expiry_at"]),
-        last_entry_at=opt_dt(r["last_entry_at"]),
-        last_entry_kind=EntryKind(r["last_entry_kind"]) if r["last_entry_kind"] else None,
-        last_entry_amount=r["last_entry_amount"],
-        last_entry_operation=r["last_entry_operation"],
-        created_at=opt_dt(r["created_at"]),
+        workspace_id,
+        balance,
+        held,
+        used,
+        granted,
+        low,
+        critical,
+        Level(level),
+        hold_seq,
+        lot_seq,
+        entry_seq,
+        alert_seq,
+        opt_dt(next_expiry_at),
+        opt_dt(last_at),
+        EntryKind(last_kind) if last_kind else None,
+        last_amount,
+        last_operation,
+        opt_dt(created_at),
     )
 
 
 def lot(r: Row) -> Lot:
+    _, lot_id, request_id, amount, remaining, expires_at, source, package, created_at = r
     return Lot(
-        lot_id=r["lot_id"],
-        request_id=r["request_id"],
-        amount=r["amount"],
-        remaining=r["remaining"],
-        expires_at=opt_dt(r["expires_at"]),
-        source=r["source"],
-        package=r["package"],
-        created_at=dt(r["created_at"]),
+        lot_id, request_id, amount, remaining, opt_dt(expires_at), source, package, dt(created_at)
     )
 
 
 def hold(r: Row) -> Hold:
-    return Hold(
-        hold_id=r["hold_id"],
-        request_id=r["request_id"],
-        kind=HoldKind(r["kind"]),
-        state=HoldState(r["state"]),
-        amount=r["amount"],
-        operation=r["operation"],
-        catalog_version=r["catalog_version"],
-        actor_id=r["actor_id"],
-        labels=dict(r["labels"] or {}),
-        draws=[[a, b] for a, b in zip(r["draw_lots"], r["draw_amounts"], strict=True)],
-        fingerprint=r["fingerprint"],
-        expires_at=dt(r["expires_at"]),
-        created_at=dt(r["created_at"]),
-        charged=r["charged"],
-        shortfall=r["shortfall"],
-        refunded=r["refunded"],
-        late=r["late"],
-        commit_fingerprint=r["commit_fingerprint"],
-        finished_at=opt_dt(r["finished_at"]),
-    )
-
-
-def hold_tuple(r: Sequence[Any]) -> Hold:
-    """A hold from the hot path's row (HOLD_COLUMNS order), without a mapping in between."""
     (_, hold_id, request_id, kind, state, amount, charged, shortfall, refunded, late,
      operation, version, actor_id, labels, draw_lots, draw_amounts, fp, commit_fp,
      expires_at, created_at, finished_at) = r  # fmt: skip
@@ -261,33 +299,35 @@ def hold_tuple(r: Sequence[Any]) -> Hold:
         dict(labels) if labels else {},
         [[a, b] for a, b in zip(draw_lots, draw_amounts, strict=True)],
         fp,
-        expires_at,
-        created_at,
+        dt(expires_at),
+        dt(created_at),
         charged,
         shortfall,
         refunded,
         late,
         commit_fp,
-        finished_at,
+        opt_dt(finished_at),
     )
 
 
 def entry(r: Row) -> Entry:
+    (_, entry_id, kind, amount, balance_after, operation, actor_id, request_id, labels,
+     shortfall, late, reason, package, fp, created_at) = r  # fmt: skip
     return Entry(
-        entry_id=r["entry_id"],
-        kind=EntryKind(r["kind"]),
-        amount=r["amount"],
-        balance_after=r["balance_after"],
-        created_at=dt(r["created_at"]),
-        operation=r["operation"],
-        actor_id=r["actor_id"],
-        request_id=r["request_id"],
-        labels=dict(r["labels"] or {}),
-        shortfall=r["shortfall"],
-        late=r["late"],
-        reason=r["reason"],
-        package=r["package"],
-        fingerprint=r["fingerprint"],
+        entry_id=entry_id,
+        kind=EntryKind(kind),
+        amount=amount,
+        balance_after=balance_after,
+        created_at=dt(created_at),
+        operation=operation,
+        actor_id=actor_id,
+        request_id=request_id,
+        labels=dict(labels or {}),
+        shortfall=shortfall,
+        late=late,
+        reason=reason,
+        package=package,
+        fingerprint=fp,
     )
 
 

@@ -23,6 +23,7 @@ from meter.ledger.model import (
 )
 from meter.ledger.usage import UsageGrouping, UsageReport, UsageRow
 from meter.storage.db import translating
+from meter.storage.ledger_sql import ACCOUNT_COLUMNS, LOT_COLUMNS, ordered
 from meter.storage.ledger_sql import account as _account
 from meter.storage.ledger_sql import entry as _entry
 from meter.storage.ledger_sql import hold as _hold
@@ -56,7 +57,8 @@ class LedgerQueries:
         if row is None:
             raise errors.workspace_not_found(workspace_id)
         m = row._mapping
-        book = Book(_account(m), [_lot(lt) for lt in m["live_lots"]], {}, {}, row.now)
+        lots = [_lot(ordered(LOT_COLUMNS, lt)) for lt in m["live_lots"]]
+        book = Book(_account(ordered(ACCOUNT_COLUMNS, m)), lots, {}, {}, row.now)
         return book.balance(), row.alert_seq
 
     @translating
@@ -102,7 +104,7 @@ class LedgerQueries:
         async with self.engine.connect() as conn:
             await self._require_workspace(conn, workspace_id)
             rows = (await conn.execute(q)).all()
-        return [_entry(r._mapping) for r in rows]
+        return [_entry(r) for r in rows]
 
     @translating
     async def alerts(self, workspace_id: str, limit: int, before: int | None) -> list[AlertEvent]:
@@ -329,7 +331,7 @@ def _alert(r: Any) -> AlertEvent:
 
 
 def _hold_view(workspace_id: str, r: Any) -> HoldView:
-    h = _hold(r._mapping)
+    h = _hold(r)
     return HoldView(
         hold_id=h.hold_id,
         workspace_id=workspace_id,
