@@ -68,9 +68,24 @@ async def test_a_batch_that_breaks_is_replayed_one_command_at_a_time():
 
     batcher: Batcher[tuple[str, int], int] = Batcher(apply, workers=1, key=_workspace)
     batcher.start()
-    futures = [batcher.submit_nowait((f"ws-{n}", n)) for n in range(6)]
-    outcomes = await asyncio.gather(*futures, return_exceptions=True)
+    outcomes: dict[int, object] = {}
+    for n in range(6):
+        batcher.submit_nowait((f"ws-{n}", n), lambda o, n=n: outcomes.__setitem__(n, o))
     await batcher.stop()
     assert [0, 1, 2, "RuntimeError", 4, 5] == [
-        type(o).__name__ if isinstance(o, Exception) else o for o in outcomes
+        type(o).__name__ if isinstance(o, Exception) else o for _, o in sorted(outcomes.items())
     ]
+
+
+async def test_a_waiting_caller_goes_before_the_bulk_queue():
+    """A unary call queued behind thousands of stream items runs in the next batch."""
+    rec = Recorder()
+    batcher: Batcher[tuple[str, int], int] = Batcher(
+        rec.apply, workers=1, max_batch=100, key=_workspace
+    )
+    batcher.start()
+    for n in range(1000):
+        batcher.submit_nowait((f"ws-{n % 50}", n), lambda o: None)
+    assert -1 == await batcher.submit(("ws-solo", -1))
+    await batcher.stop()
+    assert rec.order.index(("ws-solo", -1)) < 200  # in the first or second batch of 100

@@ -1,6 +1,6 @@
 """Group concurrent ledger commands into batches, one database transaction each.
 
-Callers (unary RPCs, streams) submit commands and await their results. A few worker tasks
+Callers (unary RPCs, streams) submit commands and get their results. A few worker tasks
 each take everything queued (up to a batch limit) and apply it in one
 transaction, so under load the cost of a commit (its WAL flush) is shared by hundreds of
 commands, and when idle a command goes alone with no added wait.
@@ -14,6 +14,7 @@ and run one after the other instead of side by side.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
@@ -24,10 +25,19 @@ C = TypeVar("C")
 R = TypeVar("R")
 
 Apply = Callable[[Sequence[C]], Awaitable[list[R]]]
+# Hears a command's result, or the exception that failed its batch, once.
+Done = Callable[[R | BaseException], None]
 
 
 class Batcher(Generic[C, R]):
-    """Applies queued commands in batches with a bounded number of concurrent transactions."""
+    """Applies queued commands in batches with a bounded number of concurrent transactions.
+
+    Two lanes: a call that awaits its command (a unary RPC) goes in the express lane, which
+    every batch takes from first; a stream's items go in the bulk lane with a callback. A
+    unary caller therefore waits for at most the batches already in the database, never for
+    the bulk queue in front of it. Results reach callbacks directly when a batch ends, with
+    no future or event-loop turn per command.
+    """
 
     def __init__(
         self,
@@ -50,7 +60,8 @@ class Batcher(Generic[C, R]):
         self.max_queue = max_queue
         self._retries = retries
         self._key = key  # the workspace a command belongs to
-        self._queue: deque[tuple[C, asyncio.Future[R]]] = deque()
+        self._express: deque[tuple[C, Done[R]]] = deque()
+        self._bulk: deque[tuple[C, Done[R]]] = deque()
         self._ready = asyncio.Event()
         self._in_flight: set[str] = set()  # workspaces of the batches in the database
         self._tasks: list[asyncio.Task[None]] = []
@@ -65,36 +76,48 @@ class Batcher(Generic[C, R]):
         self._ready.set()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    def submit_nowait(self, cmd: C) -> asyncio.Future[R]:
-        """Queue a command; its future resolves to its result.
-
-        Raises:
-            MeterError: RESOURCE_EXHAUSTED when the queue is full.
-        """
+    def _check(self) -> None:
         if self._closing:
             raise errors.unavailable("the server is shutting down; retry on another replica")
-        if len(self._queue) >= self.max_queue:
+        if len(self._express) + len(self._bulk) >= self.max_queue:
             raise errors.exhausted("OVERLOADED", "too many commands in flight; retry shortly")
-        fut: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        self._queue.append((cmd, fut))
-        self._ready.set()
-        return fut
 
-    async def submit(self, cmd: C) -> R:
-        return await self.submit_nowait(cmd)
+    def submit_nowait(self, cmd: C, done: Done[R]) -> None:
+        """Queue a command in the bulk lane; `done` hears its result when its batch ends.
+
+        Raises:
+            MeterError: RESOURCE_EXHAUSTED when the queue is full, UNAVAILABLE when stopping.
+        """
+        self._check()
+        self._bulk.append((cmd, done))
+        self._ready.set()
+
+    async def submit(self, cmd: C) -> R | BaseException:
+        """Run a command in the express lane; its result, or the exception that failed its
+        batch (returned, as a callback would hear it)."""
+        self._check()
+        fut: asyncio.Future[R | BaseException] = asyncio.get_running_loop().create_future()
+        self._express.append((cmd, functools.partial(_resolve, fut)))
+        self._ready.set()
+        return await fut
 
     async def _work(self) -> None:
         while True:
             await self._ready.wait()
-            if not self._queue:
+            if not self._express and not self._bulk:
                 if self._closing:
                     return
                 self._ready.clear()
                 continue
-            if self._busy and len(self._queue) < self.max_batch and self.linger_s:
+            if (
+                self._busy
+                and self.linger_s
+                and not self._express
+                and len(self._bulk) < self.max_batch
+            ):
                 # Under load (other batches are in the database), wait a moment for more
                 # commands: one transaction's fixed cost then pays for more of them. When idle,
-                # a command goes at once.
+                # or when a caller waits, a command goes at once.
                 await asyncio.sleep(self.linger_s)
             batch, keys = self._take()
             if not batch:
@@ -108,30 +131,32 @@ class Batcher(Generic[C, R]):
             finally:
                 self._busy -= 1
                 self._in_flight -= keys
-                if self._queue:
+                if self._express or self._bulk:
                     self._ready.set()
 
-    def _take(self) -> tuple[list[tuple[C, asyncio.Future[R]]], set[str]]:
-        """Up to max_batch queued commands whose workspaces no batch in flight holds."""
-        batch: list[tuple[C, asyncio.Future[R]]] = []
-        skipped: list[tuple[C, asyncio.Future[R]]] = []
+    def _take(self) -> tuple[list[tuple[C, Done[R]]], set[str]]:
+        """Up to max_batch queued commands, express first, whose workspaces no batch in
+        flight holds; the rest stay queued in order."""
+        batch: list[tuple[C, Done[R]]] = []
         keys: set[str] = set()
-        queue, busy, key = self._queue, self._in_flight, self._key
-        while queue and len(batch) < self.max_batch:
-            item = queue.popleft()
-            k = key(item[0])
-            if k in busy:
-                skipped.append(item)
-            else:
-                batch.append(item)
-                keys.add(k)
-        queue.extendleft(reversed(skipped))
+        busy, key = self._in_flight, self._key
+        for queue in (self._express, self._bulk):
+            skipped: list[tuple[C, Done[R]]] = []
+            while queue and len(batch) < self.max_batch:
+                item = queue.popleft()
+                k = key(item[0])
+                if k in busy:
+                    skipped.append(item)
+                else:
+                    batch.append(item)
+                    keys.add(k)
+            queue.extendleft(reversed(skipped))
         busy |= keys
-        if not queue and not self._closing:
+        if not self._express and not self._bulk and not self._closing:
             self._ready.clear()
         return batch, keys
 
-    async def _run(self, batch: list[tuple[C, asyncio.Future[R]]]) -> None:
+    async def _run(self, batch: list[tuple[C, Done[R]]]) -> None:
         cmds = [c for c, _ in batch]
         for attempt in range(self._retries + 1):
             try:
@@ -153,13 +178,16 @@ class Batcher(Generic[C, R]):
                 return
             if self._on_batch is not None:
                 self._on_batch(len(batch))
-            for (_, fut), result in zip(batch, results, strict=True):
-                if not fut.done():
-                    fut.set_result(result)
+            for (_, done), result in zip(batch, results, strict=True):
+                done(result)
             return
 
 
-def _fail(batch: list[tuple[C, asyncio.Future[R]]], exc: BaseException) -> None:
-    for _, fut in batch:
-        if not fut.done():
-            fut.set_exception(exc)
+def _resolve(fut: asyncio.Future[R | BaseException], result: R | BaseException) -> None:
+    if not fut.done():  # else the caller went away
+        fut.set_result(result)
+
+
+def _fail(batch: list[tuple[C, Done[R]]], exc: BaseException) -> None:
+    for _, done in batch:
+        done(exc)

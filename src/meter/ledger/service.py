@@ -18,7 +18,7 @@ from meter import errors
 from meter.catalog.model import Usage
 from meter.catalog.pricing import quote, validate_usage
 from meter.catalog.service import CatalogService
-from meter.ledger.batcher import Batcher
+from meter.ledger.batcher import Batcher, Done
 from meter.ledger.model import (
     DEFAULT_TTL_S,
     MAX_TTL_S,
@@ -283,15 +283,18 @@ class LedgerService:
 
     # Running commands.
 
-    def submit(self, cmd: Command) -> asyncio.Future[Outcome | errors.MeterError]:
-        """Queue a command (for streams, which collect results as they come)."""
-        return self.batcher.submit_nowait(cmd)
+    def submit(self, cmd: Command, done: Done[Outcome | errors.MeterError]) -> None:
+        """Queue a command (for streams, which collect results as they come): `done` hears
+        its outcome, its refusal or the failure of its batch."""
+        self.batcher.submit_nowait(cmd, done)
 
     async def execute(self, cmd: Command) -> Outcome:
         """Run one command and return its outcome; raises its refusal."""
         result = await self.batcher.submit(cmd)
         if isinstance(result, errors.MeterError):
             raise self.explain(result)
+        if isinstance(result, BaseException):
+            raise result
         return result
 
     def explain(self, error: errors.MeterError) -> errors.MeterError:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Any
 
@@ -17,7 +17,7 @@ from meter.rpc import convert
 from meter.rpc.errors import abort
 from meter.rpc.handlers import unary
 from meter.rpc.paging import Paging
-from meter.rpc.stream import serve_stream
+from meter.rpc.stream import outcome, serve_stream
 from meter.storage.queries import LedgerQueries
 from meterpb.v1 import meter_pb2 as pb
 from meterpb.v1 import meter_pb2_grpc
@@ -120,18 +120,18 @@ class MeterServicer(meter_pb2_grpc.MeterServicer):
         "charge": charge_cmd,
     }
 
-    def _start(self, kind: str, request: Any) -> asyncio.Future[Any]:
-        """Validate one stream item now (raises MeterError) and start it.
-
-        The future resolves to the outcome or to a MeterError refusal: plain items ride the
-        batcher's own future (no task per item); a Reserve that waits for funds gets a task.
-        """
+    def _start(self, kind: str, request: Any, done: Callable[[Any], None]) -> None:
+        """Validate one stream item now (raises MeterError) and start it; `done` hears how
+        it ended. Plain items go straight to the batcher (no task or future per item); a
+        Reserve that waits for funds gets a task."""
         cmd = self._builders[kind](self, request)
         if kind == "reserve" and request.HasField("wait_for_funds"):
-            return asyncio.ensure_future(
+            task = asyncio.ensure_future(
                 self.ledger.reserve(cmd, convert.seconds(request.wait_for_funds))
             )
-        return self.ledger.submit(cmd)
+            task.add_done_callback(lambda t: done(outcome(t)))
+            return
+        self.ledger.submit(cmd, done)
 
     async def Stream(
         self, request_iterator: AsyncIterator[pb.StreamRequest], context: Any

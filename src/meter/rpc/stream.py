@@ -26,8 +26,9 @@ MAX_RESULTS_PER_MESSAGE = 1000
 
 log = structlog.get_logger("meter.stream")
 
-# Validates one item (raising MeterError) and returns a future of its outcome or refusal.
-Start = Callable[[str, Any], "asyncio.Future[Any]"]
+# Validates one item (raising MeterError) and starts it; the callback hears its outcome, its
+# refusal or the failure of its batch.
+Start = Callable[[str, Any, Callable[[Any], None]], None]
 
 
 def _result(kind: str, request: Any, outcome: Any) -> pb.StreamResult:
@@ -50,19 +51,11 @@ def _result(kind: str, request: Any, outcome: Any) -> pb.StreamResult:
     return r
 
 
-def _done(finish: Callable[[str, Any, Any], None], kind: str, request: Any, fut: Any) -> None:
-    finish(kind, request, _outcome(fut))
-
-
-def _outcome(fut: asyncio.Future[Any]) -> Any:
+def outcome(fut: asyncio.Future[Any]) -> Any:
+    """A finished task's outcome as a stream item's callback hears it."""
     if fut.cancelled():
         return errors.unavailable("the item was cancelled")
-    exc = fut.exception()
-    if exc is not None:
-        if not isinstance(exc, errors.MeterError):
-            log.error("stream.item_failed", error=repr(exc))
-        return exc
-    return fut.result()
+    return fut.exception() or fut.result()
 
 
 async def serve_stream(
@@ -82,6 +75,8 @@ async def serve_stream(
         nonlocal pending
         if isinstance(outcome, errors.MeterError):
             outcome = explain(outcome)
+        elif isinstance(outcome, BaseException):
+            log.error("stream.item_failed", error=repr(outcome))
         out.put_nowait(_result(kind, request, outcome))
         pending -= 1
         if pending < MAX_IN_FLIGHT:
@@ -111,11 +106,9 @@ async def serve_stream(
                         continue
                     request = getattr(item, kind)
                     try:
-                        fut = start(kind, request)
+                        start(kind, request, functools.partial(finish, kind, request))
                     except errors.MeterError as e:
                         finish(kind, request, e)
-                        continue
-                    fut.add_done_callback(functools.partial(_done, finish, kind, request))
         finally:
             reading = False
             if pending == 0:

@@ -83,9 +83,11 @@ def async_engine(
 # that from statistics taken while a table was small: a prepared statement's generic plan,
 # made when holds had a few hundred rows, would go on scanning it when it has millions. So
 # its connections take the choice away (a plan is then the same on an empty ledger, a
-# large analyzed one and one that grew fast without ANALYZE).
+# large analyzed one and one that grew fast without ANALYZE). Its plans are generic ones:
+# planned once per connection, not again for every batch.
 _PINNED_PLANS = (
-    " -c enable_seqscan=off -c enable_bitmapscan=off -c enable_hashjoin=off -c enable_mergejoin=off"
+    " -c enable_seqscan=off -c enable_bitmapscan=off -c enable_hashjoin=off"
+    " -c enable_mergejoin=off -c enable_material=off -c plan_cache_mode=force_generic_plan"
 )
 
 

@@ -160,9 +160,11 @@ CREATE = Statement(
     " ON CONFLICT DO NOTHING",
     (texts,),
 )
+# A probe by key is a LATERAL subquery with LIMIT 1 (the key is unique): the planner cannot
+# pull it up into a join, so each key is one index lookup, however small a table looks.
 HOLDS = Statement(
-    f"SELECT {_cols(t.holds, 'h')} FROM unnest(%s::text[], %s::text[]) AS r(ws, rid)"
-    " JOIN holds h ON h.workspace_id = r.ws AND h.request_id = r.rid",
+    f"SELECT {_cols(t.holds, 'h')} FROM unnest(%s::text[], %s::text[]) AS r(ws, rid),"
+    " LATERAL (SELECT * FROM holds WHERE workspace_id = r.ws AND request_id = r.rid LIMIT 1) h",
     (texts, texts),
 )
 OVERDUE_HOLDS = Statement(
@@ -177,15 +179,16 @@ LIVE_LOTS = Statement(
 )
 # Spent lots that loaded holds drew from (a commit gives credits back to them): rare.
 LOTS = Statement(
-    f"SELECT {_cols(t.lots, 'l')} FROM unnest(%s::text[], %s::int8[]) AS r(ws, id)"
-    " JOIN lots l ON l.workspace_id = r.ws AND l.lot_id = r.id",
+    f"SELECT {_cols(t.lots, 'l')} FROM unnest(%s::text[], %s::int8[]) AS r(ws, id),"
+    " LATERAL (SELECT * FROM lots WHERE workspace_id = r.ws AND lot_id = r.id LIMIT 1) l",
     (texts, ints),
 )
 # Grants, adjustments and refunds by request id: their replays, and ids that a hold may not
 # reuse (the partial unique index uq_journal_request serves it).
 REQUEST_ENTRIES = Statement(
-    f"SELECT {_cols(t.journal, 'j')} FROM unnest(%s::text[], %s::text[]) AS r(ws, rid)"
-    " JOIN journal j ON j.workspace_id = r.ws AND j.request_id = r.rid AND j.kind IN (1, 4, 5)",
+    f"SELECT {_cols(t.journal, 'j')} FROM unnest(%s::text[], %s::text[]) AS r(ws, rid),"
+    " LATERAL (SELECT * FROM journal WHERE workspace_id = r.ws AND request_id = r.rid"
+    " AND kind IN (1, 4, 5) LIMIT 1) j",
     (texts, texts),
 )
 
