@@ -32,13 +32,24 @@ def _enum(value: int) -> Any:
 
 
 def ts(dt: datetime | None) -> timestamp_pb2.Timestamp | None:
-    """A Timestamp, computed in integers (protobuf's FromDatetime is slow on the hot path)."""
+    """A Timestamp, computed in integers (protobuf's FromDatetime is slow on the hot path).
+
+    The holds of one batch share their times (the transaction's, and the expiry it implies),
+    so recent conversions are kept: a message field copies what it is given."""
     if dt is None:
         return None
-    delta = dt - _EPOCH
-    return timestamp_pb2.Timestamp(
-        seconds=delta.days * 86400 + delta.seconds, nanos=delta.microseconds * 1000
-    )
+    t = _recent.get(dt)
+    if t is None:
+        if len(_recent) > 256:
+            _recent.clear()
+        delta = dt - _EPOCH
+        t = _recent[dt] = timestamp_pb2.Timestamp(
+            seconds=delta.days * 86400 + delta.seconds, nanos=delta.microseconds * 1000
+        )
+    return t
+
+
+_recent: dict[datetime, timestamp_pb2.Timestamp] = {}
 
 
 def from_ts(t: timestamp_pb2.Timestamp) -> datetime:
@@ -206,7 +217,8 @@ def discrepancy(d: Discrepancy) -> pb.Discrepancy:
 
 
 def labels(m: Mapping[str, str]) -> dict[str, str]:
-    return dict(m)
+    """Labels as a dict (a protobuf map is slow to iterate, and usually empty)."""
+    return dict(m) if len(m) else {}
 
 
 # Catalog.

@@ -46,7 +46,7 @@ class MeterServicer(meter_pb2_grpc.MeterServicer):
             usage=convert.optional_usage(r.HasField("usage"), r.usage),
             amount=r.amount if r.HasField("amount") else None,
             actor_id=r.actor_id,
-            labels=r.labels,
+            labels=convert.labels(r.labels),
             ttl_s=convert.seconds(r.ttl) if r.HasField("ttl") else None,
             wait_s=convert.seconds(r.wait_for_funds) if r.HasField("wait_for_funds") else None,
         )
@@ -57,7 +57,7 @@ class MeterServicer(meter_pb2_grpc.MeterServicer):
             request_id=r.request_id,
             usage=convert.optional_usage(r.HasField("usage"), r.usage),
             amount=r.amount if r.HasField("amount") else None,
-            labels=r.labels,
+            labels=convert.labels(r.labels),
         )
 
     def release_cmd(self, r: pb.ReleaseRequest) -> Any:
@@ -78,7 +78,7 @@ class MeterServicer(meter_pb2_grpc.MeterServicer):
             usage=convert.optional_usage(r.HasField("usage"), r.usage),
             amount=r.amount if r.HasField("amount") else None,
             actor_id=r.actor_id,
-            labels=r.labels,
+            labels=convert.labels(r.labels),
         )
 
     @unary
@@ -198,7 +198,7 @@ class MeterServicer(meter_pb2_grpc.MeterServicer):
             else None,
             source=request.source,
             actor_id=request.actor_id,
-            labels=request.labels,
+            labels=convert.labels(request.labels),
         )
         out = await self.ledger.grant(cmd)
         return pb.GrantCreditsResponse(

@@ -103,7 +103,7 @@ def ledger_pool(url: str, size: int, timeout: float = 5.0) -> psycopg_pool.Async
         open=False,
         kwargs={
             "connect_timeout": 5,
-            "options": _OPTIONS + _PINNED_PLANS,
+            "options": _OPTIONS + _PINNED_PLANS + " -c standard_conforming_strings=on",
             "application_name": f"meter-{os.getpid()}",
             # Transactions are explicit (BEGIN ... COMMIT inside the batch's two pipelines).
             "autocommit": True,

@@ -1,11 +1,11 @@
 """The ledger's storage: load workspaces' books, let the rules run, write back what changed.
 
 One call of `apply` is one transaction for a whole batch of commands, whatever their
-workspaces, in two round trips to PostgreSQL, each a pipeline of prepared statements: the
-first locks the workspace rows once each, in workspace_id order (every writer takes them in
-that order, so batches cannot deadlock), and reads the state the commands need by key; the
-second writes every change, one set-based statement per table, and commits (the statements
-are in ledger_sql).
+workspaces, in two round trips to PostgreSQL: "BEGIN; SELECT meter_load(...)" locks the
+workspace rows once each, in workspace_id order (every writer takes them in that order, so
+batches cannot deadlock), and reads the state the commands need by key (migration 0004);
+then one prepared statement writes every change, one set-based part per table and kind of
+change, and COMMIT follows in the same message (the statements are in ledger_sql).
 """
 
 from __future__ import annotations
@@ -107,11 +107,7 @@ class LedgerRepo:
 async def _load(
     conn: AsyncConnection[Any], cmds: Sequence[Command], skip_locked: bool
 ) -> dict[str, Book]:
-    """Lock the batch's workspaces and read what its commands need: one round trip.
-
-    The statements go in one pipeline and PostgreSQL runs them in order, each with a fresh
-    snapshot, so every read after the lock sees what the lock's previous holder committed.
-    """
+    """Lock the batch's workspaces and read what its commands need: one round trip."""
     keys: dict[tuple[str, str], None] = {}  # (workspace, request id): holds to look up
     entry_keys: dict[tuple[str, str], None] = {}  # and journal entries, when a command needs them
     create: set[str] = set()
@@ -131,27 +127,14 @@ async def _load(
             create.add(c.workspace_id)
         elif isinstance(c, RefundCmd):
             keys[(c.workspace_id, c.charge_request_id)] = None
-    ids = [sorted({c.workspace_id for c in cmds})]
-    async with conn.pipeline():
-        await conn.execute("BEGIN")
-        if create:
-            await _execute(conn, sql.CREATE, [sorted(create)])
-        locked = await _execute(conn, sql.LOCK_SKIP if skip_locked else sql.LOCK, ids)
-        holds = await _execute(conn, sql.HOLDS, _pairs(keys))
-        lots = await _execute(conn, sql.LIVE_LOTS, ids)
-        entries = overdue = None
-        if entry_keys:
-            entries = await _execute(conn, sql.REQUEST_ENTRIES, _pairs(entry_keys))
-        if sweep:
-            overdue = await _execute(conn, sql.OVERDUE_HOLDS, [sweep])
-        accounts = await locked.fetchall()
-        hold_rows = await holds.fetchall()
-        if overdue is not None:
-            hold_rows += await overdue.fetchall()
-        lot_rows = await lots.fetchall()
-        entry_rows = await entries.fetchall() if entries is not None else []
+    ids = sorted({c.workspace_id for c in cmds})
+    query = sql.load(ids, sorted(create), list(keys), list(entry_keys), sweep, skip_locked)
+    cur = await conn.execute(query)
+    cur.nextset()
+    now, accounts, hold_rows, overdue, lot_rows, entry_rows = sql.loads((await cur.fetchone())[0])  # type: ignore[index]
+    now = sql.dt(now)
     ws_holds: dict[str, dict[str, Hold]] = defaultdict(dict)
-    for r in hold_rows:
+    for r in hold_rows + overdue:
         ws_holds[r[0]][r[2]] = sql.hold(r)
     ws_lots: dict[str, list[Lot]] = defaultdict(list)
     for r in lot_rows:
@@ -163,8 +146,9 @@ async def _load(
         # Lots the loaded holds drew from that have no credits left: only a commit or a
         # release giving credits back to them needs these, so they cost a round trip of
         # their own instead of a wider read on every batch.
-        cur = await _execute(conn, sql.LOTS, _pairs(spent))
-        for r in await cur.fetchall():
+        pairs = list(spent)
+        params = sql.LOTS.params([[p[0] for p in pairs], [p[1] for p in pairs]])
+        for r in await (await conn.execute(sql.LOTS.sql, params, binary=True)).fetchall():
             ws_lots[r[0]].append(sql.lot(r))
     ws_entries: dict[str, dict[str, Entry]] = defaultdict(dict)
     for r in entry_rows:
@@ -172,7 +156,6 @@ async def _load(
     books = {}
     for r in accounts:
         account = sql.account(r)
-        now = r[-1]
         wid = account.workspace_id
         book = Book(account, ws_lots[wid], ws_holds[wid], ws_entries[wid], now)
         if account.next_expiry_at is not None and account.next_expiry_at <= now:
@@ -181,22 +164,9 @@ async def _load(
     return books
 
 
-def _execute(
-    conn: AsyncConnection[Any], statement: sql.Statement, columns: Sequence[Sequence[Any]]
-) -> Any:
-    """Queue a statement in the pipeline; rows come back in binary."""
-    return conn.execute(statement.sql, statement.params(columns), binary=True)
-
-
-def _pairs(keys: Iterable[tuple[Any, Any]]) -> list[list[Any]]:
-    """(workspace, key) pairs as the two column arrays of an unnest."""
-    pairs = list(keys)
-    return [[p[0] for p in pairs], [p[1] for p in pairs]]
-
-
 async def _write(conn: AsyncConnection[Any], books: dict[str, Book]) -> list[Book]:
-    """Write every change of the batch and commit: one round trip, one set-based statement per
-    table and kind of change. Returns the books whose workspace changed."""
+    """Write every change of the batch and commit: one round trip of one statement (and the
+    COMMIT). Returns the books whose workspace changed."""
     new_lots: list[tuple[Any, ...]] = []
     lots: list[tuple[Any, ...]] = []
     new_holds: list[tuple[Any, ...]] = []
@@ -218,18 +188,18 @@ async def _write(conn: AsyncConnection[Any], books: dict[str, Book]) -> list[Boo
         if book.account_dirty:
             changed.append(book)
             workspaces.append(sql.workspace_row(book.account))
+    if not changed and not holds:
+        await conn.execute("COMMIT")
+        return changed
+    columns: list[Sequence[Any]] = []
+    for part, rows in zip(
+        sql.WRITE_PARTS,
+        (new_lots, lots, new_holds, holds, entries, alerts, workspaces),
+        strict=True,
+    ):
+        columns += list(zip(*rows, strict=True)) if rows else [()] * len(part.encoders)
     async with conn.pipeline():
-        for statement, rows in (
-            (sql.INSERT_LOTS, new_lots),
-            (sql.UPDATE_LOTS, lots),
-            (sql.INSERT_HOLDS, new_holds),
-            (sql.UPDATE_HOLDS, holds),
-            (sql.INSERT_ENTRIES, entries),
-            (sql.INSERT_ALERTS, alerts),
-            (sql.UPDATE_WORKSPACES, workspaces),
-        ):
-            if rows:
-                await conn.execute(statement.sql, statement.rows(rows))
+        await conn.execute(sql.WRITE.sql, sql.WRITE.params(columns))
         await conn.execute("COMMIT")
     return changed
 

@@ -98,15 +98,29 @@ def _columns(table: Table) -> list[str]:
     return [c.name for c in table.columns]
 
 
+# Short type names keep the statements under psycopg's 4 kB limit for caching their parse.
+_SHORT = {
+    "BIGINT": "int8",
+    "SMALLINT": "int2",
+    "INTEGER": "int4",
+    "BOOLEAN": "bool",
+    "TEXT": "text",
+    "TIMESTAMP WITH TIME ZONE": "timestamptz",
+    "JSONB": "jsonb",
+    "BIGINT[]": "int8[]",
+}
+
+
 def _cast(table: Table, name: str) -> tuple[str, str]:
     """(the array parameter's element type, the cast from it to the column's type).
 
     JSON documents and arrays travel as text (an SQL array cannot hold arrays of different
     lengths) and are cast row by row."""
     col_type = table.c[name].type
+    sql_type = _SHORT[col_type.compile(dialect=_DIALECT)]
     if isinstance(col_type, JSONB | ARRAY):
-        return "text", "::" + col_type.compile(dialect=_DIALECT)
-    return col_type.compile(dialect=_DIALECT), ""
+        return "text", "::" + sql_type
+    return sql_type, ""
 
 
 def _unnest(table: Table, names: Sequence[str]) -> tuple[str, str, tuple[Encode, ...]]:
@@ -144,52 +158,49 @@ def _cols(table: Table, alias: str) -> str:
     return ", ".join(f"{alias}.{c}" for c in _columns(table))
 
 
-# Reads. Each finds rows by a primary or unique key; db.ledger_pool pins those plans.
+# Reads: meter_load (migration 0004) locks a batch's workspaces and reads its state by key.
 
-# Workspaces a batch changes are locked once each, in workspace_id order: every writer takes
-# them in that order, so batches cannot deadlock. The transaction's time comes with them.
-_LOCK = (
-    f"SELECT {_cols(t.workspaces, 'w')}, now() FROM workspaces w"
-    " WHERE w.workspace_id = ANY(%s::text[]) ORDER BY w.workspace_id FOR UPDATE"
-)
-LOCK = Statement(_LOCK, (texts,))
-# The sweeper's mode: workspaces another transaction holds are left for its next round.
-LOCK_SKIP = Statement(_LOCK + " SKIP LOCKED", (texts,))
-CREATE = Statement(
-    "INSERT INTO workspaces (workspace_id) SELECT unnest(%s::text[]) ORDER BY 1"
-    " ON CONFLICT DO NOTHING",
-    (texts,),
-)
-# A probe by key is a LATERAL subquery with LIMIT 1 (the key is unique): the planner cannot
-# pull it up into a join, so each key is one index lookup, however small a table looks.
-HOLDS = Statement(
-    f"SELECT {_cols(t.holds, 'h')} FROM unnest(%s::text[], %s::text[]) AS r(ws, rid),"
-    " LATERAL (SELECT * FROM holds WHERE workspace_id = r.ws AND request_id = r.rid LIMIT 1) h",
-    (texts, texts),
-)
-OVERDUE_HOLDS = Statement(
-    f"SELECT {_cols(t.holds, 'h')} FROM holds h"
-    " WHERE h.workspace_id = ANY(%s::text[]) AND h.state = 1 AND h.expires_at <= now()",
-    (texts,),
-)
-LIVE_LOTS = Statement(
-    f"SELECT {_cols(t.lots, 'l')} FROM lots l"
-    " WHERE l.workspace_id = ANY(%s::text[]) AND l.remaining > 0",
-    (texts,),
-)
-# Spent lots that loaded holds drew from (a commit gives credits back to them): rare.
+
+def _literal(text: str) -> str:
+    """Text as an SQL string literal (standard_conforming_strings is on, see db.ledger_pool)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def load(
+    ids: Sequence[str],
+    create: Sequence[str],
+    holds: Sequence[tuple[str, str]],
+    entries: Sequence[tuple[str, str]],
+    sweep: Sequence[str],
+    skip_locked: bool,
+) -> str:
+    """Open the batch's transaction and read its state: one message, one round trip.
+
+    The simple query protocol carries both statements in one message, so the arrays are
+    inlined as literals; PostgreSQL plans only a function call, whose own plans are cached.
+    """
+    args = [
+        texts(ids),
+        texts(create),
+        texts([k[0] for k in holds]),
+        texts([k[1] for k in holds]),
+        texts([k[0] for k in entries]),
+        texts([k[1] for k in entries]),
+        texts(sweep),
+    ]
+    call = ", ".join(map(_literal, args))
+    return f"BEGIN; SELECT meter_load({call}, {'true' if skip_locked else 'false'})::text"
+
+
+loads = orjson.loads
+
+# Spent lots that loaded holds drew from (a commit gives credits back to them): rare, so a
+# round trip of its own rather than a wider read on every batch. A LATERAL probe with LIMIT 1
+# stays one index lookup per key whatever the planner thinks of the table's size.
 LOTS = Statement(
     f"SELECT {_cols(t.lots, 'l')} FROM unnest(%s::text[], %s::int8[]) AS r(ws, id),"
     " LATERAL (SELECT * FROM lots WHERE workspace_id = r.ws AND lot_id = r.id LIMIT 1) l",
     (texts, ints),
-)
-# Grants, adjustments and refunds by request id: their replays, and ids that a hold may not
-# reuse (the partial unique index uq_journal_request serves it).
-REQUEST_ENTRIES = Statement(
-    f"SELECT {_cols(t.journal, 'j')} FROM unnest(%s::text[], %s::text[]) AS r(ws, rid),"
-    " LATERAL (SELECT * FROM journal WHERE workspace_id = r.ws AND request_id = r.rid"
-    " AND kind IN (1, 4, 5) LIMIT 1) j",
-    (texts, texts),
 )
 
 # Writes: one statement per table and kind of change.
@@ -219,6 +230,27 @@ WORKSPACE_CHANGES = tuple(
 UPDATE_WORKSPACES = update(
     t.workspaces, ("workspace_id",), WORKSPACE_CHANGES, extra="updated_at = now()"
 )
+
+
+def _together(parts: Sequence[Statement]) -> Statement:
+    """Statements as the data-modifying CTEs of one: a part with no rows costs next to
+    nothing, and the whole is one prepared statement with one plan."""
+    ctes = ", ".join(f"w{i} AS ({p.sql})" for i, p in enumerate(parts))
+    return Statement(f"WITH {ctes} SELECT 1", tuple(e for p in parts for e in p.encoders))
+
+
+# Every change of a batch. The Book never inserts and updates the same row in one batch (a
+# new lot or hold is not also a changed one), which the CTEs need: they share one snapshot.
+WRITE_PARTS = (
+    INSERT_LOTS,
+    UPDATE_LOTS,
+    INSERT_HOLDS,
+    UPDATE_HOLDS,
+    INSERT_ENTRIES,
+    INSERT_ALERTS,
+    UPDATE_WORKSPACES,
+)
+WRITE = _together(WRITE_PARTS)
 
 
 def dt(value: Any) -> datetime:
@@ -253,6 +285,13 @@ def ordered(names: Sequence[str], mapping: Any) -> list[Any]:
     return [mapping[n] for n in names]
 
 
+# Enum members by value: calling an IntEnum class costs several times a dict lookup.
+_LEVEL = Level._value2member_map_
+_ENTRY_KIND = EntryKind._value2member_map_
+_HOLD_KIND = HoldKind._value2member_map_
+_HOLD_STATE = HoldState._value2member_map_
+
+
 def account(r: Row) -> Account:
     (workspace_id, balance, held, used, granted, low, critical, level, hold_seq, lot_seq,
      entry_seq, alert_seq, next_expiry_at, last_at, last_kind, last_amount, last_operation,
@@ -265,14 +304,14 @@ def account(r: Row) -> Account:
         granted,
         low,
         critical,
-        Level(level),
+        _LEVEL[level],  # type: ignore[arg-type]
         hold_seq,
         lot_seq,
         entry_seq,
         alert_seq,
         opt_dt(next_expiry_at),
         opt_dt(last_at),
-        EntryKind(last_kind) if last_kind else None,
+        _ENTRY_KIND[last_kind] if last_kind else None,  # type: ignore[arg-type]
         last_amount,
         last_operation,
         opt_dt(created_at),
@@ -293,8 +332,8 @@ def hold(r: Row) -> Hold:
     return Hold(
         hold_id,
         request_id,
-        HoldKind(kind),
-        HoldState(state),
+        _HOLD_KIND[kind],  # type: ignore[arg-type]
+        _HOLD_STATE[state],  # type: ignore[arg-type]
         amount,
         operation,
         version,
