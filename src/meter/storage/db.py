@@ -93,8 +93,8 @@ _PINNED_PLANS = (
 
 def ledger_pool(url: str, size: int, timeout: float = 5.0) -> psycopg_pool.AsyncConnectionPool[Any]:
     """The hot path's own pool of plain psycopg connections, in autocommit mode (a batch
-    sends its own BEGIN and COMMIT in its two pipelines); the bounded wait for a
-    connection turns into UNAVAILABLE, never a hang."""
+    sends its own BEGIN and COMMIT in its two messages); the bounded wait for a connection
+    turns into UNAVAILABLE, never a hang."""
     return psycopg_pool.AsyncConnectionPool(
         libpq_url(url),
         min_size=size,

@@ -4,8 +4,8 @@ One call of `apply` is one transaction for a whole batch of commands, whatever t
 workspaces, in two round trips to PostgreSQL: "BEGIN; SELECT meter_load(...)" locks the
 workspace rows once each, in workspace_id order (every writer takes them in that order, so
 batches cannot deadlock), and reads the state the commands need by key (migration 0004);
-then one prepared statement writes every change, one set-based part per table and kind of
-change, and COMMIT follows in the same message (the statements are in ledger_sql).
+then "EXECUTE meter_write_N(...); COMMIT" writes every change with one prepared statement,
+one set-based part per table and kind of change (the statements are in ledger_sql).
 """
 
 from __future__ import annotations
@@ -164,9 +164,15 @@ async def _load(
     return books
 
 
+_writer = sql.Writer()
+
+
+_writer = sql.Writer()
+
+
 async def _write(conn: AsyncConnection[Any], books: dict[str, Book]) -> list[Book]:
-    """Write every change of the batch and commit: one round trip of one statement (and the
-    COMMIT). Returns the books whose workspace changed."""
+    """Write every change of the batch and commit: one round trip, one prepared statement.
+    Returns the books whose workspace changed."""
     new_lots: list[tuple[Any, ...]] = []
     lots: list[tuple[Any, ...]] = []
     new_holds: list[tuple[Any, ...]] = []
@@ -191,16 +197,8 @@ async def _write(conn: AsyncConnection[Any], books: dict[str, Book]) -> list[Boo
     if not changed and not holds:
         await conn.execute("COMMIT")
         return changed
-    columns: list[Sequence[Any]] = []
-    for part, rows in zip(
-        sql.WRITE_PARTS,
-        (new_lots, lots, new_holds, holds, entries, alerts, workspaces),
-        strict=True,
-    ):
-        columns += list(zip(*rows, strict=True)) if rows else [()] * len(part.encoders)
-    async with conn.pipeline():
-        await conn.execute(sql.WRITE.sql, sql.WRITE.params(columns))
-        await conn.execute("COMMIT")
+    rows = (new_lots, lots, new_holds, holds, entries, alerts, workspaces)
+    await conn.execute(_writer.message(conn, rows))
     return changed
 
 
