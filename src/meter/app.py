@@ -77,7 +77,8 @@ class App:
         except StartupError:
             await self.engine.dispose()
             raise
-        self.pool = db.ledger_pool(self.url, s.batch_workers + 1, timeout=LEDGER_POOL_WAIT_S)
+        # A connection for each batch worker, the express worker and the sweeper.
+        self.pool = db.ledger_pool(self.url, s.batch_workers + 2, timeout=LEDGER_POOL_WAIT_S)
         await self.pool.open(wait=True, timeout=30)
         self.announcer = Announcer(db.libpq_url(self.url))
         self.announcer.start()

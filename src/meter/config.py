@@ -44,7 +44,7 @@ class Settings:
     pool_size: int = field(default_factory=lambda: _env_int("METER_POOL_SIZE", 10))
     # Concurrent batch transactions: fewer means larger batches (less work per command),
     # more means more overlap with PostgreSQL's own work.
-    batch_workers: int = field(default_factory=lambda: _env_int("METER_BATCH_WORKERS", 4))
+    batch_workers: int = field(default_factory=lambda: _env_int("METER_BATCH_WORKERS", 2))
     max_batch: int = field(default_factory=lambda: _env_int("METER_MAX_BATCH", 1000))
     sweep_interval_s: float = 1.0
     # How often watched workspaces are compared with the database, in case a notice was lost.

@@ -25,6 +25,8 @@ C = TypeVar("C")
 R = TypeVar("R")
 
 Apply = Callable[[Sequence[C]], Awaitable[list[R]]]
+# Results handed to their callbacks between two turns of the event loop.
+YIELD_EVERY = 100
 # Hears a command's result, or the exception that failed its batch, once.
 Done = Callable[[R | BaseException], None]
 
@@ -33,10 +35,11 @@ class Batcher(Generic[C, R]):
     """Applies queued commands in batches with a bounded number of concurrent transactions.
 
     Two lanes: a call that awaits its command (a unary RPC) goes in the express lane, which
-    every batch takes from first; a stream's items go in the bulk lane with a callback. A
-    unary caller therefore waits for at most the batches already in the database, never for
-    the bulk queue in front of it. Results reach callbacks directly when a batch ends, with
-    no future or event-loop turn per command.
+    every batch takes from first; a stream's items go in the bulk lane with a callback. One
+    more worker than `workers` serves the express lane alone, at once: a unary caller never
+    waits for the bulk queue in front of it, nor for a free worker while big batches are in
+    the database (only, as always, for a batch holding its own workspace). Results reach
+    callbacks directly when a batch ends, with no future or event-loop turn per command.
     """
 
     def __init__(
@@ -62,18 +65,21 @@ class Batcher(Generic[C, R]):
         self._key = key  # the workspace a command belongs to
         self._express: deque[tuple[C, Done[R]]] = deque()
         self._bulk: deque[tuple[C, Done[R]]] = deque()
-        self._ready = asyncio.Event()
+        self._ready = asyncio.Event()  # something is queued
+        self._express_ready = asyncio.Event()  # a call is queued
         self._in_flight: set[str] = set()  # workspaces of the batches in the database
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._work()) for _ in range(self._workers)]
+        self._tasks.append(asyncio.create_task(self._work(express_only=True)))
 
     async def stop(self) -> None:
         """Refuse new commands, finish what is queued, then stop the workers."""
         self._closing = True
         self._ready.set()
+        self._express_ready.set()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def _check(self) -> None:
@@ -99,31 +105,35 @@ class Batcher(Generic[C, R]):
         fut: asyncio.Future[R | BaseException] = asyncio.get_running_loop().create_future()
         self._express.append((cmd, functools.partial(_resolve, fut)))
         self._ready.set()
+        self._express_ready.set()
         return await fut
 
-    async def _work(self) -> None:
+    async def _work(self, express_only: bool = False) -> None:
+        ready = self._express_ready if express_only else self._ready
+        lanes = (self._express,) if express_only else (self._express, self._bulk)
         while True:
-            await self._ready.wait()
-            if not self._express and not self._bulk:
+            await ready.wait()
+            if not any(lanes):
                 if self._closing:
                     return
-                self._ready.clear()
+                ready.clear()
                 continue
             if (
-                self._busy
+                not express_only
+                and self._busy
                 and self.linger_s
-                and not self._express
-                and len(self._bulk) < self.max_batch
+                and len(self._bulk) + len(self._express) < self.max_batch
             ):
                 # Under load (other batches are in the database), wait a moment for more
-                # commands: one transaction's fixed cost then pays for more of them. When idle,
-                # or when a caller waits, a command goes at once.
+                # commands: one transaction's fixed cost (above all its commit's WAL flush)
+                # then pays for more of them. When idle, a command goes at once, and the
+                # express worker never waits.
                 await asyncio.sleep(self.linger_s)
-            batch, keys = self._take()
+            batch, keys = self._take(lanes)
             if not batch:
                 # Everything queued waits for a workspace in the database; its batch's end
                 # wakes the workers again.
-                self._ready.clear()
+                ready.clear()
                 continue
             self._busy += 1
             try:
@@ -131,16 +141,20 @@ class Batcher(Generic[C, R]):
             finally:
                 self._busy -= 1
                 self._in_flight -= keys
+                if self._express:
+                    self._express_ready.set()
                 if self._express or self._bulk:
                     self._ready.set()
 
-    def _take(self) -> tuple[list[tuple[C, Done[R]]], set[str]]:
-        """Up to max_batch queued commands, express first, whose workspaces no batch in
-        flight holds; the rest stay queued in order."""
+    def _take(
+        self, lanes: tuple[deque[tuple[C, Done[R]]], ...]
+    ) -> tuple[list[tuple[C, Done[R]]], set[str]]:
+        """Up to max_batch queued commands of these lanes, in lane order, whose workspaces no
+        batch in flight holds; the rest stay queued in order."""
         batch: list[tuple[C, Done[R]]] = []
         keys: set[str] = set()
         busy, key = self._in_flight, self._key
-        for queue in (self._express, self._bulk):
+        for queue in lanes:
             skipped: list[tuple[C, Done[R]]] = []
             while queue and len(batch) < self.max_batch:
                 item = queue.popleft()
@@ -152,8 +166,10 @@ class Batcher(Generic[C, R]):
                     keys.add(k)
             queue.extendleft(reversed(skipped))
         busy |= keys
-        if not self._express and not self._bulk and not self._closing:
-            self._ready.clear()
+        if not self._closing and not self._express:
+            self._express_ready.clear()
+            if not self._bulk:
+                self._ready.clear()
         return batch, keys
 
     async def _run(self, batch: list[tuple[C, Done[R]]]) -> None:
@@ -178,8 +194,11 @@ class Batcher(Generic[C, R]):
                 return
             if self._on_batch is not None:
                 self._on_batch(len(batch))
-            for (_, done), result in zip(batch, results, strict=True):
+            for i, ((_, done), result) in enumerate(zip(batch, results, strict=True), 1):
                 done(result)
+                if not i % YIELD_EVERY:
+                    # Each result costs its caller's conversion: let the event loop turn.
+                    await asyncio.sleep(0)
             return
 
 

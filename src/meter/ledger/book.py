@@ -58,18 +58,36 @@ def level_of(available: int, low: int, critical: int) -> Level:
 class Book:
     """One workspace's state inside one transaction, and the rules that change it."""
 
+    # A batch builds a Book for every workspace it touches: slots keep that cheap.
+    __slots__ = (
+        "account",
+        "account_dirty",
+        "alerts",
+        "dirty_holds",
+        "dirty_lots",
+        "entries",
+        "holds",
+        "lots",
+        "new_hold_ids",
+        "new_holds",
+        "new_lot_ids",
+        "new_lots",
+        "now",
+        "request_entries",
+    )
+
     def __init__(
         self,
         account: Account,
         lots: list[Lot],
         holds: Mapping[str, Hold],
-        request_entries: Mapping[str, Entry],
+        request_entries: Mapping[str, Entry],  # read only
         now: datetime,
     ) -> None:
         self.account = account
         self.lots = {lot.lot_id: lot for lot in lots}
-        self.holds = dict(holds)
-        self.request_entries = dict(request_entries)
+        self.holds = dict(holds)  # the caller's mapping stays as it was
+        self.request_entries = request_entries
         self.now = now
         # What changed, for storage to write back.
         self.account_dirty = False

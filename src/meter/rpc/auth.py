@@ -26,6 +26,7 @@ from meter.auth.directory import Directory
 from meter.auth.model import Principal, Role, bearer
 from meter.errors import Kind, MeterError
 from meter.rpc.errors import abort
+from meter.rpc.interceptors import Wrapped
 
 log = structlog.get_logger("meter.auth")
 
@@ -154,6 +155,7 @@ class Guard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
 
     def __init__(self, directory: Directory) -> None:
         self.directory = directory
+        self._wrapped = Wrapped()
 
     async def authenticate(self, context: Any) -> Principal:
         """The calling principal.
@@ -202,9 +204,11 @@ class Guard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         self, continuation: Continuation, details: grpc.HandlerCallDetails
     ) -> Any:
         handler = await continuation(details)
-        method = details.method
-        if handler is None or method[1:].rsplit("/", 1)[0] in OPEN_SERVICES:
+        if handler is None or details.method[1:].rsplit("/", 1)[0] in OPEN_SERVICES:
             return handler
+        return self._wrapped.get(details.method, handler, self._wrap)
+
+    def _wrap(self, method: str, handler: Any) -> Any:
         if handler.unary_unary is not None:
             inner = handler.unary_unary
 

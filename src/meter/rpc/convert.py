@@ -74,7 +74,7 @@ def optional_usage(has: bool, msg: pb.Usage) -> Usage | None:
 
 
 def hold(h: HoldView) -> pb.Hold:
-    return pb.Hold(
+    msg = pb.Hold(
         hold_id=str(h.hold_id),
         workspace_id=h.workspace_id,
         request_id=h.request_id,
@@ -84,11 +84,13 @@ def hold(h: HoldView) -> pb.Hold:
         operation=h.operation,
         catalog_version=h.catalog_version,
         actor_id=h.actor_id,
-        labels=h.labels,
         create_time=ts(h.created_at),
         charged=h.charged,
         finish_time=ts(h.finished_at),
     )
+    if h.labels:  # filling a map field costs even when there is nothing to fill
+        msg.labels.update(h.labels)
+    return msg
 
 
 def balance(b: BalanceView) -> pb.Balance:

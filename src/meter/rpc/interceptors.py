@@ -39,6 +39,7 @@ class CallLog(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
 
     def __init__(self, observe: Observe | None = None) -> None:
         self._observe = observe or (lambda method, code, seconds: None)
+        self._wrapped = Wrapped()
 
     async def intercept_service(
         self, continuation: Continuation, details: grpc.HandlerCallDetails
@@ -46,7 +47,10 @@ class CallLog(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         handler = await continuation(details)
         if handler is None:
             return handler
-        method = details.method.rsplit("/", 1)[-1]
+        return self._wrapped.get(details.method, handler, self._wrap)
+
+    def _wrap(self, full_method: str, handler: Any) -> Any:
+        method = full_method.rsplit("/", 1)[-1]
         if handler.unary_unary is not None:
             inner = handler.unary_unary
 
@@ -109,6 +113,20 @@ async def _items(out: Any) -> Any:
         return
     async for item in out:
         yield item
+
+
+class Wrapped:
+    """An interceptor's wrapped handlers, one per method: wrapping builds closures and a
+    handler object, which would otherwise be done again for every call."""
+
+    def __init__(self) -> None:
+        self._by_method: dict[str, tuple[Any, Any]] = {}
+
+    def get(self, method: str, handler: Any, wrap: Callable[[str, Any], Any]) -> Any:
+        known = self._by_method.get(method)
+        if known is None or known[0] is not handler:
+            known = self._by_method[method] = (handler, wrap(method, handler))
+        return known[1]
 
 
 def _code(context: Any, default: str) -> str:

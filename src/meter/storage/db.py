@@ -105,8 +105,12 @@ def ledger_pool(url: str, size: int, timeout: float = 5.0) -> psycopg_pool.Async
             "connect_timeout": 5,
             "options": _OPTIONS + _PINNED_PLANS + " -c standard_conforming_strings=on",
             "application_name": f"meter-{os.getpid()}",
-            # Transactions are explicit (BEGIN ... COMMIT inside the batch's two pipelines).
+            # Transactions are explicit (BEGIN ... COMMIT inside the batch's two messages).
             "autocommit": True,
+            # Nothing for the driver to prepare: a batch's messages carry their data inline
+            # and run statements the server has prepared (ledger_sql.Writer), so the
+            # driver's bookkeeping of statements it might prepare would be wasted work.
+            "prepare_threshold": None,
         },
         name="meter-ledger",
     )

@@ -10,6 +10,7 @@ one set-based part per table and kind of change (the statements are in ledger_sq
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -41,6 +42,8 @@ from meter.storage import ledger_sql as sql
 from meter.storage.db import translated
 
 Result = Outcome | errors.MeterError
+# Commands (and results) handled between two turns of the event loop.
+YIELD_EVERY = 100
 
 
 class LedgerRepo:
@@ -94,7 +97,13 @@ class LedgerRepo:
         books = await _load(conn, cmds, skip_locked)
         if prepare is not None:
             await prepare({h.catalog_version for b in books.values() for h in b.holds.values()})
-        results = [_run(books.get(cmd.workspace_id), cmd, price) for cmd in cmds]
+        results = []
+        for i, cmd in enumerate(cmds, 1):
+            results.append(_run(books.get(cmd.workspace_id), cmd, price))
+            if not i % YIELD_EVERY:
+                # A big batch's rules take milliseconds of CPU: let calls waiting on the event
+                # loop (a unary Reserve, a stream's next message) in between.
+                await asyncio.sleep(0)
         changed = await _write(conn, books)
         if self.committed is not None and changed:
             self.committed(

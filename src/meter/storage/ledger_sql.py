@@ -290,8 +290,21 @@ class Writer:
 
 
 def dt(value: Any) -> datetime:
-    """A timestamp from a JSON document (ISO text) or a driver row (datetime)."""
-    return datetime.fromisoformat(value) if isinstance(value, str) else value  # type: ignore[no-any-return]
+    """A timestamp from a JSON document (ISO text) or a driver row (datetime).
+
+    A batch's rows repeat their times (holds made in one transaction, a workspace's lots),
+    so recent texts are kept with what they parsed to."""
+    if not isinstance(value, str):
+        return value  # type: ignore[no-any-return]
+    parsed = _parsed.get(value)
+    if parsed is None:
+        if len(_parsed) > 4096:
+            _parsed.clear()
+        parsed = _parsed[value] = datetime.fromisoformat(value)
+    return parsed
+
+
+_parsed: dict[str, datetime] = {}
 
 
 def opt_dt(value: Any) -> datetime | None:
