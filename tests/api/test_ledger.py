@@ -422,3 +422,22 @@ async def test_quotes_and_backslashes_in_text_are_stored_exactly(stub, ws, db):
     assert "it's \\ fine" == history.entries[0].reason
     assert labels == dict(history.entries[1].labels)
     assert 3 == db.scalar("SELECT count(*) FROM journal WHERE workspace_id = :w", w=ws)
+
+
+async def test_text_that_looks_like_array_syntax_or_null_is_stored_exactly(stub, ws, db):
+    """Batches carry their columns as array literals: braces, commas, quotes and the word
+    NULL inside text must come back as written, never as structure or as a missing value."""
+    await grant(stub, ws, 10)
+    job = rid()
+    labels = {"a": "NULL", "b": "{1,2}", "c": 'x,"y"}', "d": " spaced ", "e": "ünï 💳"}
+    await reserve(stub, ws, job, 1, labels=labels)
+    await stub.Commit(pb.CommitRequest(workspace_id=ws, request_id=job, amount=1))
+    await stub.AdjustCredits(
+        pb.AdjustCreditsRequest(workspace_id=ws, request_id=rid(), amount=1, reason="NULL")
+    )
+    history = await stub.ListTransactions(pb.ListTransactionsRequest(workspace_id=ws))
+    assert "NULL" == history.entries[0].reason
+    assert labels == dict(history.entries[1].labels)
+    assert labels == db.scalar(
+        "SELECT labels FROM holds WHERE workspace_id = :w AND request_id = :r", w=ws, r=job
+    )

@@ -59,7 +59,8 @@ CREATE OR REPLACE FUNCTION meter_load(
 ) RETURNS json
 LANGUAGE plpgsql VOLATILE
 SET enable_seqscan = off SET enable_bitmapscan = off SET enable_hashjoin = off
-SET enable_mergejoin = off SET enable_material = off SET plan_cache_mode = force_generic_plan
+SET enable_mergejoin = off SET enable_material = off SET enable_indexscan = on
+SET enable_nestloop = on SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
   locked text[];
