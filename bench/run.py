@@ -1,330 +1,169 @@
-"""`make bench`: Meter's throughput, latency and memory, each beside PostgreSQL's ceiling.
+"""`make bench`: Meter's throughput, latency, CPU and memory, each beside PostgreSQL's own.
 
-One run, one database: pg-limit measures what PostgreSQL itself can do for a durable
-reserve+commit pair, then the Meter server (its own process, loopback gRPC, asyncio
-clients) is measured on the same database, and every figure is printed with its ratio.
+One run, one scratch database: pg-limit and pg-ceiling measure what PostgreSQL itself does
+for a durable reserve+commit pair (one pair per transaction, and batched set-based), then
+one `meter serve` process (loopback gRPC, asyncio clients in this process) is measured on
+the same database. Every phase reports where the CPU went per pair: the server process,
+PostgreSQL's whole process tree, and the load clients. The sustained phase alone runs on a
+second fresh database with its own server, since it is about a ledger nobody has tuned.
+
+    python -m bench.run [--seconds 8] [--sustain-seconds 180] [--big-rows 10000000]
+                        [--only limits,windows,hot,unary,latency,mixed,sustain,big]
+                        [--json PATH]
+
+--only runs a subset of the phases, and with them the references they are compared with
+(pg-limit for windows and unary, pg-ceiling for windows, pg-limit on one workspace for hot).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import re
-import socket
-import statistics
-import subprocess
-import sys
 import time
-import uuid
-from pathlib import Path
 
-import grpc
-import sqlalchemy as sa
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from bench import db, phases, refs, report
+from bench.cpu import CpuMeter
+from bench.phases import MANY, SOLO, Bench, Results, progress
 
-from bench import load
-from meter.storage.db import libpq_url, normalize_url
-from meterpb.v1 import meter_pb2 as pb
-from meterpb.v1 import meter_pb2_grpc
-
-ROOT = Path(__file__).resolve().parents[1]
-PG_LIMIT = Path(os.environ.get("METER_PG_LIMIT", ROOT.parent / "shared/bench/pg-limit"))
-FUNDS = 10**11
+PHASES = ("limits", "windows", "hot", "unary", "latency", "mixed", "big", "sustain")
+SERVER_PHASES = ("windows", "hot", "unary", "latency", "mixed", "big")
+IDLE_SAMPLE_S = 2.0
 
 
-def pg_limit(url: str, clients: int, seconds: int, workspaces: int, batch: int = 1) -> int:
-    if not PG_LIMIT.is_file():
-        raise SystemExit(f"pg-limit not found at {PG_LIMIT}: set METER_PG_LIMIT to its path")
-    out = subprocess.run(
-        [
-            "bash",
-            str(PG_LIMIT),
-            libpq_url(url),
-            str(clients),
-            str(seconds),
-            str(workspaces),
-            str(batch),
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    m = re.search(r"limit_pairs_per_s (\d+)", out)
-    if not m:
-        raise RuntimeError(f"pg-limit printed no figure: {out}")
-    return int(m.group(1))
+def references_needed(only: set[str]) -> set[str]:
+    """The references the chosen phases are compared with; all of them for `limits`."""
+    if "limits" in only:
+        return {"limit", "limit_one", "ceiling"}
+    need = set()
+    if only & {"windows", "unary"}:
+        need.add("limit")
+    if "windows" in only:
+        need.add("ceiling")
+    if "hot" in only:
+        need.add("limit_one")
+    return need
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def run_references(b: Bench, need: set[str]) -> None:
+    meter = CpuMeter(b.tree)
+    s = b.seconds
+    jobs = {
+        "limit": lambda: refs.pg_limit(meter, b.url, 8, s, 1000, "pg-limit (8 clients, 1,000 ws)"),
+        "limit_one": lambda: refs.pg_limit(meter, b.url, 8, s, 1, "pg-limit (8 clients, 1 ws)"),
+        "ceiling": lambda: refs.pg_ceiling(meter, b.url, 4, s, 1000, 64),
+    }
+    for key in ("limit", "limit_one", "ceiling"):
+        if key in need:
+            ref = jobs[key]()
+            b.res.refs[key] = ref
+            us = ref.cpu.per_pair_us(ref.pairs)["pg_us"]
+            progress(f"  {ref.name}: {ref.rate:,.0f} pairs/s, PostgreSQL {us or 0:,.0f} µs/pair")
 
 
-class CpuSplit:
-    """Where the machine's CPU went during a phase: the server, this process's clients, and
-    everything else (on a bench machine: PostgreSQL), in cores."""
-
-    def __init__(self, server: Server) -> None:
-        self.server = server
-        self.start = self._read()
-
-    def _read(self) -> tuple[float, float, float, float]:
-        ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        hz = os.sysconf("SC_CLK_TCK")
-        busy = (sum(ticks) - ticks[3] - ticks[4]) / hz
-        me = os.times()
-        return time.perf_counter(), busy, self.server.cpu_s(), me.user + me.system
-
-    def cores(self) -> tuple[float, float, float]:
-        now = self._read()
-        wall = now[0] - self.start[0]
-        busy, srv, cli = ((now[i] - self.start[i]) / wall for i in (1, 2, 3))
-        return srv, cli, busy - srv - cli
+def idle_pg_cores(b: Bench) -> float | None:
+    """What PostgreSQL's tree draws with nothing of ours running: the noise floor."""
+    if b.tree is None:
+        return None
+    meter = CpuMeter(b.tree)
+    start = meter.sample()
+    time.sleep(IDLE_SAMPLE_S)
+    return meter.since(start).cores()["pg"]
 
 
-class Server:
-    """`meter serve` in its own process."""
-
-    def __init__(self, url: str) -> None:
-        self.port = free_port()
-        self.target = f"127.0.0.1:{self.port}"
-        env = {**os.environ, "METER_LOG_LEVEL": os.environ.get("METER_LOG_LEVEL", "warning")}
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "meter.cli.main",
-                "serve",
-                "--database-url",
-                url,
-                "--listen",
-                self.target,
-            ],
-            env=env,
-        )
-
-    async def ready(self) -> None:
-        async with grpc.aio.insecure_channel(self.target) as ch:
-            health = health_pb2_grpc.HealthStub(ch)
-            for _ in range(300):
-                try:
-                    r = await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                    if r.status == health_pb2.HealthCheckResponse.SERVING:
-                        return
-                except grpc.aio.AioRpcError:
-                    pass
-                await asyncio.sleep(0.1)
-        raise RuntimeError("the server did not start")
-
-    def cpu_s(self) -> float:
-        """CPU seconds the server process has used (user + system)."""
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def peak_rss_mb(self) -> float:
-        status = Path(f"/proc/{self.proc.pid}/status").read_text()
-        kb = int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1))  # type: ignore[union-attr]
-        return kb / 1024
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-
-
-async def fund(target: str, workspaces: list[str]) -> None:
-    async with load.channel(target) as ch:
-        stub = meter_pb2_grpc.MeterStub(ch)
-        sem = asyncio.Semaphore(64)
-
-        async def one(ws: str) -> None:
-            async with sem:
-                await stub.GrantCredits(
-                    pb.GrantCreditsRequest(
-                        workspace_id=ws, request_id=f"fund-{ws}", amount=FUNDS, source="bench"
-                    )
-                )
-
-        await asyncio.gather(*(one(w) for w in workspaces))
-
-
-def fresh_database(base: str) -> str:
-    name = f"meter_bench_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(normalize_url(base), isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return sa.engine.make_url(normalize_url(base)).set(database=name).render_as_string(False)
-
-
-def drop_database(base: str, url: str) -> None:
-    name = sa.engine.make_url(url).database
-    admin = sa.create_engine(normalize_url(base), isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
-
-
-def grow_journal(url: str, rows: int, workspaces: list[str]) -> None:
-    """Append `rows` CHARGE entries of 0 credits across the workspaces, as a busy ledger has."""
-    eng = sa.create_engine(normalize_url(url))
-    per = rows // len(workspaces)
-    with eng.begin() as c:
-        c.execute(
-            sa.text(
-                "INSERT INTO journal (workspace_id, entry_id, kind, amount, balance_after,"
-                " operation, request_id, created_at)"
-                " SELECT w.workspace_id, w.entry_seq + g, 2, 0, w.balance, 'content.generate_post',"
-                "  'old-' || g, now() - make_interval(secs => (:per - g))"
-                " FROM workspaces w, generate_series(1, :per) g WHERE w.workspace_id = ANY(:ids)"
-            ),
-            {"per": per, "ids": workspaces},
-        )
-        c.execute(
-            sa.text(
-                "UPDATE workspaces SET entry_seq = entry_seq + :per WHERE workspace_id = ANY(:ids)"
-            ),
-            {"per": per, "ids": workspaces},
-        )
-    with eng.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
-        c.execute(sa.text("VACUUM ANALYZE journal"))
-    eng.dispose()
-
-
-async def first_page_ms(target: str, workspace: str, n: int = 50) -> float:
-    async with load.channel(target) as ch:
-        stub = meter_pb2_grpc.MeterStub(ch)
-        times = []
-        for _ in range(n):
-            t0 = time.perf_counter()
-            await stub.ListTransactions(
-                pb.ListTransactionsRequest(workspace_id=workspace, page_size=50)
-            )
-            times.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(times)
-
-
-def pct(values: list[float], p: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(len(values) * p))] * 1000
-
-
-async def main(args: argparse.Namespace) -> dict[str, float]:
-    base = args.database_url
-    url = fresh_database(base)
-    figures: dict[str, float] = {}
-    server = None
+async def main_database(args: argparse.Namespace, only: set[str], res: Results) -> None:
+    url = db.fresh_database(args.database_url)
+    b = Bench(url, args.seconds, res)
     try:
-        figures["pg_limit_1000"] = pg_limit(url, 8, args.seconds, 1000)
-        figures["pg_limit_1"] = pg_limit(url, 8, args.seconds, 1)
-        print(f"pg-limit (8 clients, 1,000 workspaces): {figures['pg_limit_1000']:,} pairs/s")
-        print(f"pg-limit (8 clients, 1 workspace):      {figures['pg_limit_1']:,} pairs/s")
-        server = Server(url)
-        await server.ready()
-        many = [f"bench-{i:04d}" for i in range(1000)]
-        one = ["bench-solo"]
-        await fund(server.target, many + one)
-
-        cpu, split = server.cpu_s(), CpuSplit(server)
-        t = await load.unary_pairs(server.target, many, 32, args.seconds)
-        figures["unary"] = t.pairs / args.seconds
-        figures["unary_cpu_us"] = (server.cpu_s() - cpu) / max(t.pairs, 1) * 1e6
-        figures["unary_cores"] = split.cores()
-        # Latency at about half the unary peak, measured next to that peak.
-        t = await load.reserve_latency(server.target, many, figures["unary"] / 2, args.seconds)
-        figures["p50_ms"] = pct(t.latencies, 0.50)
-        figures["p99_ms"] = pct(t.latencies, 0.99)
-        figures["latency_rate"] = figures["unary"] / 2
-        cpu, split = server.cpu_s(), CpuSplit(server)
-        t = await load.stream_pairs(server.target, many, args.streams, args.in_flight, args.seconds)
-        figures["stream"] = t.pairs / args.seconds
-        figures["stream_cpu_us"] = (server.cpu_s() - cpu) / max(t.pairs, 1) * 1e6
-        figures["stream_cores"] = split.cores()
-        figures["stream_errors"] = t.errors
-        t = await load.stream_pairs(server.target, one, args.streams, args.in_flight, args.seconds)
-        figures["stream_one"] = t.pairs / args.seconds
-        if args.journal_rows:
-            grow_journal(url, args.journal_rows, many)
-            t = await load.stream_pairs(
-                server.target, many, args.streams, args.in_flight, args.seconds
-            )
-            figures["stream_big"] = t.pairs / args.seconds
-            figures["first_page_ms"] = await first_page_ms(server.target, many[0])
-        figures["rss_mb"] = server.peak_rss_mb()
+        res.settings = db.settings(url)
+        res.idle_pg_cores = idle_pg_cores(b)
+        need = references_needed(only)
+        if need:
+            progress("references:")
+        run_references(b, need)
+        if not only & set(SERVER_PHASES):
+            return
+        await b.start_server([*MANY, SOLO])
+        await b.at_rest(IDLE_SAMPLE_S)
+        for name, phase in (
+            ("windows", phases.windows),
+            ("hot", phases.hot),
+            ("unary", phases.unary),
+            ("latency", phases.latency),
+            ("mixed", phases.mixed),
+        ):
+            if name in only:
+                progress(f"{name}:")
+                await phase(b)
+        if "big" in only:
+            progress(f"big ({args.big_rows:,} rows):")
+            await phases.big(b, args.big_rows)
     finally:
-        if server is not None:
-            server.stop()
-        drop_database(base, url)
-    report(figures, args)
-    return figures
+        b.stop_server()
+        if b.peak_rss_mb:
+            res.figures["rss_mb"] = b.peak_rss_mb
+        db.drop_database(args.database_url, url)
 
 
-def report(f: dict[str, float], args: argparse.Namespace) -> None:
-    rows = [
-        (
-            "Stream pairs/s, 1,000 workspaces",
-            f["stream"],
-            f["stream"] / f["pg_limit_1000"],
-            ">= 3.0",
-        ),
-        (
-            "Stream pairs/s, 1 workspace",
-            f["stream_one"],
-            f["stream_one"] / f["pg_limit_1"],
-            ">= 3.0",
-        ),
-        ("unary pairs/s (32 workers)", f["unary"], f["unary"] / f["pg_limit_1000"], ">= 0.35"),
-    ]
-    print()
-    print(f"{'figure':<44}{'value':>12}{'ratio':>10}  target")
-    for name, value, ratio, target in rows:
-        print(f"{name:<44}{value:>12,.0f}{ratio:>10.2f}  {target}")
-    print(
-        f"{'unary Reserve p50 / p99 at ' + format(f['latency_rate'], ',.0f') + '/s (ms)':<44}"
-        f"{f['p50_ms']:>6.2f} / {f['p99_ms']:.2f}{'':>4}  p99 <= 10 ms"
-    )
-    if "stream_big" in f:
-        print(
-            f"{'Stream pairs/s with ' + format(args.journal_rows, ',') + ' journal rows':<44}"
-            f"{f['stream_big']:>12,.0f}{f['stream_big'] / f['stream']:>10.2f}  >= 0.9 x empty"
-        )
-        print(
-            f"{'ListTransactions first page (ms, median)':<44}{f['first_page_ms']:>12.2f}"
-            f"{'':>10}  <= 20 ms"
-        )
-    print(f"{'server peak RSS (MB)':<44}{f['rss_mb']:>12.0f}{'':>10}  <= 300 MB")
-    print(
-        f"{'server CPU per pair, unary / Stream (us)':<44}"
-        f"{f['unary_cpu_us']:>6.0f} / {f['stream_cpu_us']:.0f}"
-    )
-    for phase in ("unary", "stream"):
-        srv, cli, rest = f[f"{phase}_cores"]
-        print(
-            f"{'cores used, ' + phase + ' phase':<44}server {srv:.2f}, clients {cli:.2f},"
-            f" PostgreSQL and the rest {rest:.2f} (of {os.cpu_count()})"
-        )
-    if args.json:
-        Path(args.json).write_text(json.dumps(f, indent=2))
+async def sustain_database(args: argparse.Namespace, res: Results) -> None:
+    url = db.fresh_database(args.database_url)
+    b = Bench(url, args.seconds, res)
+    try:
+        if not res.settings:
+            res.settings = db.settings(url)
+        await b.start_server(MANY, warmup=False)
+        progress(f"sustain ({args.sustain_seconds} s):")
+        await phases.sustain(b, args.sustain_seconds)
+    finally:
+        b.stop_server()
+        res.figures["sustain_rss_mb"] = b.peak_rss_mb
+        db.drop_database(args.database_url, url)
+
+
+async def main(args: argparse.Namespace) -> Results:
+    only = parse_only(args.only)
+    res = Results()
+    try:
+        if only - {"sustain"}:
+            await main_database(args, only, res)
+        if "sustain" in only:
+            await sustain_database(args, res)
+    finally:
+        checks: list[report.Check] = []
+        try:
+            text, checks = report.render(res)
+            print(text, flush=True)
+        finally:
+            # Written even when the report cannot be, so no measured figure is lost.
+            if args.json:
+                report.dump(args.json, res, checks, vars(args))
+    return res
+
+
+def parse_only(text: str) -> set[str]:
+    only = {p.strip() for p in text.split(",") if p.strip()} if text else set(PHASES)
+    unknown = only - set(PHASES)
+    if unknown:
+        raise SystemExit(f"unknown phase(s) {', '.join(sorted(unknown))}; known: {PHASES}")
+    return only
 
 
 def parse() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument(
         "--database-url",
         default=os.environ.get(
             "METER_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
         ),
     )
-    p.add_argument("--seconds", type=int, default=10)
-    p.add_argument("--streams", type=int, default=4)
-    p.add_argument("--in-flight", type=int, default=2000)
-    p.add_argument("--journal-rows", type=int, default=5_000_000)
-    p.add_argument("--json", default="")
+    p.add_argument("--seconds", type=int, default=8, help="timed seconds per phase")
+    p.add_argument("--sustain-seconds", type=int, default=180)
+    # --journal-rows is the older name of the option, kept so existing commands still run.
+    p.add_argument("--big-rows", "--journal-rows", type=int, default=10_000_000)
+    p.add_argument("--only", default="", help=f"comma-separated subset of {','.join(PHASES)}")
+    p.add_argument("--json", default="", help="write every figure to this file")
     return p.parse_args()
 
 
