@@ -25,7 +25,8 @@ C = TypeVar("C")
 R = TypeVar("R")
 
 Apply = Callable[[Sequence[C]], Awaitable[list[R]]]
-# Results handed to their callbacks between two turns of the event loop.
+# Commands (or their results) handled between two turns of the event loop: a batch's work
+# is milliseconds of CPU, and calls waiting on the loop go in between.
 YIELD_EVERY = 100
 # Hears a command's result, or the exception that failed its batch, once.
 Done = Callable[[R | BaseException], None]
@@ -34,11 +35,12 @@ Done = Callable[[R | BaseException], None]
 class Batcher(Generic[C, R]):
     """Applies queued commands in batches with a bounded number of concurrent transactions.
 
-    Two lanes: a call that awaits its command (a unary RPC) goes in the express lane, which
-    every batch takes from first; a stream's items go in the bulk lane with a callback. One
-    more worker than `workers` serves the express lane alone, at once: a unary caller never
-    waits for the bulk queue in front of it, nor for a free worker while big batches are in
-    the database (only, as always, for a batch holding its own workspace). Results reach
+    Two lanes: a call that awaits its command (a unary RPC) goes in the express lane; a
+    stream's items go in the bulk lane with a callback. One more worker than `workers`
+    serves the express lane alone, at once, and the others serve it only while no stream
+    item is queued: a unary caller never waits for the bulk queue in front of it, nor rides
+    in a big batch, nor waits for a free worker while big batches are in the database
+    (only, as always, for a batch holding its own workspace). Results reach
     callbacks directly when a batch ends, with no future or event-loop turn per command.
     """
 
@@ -110,9 +112,17 @@ class Batcher(Generic[C, R]):
 
     async def _work(self, express_only: bool = False) -> None:
         ready = self._express_ready if express_only else self._ready
-        lanes = (self._express,) if express_only else (self._express, self._bulk)
         while True:
             await ready.wait()
+            # While streams keep the bulk lane busy, calls are the express worker's alone:
+            # riding in a big batch would make a call wait for all of it. Without stream
+            # traffic every worker serves calls.
+            if express_only:
+                lanes: tuple[deque[tuple[C, Done[R]]], ...] = (self._express,)
+            elif self._bulk:
+                lanes = (self._bulk,)
+            else:
+                lanes = (self._express,)
             if not any(lanes):
                 if self._closing:
                     return

@@ -19,6 +19,7 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from meter import errors
+from meter.ledger.batcher import YIELD_EVERY
 from meter.ledger.book import Book, Pricer
 from meter.ledger.model import (
     AdjustCmd,
@@ -42,8 +43,6 @@ from meter.storage import ledger_sql as sql
 from meter.storage.db import translated
 
 Result = Outcome | errors.MeterError
-# Commands (and results) handled between two turns of the event loop.
-YIELD_EVERY = 100
 
 
 class LedgerRepo:
@@ -95,6 +94,7 @@ class LedgerRepo:
         # Two round trips: lock and read, then write and commit. A failure leaves the session
         # in a transaction, which the pool rolls back when the connection comes back to it.
         books = await _load(conn, cmds, skip_locked)
+        await asyncio.sleep(0)
         if prepare is not None:
             await prepare({h.catalog_version for b in books.values() for h in b.holds.values()})
         results = []
@@ -104,6 +104,7 @@ class LedgerRepo:
                 # A big batch's rules take milliseconds of CPU: let calls waiting on the event
                 # loop (a unary Reserve, a stream's next message) in between.
                 await asyncio.sleep(0)
+        await asyncio.sleep(0)
         changed = await _write(conn, books)
         if self.committed is not None and changed:
             self.committed(
