@@ -177,9 +177,6 @@ async def _load(
 _writer = sql.Writer()
 
 
-_writer = sql.Writer()
-
-
 async def _write(conn: AsyncConnection[Any], books: dict[str, Book]) -> list[Book]:
     """Write every change of the batch and commit: one round trip, one prepared statement.
     Returns the books whose workspace changed."""
@@ -208,7 +205,11 @@ async def _write(conn: AsyncConnection[Any], books: dict[str, Book]) -> list[Boo
         await conn.execute("COMMIT")
         return changed
     rows = (new_lots, lots, new_holds, holds, entries, alerts, workspaces)
-    await conn.execute(_writer.message(conn, rows))
+    try:
+        await conn.execute(_writer.message(conn, rows))
+    except BaseException:
+        _writer.failed(conn)
+        raise
     return changed
 
 

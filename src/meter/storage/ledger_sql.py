@@ -273,7 +273,10 @@ class Writer:
     """
 
     def __init__(self) -> None:
-        self._prepared: weakref.WeakKeyDictionary[Any, set[int]] = weakref.WeakKeyDictionary()
+        # The combinations each connection has prepared; None: unknown after a failure.
+        self._prepared: weakref.WeakKeyDictionary[Any, set[int] | None] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def message(self, conn: Any, rows: Sequence[Sequence[Sequence[Any]]]) -> str:
         """The message for one connection; `rows` holds each of WRITE_PARTS' rows."""
@@ -281,12 +284,21 @@ class Writer:
         parts = [(p, r) for p, r in zip(WRITE_PARTS, rows, strict=True) if r]
         args = [_literal(a) for p, r in parts for a in p.params(list(zip(*r, strict=True)))]
         name = f"meter_write_{mask}"
-        prepared = self._prepared.setdefault(conn, set())
         head = ""
+        prepared = self._prepared.get(conn, set())
+        if prepared is None:
+            # A failed message may or may not have prepared its statement (PREPARE outlives
+            # a rollback): start this connection's set again from nothing.
+            head, prepared = "DEALLOCATE ALL; ", set()
+        self._prepared[conn] = prepared
         if mask not in prepared:
-            head = _prepare(name, _together([p for p, _ in parts])) + "; "
+            head += _prepare(name, _together([p for p, _ in parts])) + "; "
             prepared.add(mask)
         return f"{head}EXECUTE {name}({', '.join(args)}); COMMIT"
+
+    def failed(self, conn: Any) -> None:
+        """The connection's last message failed: what it has prepared is unknown."""
+        self._prepared[conn] = None
 
 
 def dt(value: Any) -> datetime:
