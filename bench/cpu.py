@@ -4,6 +4,10 @@ Everything runs on one host, so /proc tells where the CPU went. PostgreSQL's sha
 whole tree under the postmaster: backends, the WAL writer, the checkpointer and the rest.
 A backend that exits during a phase leaves its CPU in the postmaster's cutime/cstime once
 it is reaped, so every process is read for both its own and its reaped children's time.
+
+The clients are this process and, where a phase runs part of its load elsewhere, its helper
+processes: those are read from /proc like the server, while they are still alive, so their
+CPU is counted from the phase's first sample to its last and not from their start-up.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import os
 import re
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,8 +113,9 @@ class Cpu:
     server_s: float | None
     pg_s: float | None
     pg_foreign_s: float | None  # part of pg_s: live backends of other databases
-    client_s: float
+    client_s: float  # this process and its helper processes
     children_s: float  # this process's reaped children: pgbench and psql for the references
+    helpers_s: float = 0.0  # part of client_s: the helper processes
 
     def per_pair_us(self, pairs: int) -> dict[str, float | None]:
         def us(s: float | None) -> float | None:
@@ -133,6 +139,7 @@ class Cpu:
             "pg": c(self.pg_s),
             "pg_foreign": c(self.pg_foreign_s),
             "client": c(self.client_s),
+            "helpers": c(self.helpers_s),
         }
 
 
@@ -144,14 +151,22 @@ class _Sample:
     pg_foreign: dict[int, float] | None
     client: float
     children: float
+    helpers: dict[int, float | None]
 
 
 class CpuMeter:
-    """Samples the three parties; `measure()` starts a phase and `Cpu` ends it."""
+    """Samples the three parties; `sample()` starts a phase and `since()` ends it.
 
-    def __init__(self, pg: PgTree | None, server_pid: int | None = None) -> None:
+    `helpers` are client processes of the phase (not this process's reaped children): each
+    must be alive at both samples, or its CPU between them could not be read.
+    """
+
+    def __init__(
+        self, pg: PgTree | None, server_pid: int | None = None, helpers: Sequence[int] = ()
+    ) -> None:
         self.pg = pg
         self.server_pid = server_pid
+        self.helpers = tuple(helpers)
 
     def sample(self) -> _Sample:
         me = os.times()
@@ -164,6 +179,7 @@ class CpuMeter:
             pg_foreign=foreign,
             client=me.user + me.system,
             children=me.children_user + me.children_system,
+            helpers={pid: proc_cpu_s(pid) for pid in self.helpers},
         )
 
     def since(self, start: _Sample) -> Cpu:
@@ -172,13 +188,22 @@ class CpuMeter:
         def delta(a: float | None, b: float | None) -> float | None:
             return None if a is None or b is None else b - a
 
+        helpers = 0.0
+        for pid in self.helpers:
+            a, b = start.helpers.get(pid), end.helpers.get(pid)
+            # A helper gone by either sample would leave a hole in the client's CPU that no
+            # other reading fills (once reaped, it is only in the anonymous children sum).
+            if a is None or b is None:
+                raise RuntimeError(f"helper process {pid} was not running at both CPU samples")
+            helpers += b - a
         return Cpu(
             wall_s=end.wall - start.wall,
             server_s=delta(start.server, end.server),
             pg_s=delta(start.pg, end.pg),
             pg_foreign_s=_foreign_delta(start.pg_foreign, end.pg_foreign),
-            client_s=end.client - start.client,
+            client_s=end.client - start.client + helpers,
             children_s=end.children - start.children,
+            helpers_s=helpers,
         )
 
 

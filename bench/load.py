@@ -55,9 +55,10 @@ class Tally:
         self.series[i] += n
         self.pairs += n
 
-    def rate(self, seconds: int) -> float:
-        """Pairs per second finished inside the first `seconds` (not counting the drain)."""
-        return sum(self.series[:seconds]) / seconds if seconds > 0 else 0.0
+    def rate(self, seconds: int, after: int = 0) -> float:
+        """Pairs per second finished inside the `seconds` that follow the first `after`
+        (not counting the drain)."""
+        return sum(self.series[after : after + seconds]) / seconds if seconds > 0 else 0.0
 
     def windows(self, width: int) -> list[float]:
         """Pairs per second over consecutive whole windows of `width` seconds."""

@@ -14,7 +14,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from bench import db, load
+from bench import background, db, load
 from bench.cpu import Cpu, CpuMeter, PgTree
 from bench.refs import Reference
 from bench.server import Server, fund
@@ -29,6 +29,10 @@ HEADLINE_WINDOW = 256
 OPEN_LOOP_RATES = (50, 100, 200, 400)
 UNARY_WORKERS = 32
 MIXED = {"in_flight": 64, "unary": 8, "watchers": 50, "readers": 4}
+# How long the mixed phase's background process runs before the unary workers start, so
+# they meet its load going at full rate. Whole seconds: the Stream tally's per-second bins
+# then line up with the unary workers' window.
+MIXED_LEAD_S = 1
 SUSTAIN_WINDOW_S = 10
 SUSTAIN_BASE_S = 30
 HEADLINE = f"Stream {STREAMS}x{HEADLINE_WINDOW}"
@@ -81,8 +85,8 @@ class Bench:
         assert self.server is not None, "the server is not running"
         return self.server.target
 
-    def meter(self) -> CpuMeter:
-        return CpuMeter(self.tree, self.server.pid if self.server else None)
+    def meter(self, helpers: list[int] | None = None) -> CpuMeter:
+        return CpuMeter(self.tree, self.server.pid if self.server else None, helpers or [])
 
     async def start_server(self, workspaces: list[str], warmup: bool = True) -> None:
         self.server = Server(self.url)
@@ -177,26 +181,51 @@ async def latency(b: Bench) -> None:
 
 
 async def mixed(b: Bench) -> None:
-    s = b.seconds
-    work = asyncio.gather(
-        load.stream_pairs(b.target, MANY, STREAMS, MIXED["in_flight"], s),
-        load.unary_pairs(b.target, MANY, MIXED["unary"], s, record=True),
-        load.watch_balances(b.target, MANY[: MIXED["watchers"]], s),
-        load.history_reads(b.target, MANY, MIXED["readers"], s),
+    """Unary Reserve latency while a Stream fleet, watchers and history readers share the
+    server. Those run in a child process, as production's other callers are other
+    processes: in this one's event loop their messages would delay the unary workers' own
+    wake-ups, and that delay would be timed as the server's."""
+    s, lead = b.seconds, MIXED_LEAD_S
+    params = background.Params(
+        target=b.target,
+        workspaces=MANY,
+        watched=MANY[: MIXED["watchers"]],
+        streams=STREAMS,
+        in_flight=MIXED["in_flight"],
+        readers=MIXED["readers"],
+        seconds=lead + s,
     )
-    (st, un, wa, hi), cpu = await b.timed(work)
-    rate, pairs = st.rate(s) + un.rate(s), st.pairs + un.pairs
+    async with background.running(params) as bg:
+        # From the child's `started` on: its start-up is not load, so not counted as such.
+        meter = b.meter(helpers=[bg.pid])
+        start = meter.sample()
+        await asyncio.sleep(lead)
+        un = await load.unary_pairs(b.target, MANY, MIXED["unary"], s, record=True)
+        tallies = await bg.result()
+        # Read while the child, done, waits to be let go: /proc still has all of its CPU.
+        cpu = meter.since(start)
+    st, wa, hi = tallies.stream, tallies.watch, tallies.history
+    if not sum(st.series[:lead]):
+        progress("  WARNING: the background Stream fleet finished no pairs before the unary run")
+    # The Stream rate is over the seconds it shared with the unary workers; the CPU per pair
+    # divides all that was spent from `started` to the drain by every pair finished in it.
+    stream_rate = st.rate(s, after=lead)
+    rate, pairs = stream_rate + un.rate(s), st.pairs + un.pairs
     phase = b.add(Phase("mixed", rate, pairs, st.errors + un.errors, cpu))
     phase.extra = {
-        "stream_pairs_s": st.rate(s),
+        "stream_pairs_s": stream_rate,
         "unary_pairs_s": un.rate(s),
         "unary_reserve_p50_ms": load.percentile_ms(un.latencies, 0.50),
         "unary_reserve_p99_ms": load.percentile_ms(un.latencies, 0.99),
-        "history_reads_s": hi.messages / s,
+        # Watchers and readers ran for the child's whole `lead + s` seconds.
+        "history_reads_s": hi.messages / (lead + s),
         "history_p50_ms": load.percentile_ms(hi.latencies, 0.50),
         "history_p99_ms": load.percentile_ms(hi.latencies, 0.99),
-        "watch_messages_s": wa.messages / s,
+        "watch_messages_s": wa.messages / (lead + s),
         "errors_watch_history": wa.errors + hi.errors,
+        "background_process": True,
+        "background_lead_s": lead,
+        "background_cores": cpu.cores()["helpers"],
     }
 
 

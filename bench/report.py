@@ -322,7 +322,10 @@ class Report:
             f" watch messages {num(e['watch_messages_s'])}/s,"
             f" history reads {num(e['history_reads_s'])}/s"
             f" (p50 {num(e['history_p50_ms'], 1)} / p99 {num(e['history_p99_ms'], 1)} ms)\n"
-            f"  unary Reserve p50 {num(e['unary_reserve_p50_ms'], 2)} ms, p99 {shown}"
+            f"  unary Reserve p50 {num(e['unary_reserve_p50_ms'], 2)} ms, p99 {shown}\n"
+            "  the Stream fleet, watchers and history readers ran in a process of their own,"
+            f" started {e['background_lead_s']} s before the unary workers; the clients' CPU"
+            f" includes its {num(e['background_cores'], 2)} cores"
         )
 
     def sustain(self) -> str:
