@@ -1,0 +1,119 @@
+"""The ledger's storage alone: batches of reserves, then of their commits, with no gRPC.
+
+It isolates what the database path costs per reserve+commit pair at a given batch size, in
+this process (the rules, the batch's messages) and in PostgreSQL, so designs of that path
+can be compared without the server's other work in the figures:
+
+    python -m bench.storage [--batch 128] [--pairs 25600] [--rounds 1] [--database-url URL]
+
+Four lanes run side by side, each on its own quarter of 1,000 workspaces (as the batcher
+keeps concurrent batches apart). Rounds run one after another on the same ledger, so a
+cost that grows with the tables shows as a rising figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import os
+import random
+import time
+
+from bench import db as bench_db
+from bench.cpu import PgTree
+from meter.catalog.model import Usage
+from meter.ledger.model import CommitCmd, GrantCmd, ReserveCmd
+from meter.storage import db
+from meter.storage.ledger_repo import LedgerRepo
+
+WORKSPACES = [f"w{i:04d}" for i in range(1000)]
+LANES = 4
+
+
+def _price(operation: str, version: int, usage: Usage) -> int:
+    return 2
+
+
+def _pg_cpu_s(tree: PgTree | None) -> float:
+    """CPU seconds of PostgreSQL's whole process tree (0 when it runs elsewhere)."""
+    return tree.cpu_s()[0] if tree else 0.0
+
+
+def _own_cpu_s() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+async def run(url: str, batch: int, pairs: int, rounds: int) -> None:
+    db.migrate(url)
+    tree = bench_db.pg_tree(url)
+    pool = db.ledger_pool(url, LANES)
+    await pool.open(wait=True)
+    repo = LedgerRepo(pool)
+    try:
+        await repo.apply(
+            [GrantCmd(w, "fund", 10**11, None, "bench", "", "", {}, "fp") for w in WORKSPACES],
+            _price,
+        )
+        ids = itertools.count()
+        rnd = random.Random(1)
+        per_lane = max(pairs // (LANES * batch), 1)
+        span = len(WORKSPACES) // LANES
+
+        async def lane(k: int) -> None:
+            mine = WORKSPACES[k * span : (k + 1) * span]
+            for _ in range(per_lane):
+                chosen = rnd.sample(mine, min(batch, len(mine)))
+                jobs = [f"j{next(ids)}" for _ in chosen]
+                await repo.apply(
+                    [
+                        ReserveCmd(w, j, 3, "content.generate_post", 1, "", {}, 900, "fp")
+                        for w, j in zip(chosen, jobs, strict=True)
+                    ],
+                    _price,
+                )
+                await repo.apply(
+                    [
+                        CommitCmd(w, j, 2, None, {}, "cfp")
+                        for w, j in zip(chosen, jobs, strict=True)
+                    ],
+                    _price,
+                )
+
+        for r in range(1, rounds + 1):
+            me0, pg0, t0 = _own_cpu_s(), _pg_cpu_s(tree), time.perf_counter()
+            await asyncio.gather(*(lane(k) for k in range(LANES)))
+            elapsed = time.perf_counter() - t0
+            n = per_lane * LANES * min(batch, span)
+            pg = f"{(_pg_cpu_s(tree) - pg0) / n * 1e6:.0f}" if tree else "n/a"
+            print(
+                f"round {r}: batch {batch}: {n / elapsed:,.0f} pairs/s,"
+                f" per pair: this process {(_own_cpu_s() - me0) / n * 1e6:.0f} us,"
+                f" PostgreSQL {pg} us"
+            )
+    finally:
+        await pool.close()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument(
+        "--database-url",
+        default=os.environ.get(
+            "METER_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+        ),
+    )
+    p.add_argument("--batch", type=int, default=128, help="commands per batch")
+    p.add_argument("--pairs", type=int, default=25_600, help="reserve+commit pairs per round")
+    p.add_argument("--rounds", type=int, default=1)
+    args = p.parse_args()
+    url = bench_db.fresh_database(args.database_url)
+    try:
+        asyncio.run(run(url, args.batch, args.pairs, args.rounds))
+    finally:
+        bench_db.drop_database(args.database_url, url)
+
+
+if __name__ == "__main__":
+    main()
