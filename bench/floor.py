@@ -54,9 +54,8 @@ async def measure(url: str, calls: int) -> None:
                     await call()
                 wall = (time.perf_counter() - t0) / (n * per) * 1e6
                 cpu = (server.cpu_s() - cpu0) / (n * per) * 1e6
-                print(
-                    f"{name:15s} one call at a time: {wall:,.0f} us wall, server {cpu:,.0f} us CPU per call"
-                )
+                print(f"{name:15s} one call at a time: {wall:,.0f} us wall,", end=" ")
+                print(f"server {cpu:,.0f} us CPU per call")
     finally:
         server.stop()
 
