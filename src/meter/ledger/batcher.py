@@ -40,8 +40,8 @@ class Batcher(Generic[C, R]):
     serves the express lane alone, at once, and the others serve it only while no stream
     item is queued: a unary caller never waits for the bulk queue in front of it, nor rides
     in a big batch, nor waits for a free worker while big batches are in the database
-    (only, as always, for a batch holding its own workspace). Results reach
-    callbacks directly when a batch ends, with no future or event-loop turn per command.
+    (only, as always, for a batch holding its own workspace). Results reach callbacks
+    directly when a batch ends, with no future or event-loop turn per command.
     """
 
     def __init__(
