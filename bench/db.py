@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import os
 import sys
 import time
 import uuid
@@ -28,6 +30,17 @@ BULK_CHUNK_WORKSPACES = 100
 
 def _admin(base: str) -> sa.Engine:
     return sa.create_engine(normalize_url(base), isolation_level="AUTOCOMMIT")
+
+
+def add_database_url(parser: argparse.ArgumentParser) -> None:
+    """The --database-url option every benchmark takes: the server its scratch databases go
+    on (METER_BENCH_DATABASE_URL, default the local one)."""
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get(
+            "METER_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+        ),
+    )
 
 
 def fresh_database(base: str) -> str:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import time
 
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -62,12 +61,7 @@ async def measure(url: str, calls: int) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument(
-        "--database-url",
-        default=os.environ.get(
-            "METER_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-        ),
-    )
+    db.add_database_url(p)
     p.add_argument("--calls", type=int, default=3000)
     args = p.parse_args()
     url = db.fresh_database(args.database_url)

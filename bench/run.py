@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import time
 
 from bench import db, phases, refs, report
@@ -152,12 +151,7 @@ def parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument(
-        "--database-url",
-        default=os.environ.get(
-            "METER_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-        ),
-    )
+    db.add_database_url(p)
     p.add_argument("--seconds", type=int, default=8, help="timed seconds per phase")
     p.add_argument("--sustain-seconds", type=int, default=180)
     # --journal-rows is the older name of the option, kept so existing commands still run.

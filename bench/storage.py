@@ -98,12 +98,7 @@ async def run(url: str, batch: int, pairs: int, rounds: int) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument(
-        "--database-url",
-        default=os.environ.get(
-            "METER_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-        ),
-    )
+    bench_db.add_database_url(p)
     p.add_argument("--batch", type=int, default=128, help="commands per batch")
     p.add_argument("--pairs", type=int, default=25_600, help="reserve+commit pairs per round")
     p.add_argument("--rounds", type=int, default=1)
