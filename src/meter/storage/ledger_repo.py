@@ -141,7 +141,9 @@ async def _load(
     query = sql.load(ids, sorted(create), list(keys), list(entry_keys), sweep, skip_locked)
     cur = await conn.execute(query)
     cur.nextset()
-    now, accounts, hold_rows, overdue, lot_rows, entry_rows = sql.loads((await cur.fetchone())[0])  # type: ignore[index]
+    answer = await cur.fetchone()
+    assert answer is not None
+    now, accounts, hold_rows, overdue, lot_rows, entry_rows = sql.loads(answer[0])
     now = sql.dt(now)
     ws_holds: dict[str, dict[str, Hold]] = defaultdict(dict)
     for r in hold_rows + overdue:
@@ -156,9 +158,8 @@ async def _load(
         # Lots the loaded holds drew from that have no credits left: only a commit or a
         # release giving credits back to them needs these, so they cost a round trip of
         # their own instead of a wider read on every batch.
-        pairs = list(spent)
-        params = sql.LOTS.params([[p[0] for p in pairs], [p[1] for p in pairs]])
-        for r in await (await conn.execute(sql.LOTS.sql, params, binary=True)).fetchall():
+        found = await conn.execute(sql.LOTS.sql, sql.LOTS.rows(list(spent)), binary=True)
+        for r in await found.fetchall():
             ws_lots[r[0]].append(sql.lot(r))
     ws_entries: dict[str, dict[str, Entry]] = defaultdict(dict)
     for r in entry_rows:

@@ -1,10 +1,11 @@
 """The ledger's hot path in SQL: keyed reads of a batch's state, set-based writes of its changes.
 
-Every statement takes whole columns as array parameters (one array per column, `unnest`ed
-in SQL), so its text is fixed however many rows it carries: psycopg prepares it once per
-connection. The statements are built here from the tables of meter.storage.tables, so they
-follow the schema without restating it, and these builders and parsers are the only place
-that knows how a domain object maps to its row.
+A batch reads through meter_load (migration 0004) and writes with statements that take
+whole columns as array parameters (one array per column, `unnest`ed in SQL), so their text
+is fixed however many rows they carry and each connection prepares them once (Writer). The
+statements are built here from the tables of meter.storage.tables, so they follow the schema
+without restating it, and these builders and parsers are the only place that knows how a
+domain object maps to its row.
 """
 
 from __future__ import annotations
@@ -99,7 +100,7 @@ def _columns(table: Table) -> list[str]:
     return [c.name for c in table.columns]
 
 
-# Short type names keep the statements under psycopg's 4 kB limit for caching their parse.
+# The statements' type names: short ones keep the text PostgreSQL parses at PREPARE small.
 _SHORT = {
     "BIGINT": "int8",
     "SMALLINT": "int2",
@@ -282,7 +283,7 @@ class Writer:
         """The message for one connection; `rows` holds each of WRITE_PARTS' rows."""
         mask = sum(1 << i for i, r in enumerate(rows) if r)
         parts = [(p, r) for p, r in zip(WRITE_PARTS, rows, strict=True) if r]
-        args = [_literal(a) for p, r in parts for a in p.params(list(zip(*r, strict=True)))]
+        args = [_literal(a) for p, r in parts for a in p.rows(r)]
         name = f"meter_write_{mask}"
         head = ""
         prepared = self._prepared.get(conn, set())
@@ -336,8 +337,6 @@ def _int_array(values: Sequence[int]) -> str:
 
 ACCOUNT_COLUMNS = _columns(t.workspaces)
 LOT_COLUMNS = _columns(t.lots)
-HOLD_COLUMNS = _columns(t.holds)
-ENTRY_COLUMNS = _columns(t.journal)
 
 Row = Sequence[Any]
 
@@ -418,7 +417,7 @@ def entry(r: Row) -> Entry:
      shortfall, late, reason, package, fp, created_at) = r  # fmt: skip
     return Entry(
         entry_id=entry_id,
-        kind=EntryKind(kind),
+        kind=_ENTRY_KIND[kind],  # type: ignore[arg-type]
         amount=amount,
         balance_after=balance_after,
         created_at=dt(created_at),
