@@ -15,6 +15,7 @@ import structlog
 from meter import security
 from meter.catalog.service import CatalogService
 from meter.config import Settings, StartupError
+from meter.events.dispatcher import Dispatcher
 from meter.ledger.batcher import Batcher
 from meter.ledger.model import Command, SweepCmd
 from meter.ledger.notify import Notices
@@ -24,16 +25,20 @@ from meter.ledger.watch import BalanceWatch
 from meter.metrics import Metrics
 from meter.rpc import server as rpc_server
 from meter.rpc.catalog import CatalogServicer
+from meter.rpc.events import EventsServicer
 from meter.rpc.meter import MeterServicer
 from meter.rpc.paging import Paging
 from meter.storage import db
 from meter.storage.announcer import Announcer
 from meter.storage.catalog_repo import CatalogRepo
+from meter.storage.deliveries_repo import DeliveriesRepo
+from meter.storage.events_repo import EventsRepo
 from meter.storage.ledger_repo import LedgerRepo, Result
 from meter.storage.listener import Listener
 from meter.storage.queries import LedgerQueries
 from meter.storage.stats import holds_held
 from meter.storage.sweeps import SweepQueries
+from meter.storage.webhooks_repo import WebhooksRepo
 
 log = structlog.get_logger("meter")
 
@@ -43,6 +48,9 @@ WATCH_POOL_SIZE = 4
 # happens while the pool reconnects after a database outage: give up soon, so calls end
 # UNAVAILABLE (retry elsewhere, or later) well within their deadline, not DEADLINE_EXCEEDED.
 LEDGER_POOL_WAIT_S = 1.0
+# Connections for the webhook dispatcher and the Events calls: deliveries never wait for the
+# ledger's connections, nor the ledger for theirs.
+EVENTS_POOL_SIZE = 4
 # How often the holds-held gauges are read from the database (only when metrics are served).
 HOLDS_SAMPLE_S = 5.0
 
@@ -83,11 +91,29 @@ class App:
         self.announcer = Announcer(db.libpq_url(self.url))
         self.announcer.start()
         self.metrics = Metrics()
+        self.events_engine = db.async_engine(self.url, pool_size=EVENTS_POOL_SIZE)
+        events, webhooks = EventsRepo(self.events_engine), WebhooksRepo(self.events_engine)
+        self.dispatcher = Dispatcher(
+            DeliveriesRepo(self.events_engine),
+            webhooks,
+            events,
+            schedule_s=s.webhook_retry_schedule_s,
+            disable_after_s=s.webhook_disable_after_s,
+            retention_s=s.event_retention_s,
+            timeout_s=s.webhook_timeout_s,
+            observe=self.metrics.observe_delivery,
+            observe_backlog=self.metrics.observe_backlog if s.metrics_listen else None,
+        )
 
-        def committed(workspaces: Iterable[str], alerts: Iterable[tuple[int, str]]) -> None:
+        def committed(
+            workspaces: Iterable[str], alerts: Iterable[tuple[int, str]], events: int
+        ) -> None:
             fired = list(alerts)
             self.metrics.observe_alerts(len(fired))
-            self.announcer.committed(workspaces, fired)
+            self.announcer.committed(workspaces, fired, events)
+            if events:
+                self.metrics.observe_events(events)
+                self.dispatcher.wake()
 
         repo = LedgerRepo(self.pool, committed)
         self.queries = LedgerQueries(self.engine)
@@ -109,7 +135,7 @@ class App:
         self.batcher.start()
         # Change notices from every replica's commits: they wake watchers and waiting Reserves.
         self.notices = Notices()
-        self.listener = Listener(db.libpq_url(self.url), self.notices)
+        self.listener = Listener(db.libpq_url(self.url), self.notices, self.dispatcher.wake)
         await self.listener.start()
         self.ledger = LedgerService(self.batcher, self.catalog, funds=self.notices)
         # Watchers read through their own small pool: however many there are, they never
@@ -130,6 +156,7 @@ class App:
         self.server, self.health = rpc_server.build(
             MeterServicer(self.ledger, self.queries, paging, watch),
             CatalogServicer(self.catalog, self.queries),
+            EventsServicer(events, webhooks, self.dispatcher, paging),
             guard=guard,
             observe=self.metrics.observe_call,
         )
@@ -142,6 +169,7 @@ class App:
             asyncio.create_task(self.sweeper.run(), name="sweeper"),
             asyncio.create_task(self._refresh_catalog(), name="catalog-refresh"),
             asyncio.create_task(watch.resync(s.watch_resync_s), name="watch-resync"),
+            asyncio.create_task(self.dispatcher.run(), name="dispatcher"),
         ]
         self.metrics_port = 0
         if s.metrics_listen:
@@ -154,7 +182,12 @@ class App:
         m, stats = self.metrics, self.pool.get_stats
         m.watch_pool("ledger", lambda: stats()["pool_size"] - stats()["pool_available"],
                      lambda: stats()["pool_size"])  # fmt: skip
-        for name, engine in (("queries", self.engine), ("watch", self.watch_engine)):
+        engines = (
+            ("queries", self.engine),
+            ("watch", self.watch_engine),
+            ("events", self.events_engine),
+        )
+        for name, engine in engines:
             pool: Any = engine.pool
             m.watch_pool(name, pool.checkedout, pool.size)
         m.watch_expirations(
@@ -192,6 +225,7 @@ class App:
         await self.pool.close()
         await self.engine.dispose()
         await self.watch_engine.dispose()
+        await self.events_engine.dispose()
         self.metrics.stop()
         log.info("server.stopped")
 

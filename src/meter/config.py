@@ -23,6 +23,43 @@ def _env_path(name: str) -> Path | None:
     return Path(value) if value else None
 
 
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def duration(text: str) -> float:
+    """Seconds from a duration such as 500ms, 5s, 30m, 2h or 5d (a bare number: seconds).
+
+    Raises:
+        ValueError: not a duration, or not positive.
+    """
+    value = text.strip().lower()
+    for unit in sorted(_UNITS, key=len, reverse=True):
+        if value.endswith(unit):
+            number, scale = value[: -len(unit)], _UNITS[unit]
+            break
+    else:
+        number, scale = value, 1.0
+    try:
+        seconds = float(number) * scale
+    except ValueError:
+        raise ValueError(f"{text!r} is not a duration (examples: 500ms, 5s, 30m, 2h, 5d)") from None
+    if not seconds > 0 or seconds == float("inf"):
+        raise ValueError(f"{text!r}: a duration must be positive")
+    return seconds
+
+
+def durations(text: str) -> tuple[float, ...]:
+    """A comma-separated list of durations, such as 5s,5m,30m."""
+    return tuple(duration(part) for part in text.split(",") if part.strip())
+
+
+def _env_duration(name: str, default: str) -> float:
+    return duration(os.environ.get(name, "").strip() or default)
+
+
+DEFAULT_RETRY_SCHEDULE = "5s,5m,30m,2h,5h,10h,10h"
+
+
 def default_data_dir() -> Path:
     return Path(os.environ.get("METER_DATA_DIR") or Path.home() / ".local/share/meter")
 
@@ -51,6 +88,21 @@ class Settings:
     watch_resync_s: float = 5.0
     catalog_refresh_s: float = 5.0
     grace_s: float = 10.0
+    # Events and webhooks (DESIGN.md §9).
+    event_retention_s: float = field(
+        default_factory=lambda: _env_duration("METER_EVENT_RETENTION", "30d")
+    )
+    webhook_retry_schedule_s: tuple[float, ...] = field(
+        default_factory=lambda: durations(
+            os.environ.get("METER_WEBHOOK_RETRY_SCHEDULE", "").strip() or DEFAULT_RETRY_SCHEDULE
+        )
+    )
+    webhook_disable_after_s: float = field(
+        default_factory=lambda: _env_duration("METER_WEBHOOK_DISABLE_AFTER", "5d")
+    )
+    webhook_timeout_s: float = field(
+        default_factory=lambda: _env_duration("METER_WEBHOOK_TIMEOUT", "15s")
+    )
 
     @property
     def loopback_only(self) -> bool:

@@ -1,4 +1,5 @@
-"""Prometheus metrics: calls, latency, batches, pools, holds, expirations and alerts.
+"""Prometheus metrics: calls, latency, batches, pools, holds, expirations, alerts, events and
+webhook deliveries.
 
 Each App has its own registry (tests run several Apps in one process, and a process-wide
 registry would refuse the second). Values that already exist elsewhere (pool statistics, the
@@ -18,6 +19,8 @@ from prometheus_client.registry import Collector
 # Unary calls take milliseconds; waits for funds and watches take up to minutes.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60)
 BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
+# From an event's commit to its endpoint's 2xx: milliseconds normally, hours when retried.
+DELIVERY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 15, 60, 300, 1800, 3600, 36000)
 
 
 class _Expirations(Collector):
@@ -57,6 +60,28 @@ class Metrics:
         self.alerts = Counter(
             "meter_alerts_fired", "Alert events this replica's transactions fired.", registry=r
         )
+        self.events = Counter(
+            "meter_events_written", "Events this replica's transactions wrote.", registry=r
+        )
+        self.deliveries = Counter(
+            "meter_webhook_deliveries",
+            "Webhook delivery attempts this replica made, by outcome: delivered, failed (to be "
+            "retried), exhausted (the retry schedule is used up).",
+            ["outcome"],
+            registry=r,
+        )
+        self.delivery_latency = Histogram(
+            "meter_webhook_delivery_seconds",
+            "From an event's creation to its delivery (a 2xx answer), retries included.",
+            buckets=DELIVERY_BUCKETS,
+            registry=r,
+        )
+        self.oldest_undelivered = Gauge(
+            "meter_webhook_oldest_undelivered_seconds",
+            "Age of the oldest event not yet delivered to an enabled endpoint, per endpoint.",
+            ["endpoint_id"],
+            registry=r,
+        )
         self.pool = Gauge(
             "meter_db_pool_connections",
             "Database connections by pool and state.",
@@ -82,6 +107,20 @@ class Metrics:
     def observe_alerts(self, n: int) -> None:
         if n:
             self.alerts.inc(n)
+
+    def observe_events(self, n: int) -> None:
+        self.events.inc(n)
+
+    def observe_delivery(self, outcome: str, seconds: float | None) -> None:
+        self.deliveries.labels(outcome).inc()
+        if seconds is not None:
+            self.delivery_latency.observe(seconds)
+
+    def observe_backlog(self, ages: dict[str, float]) -> None:
+        """The oldest undelivered event's age per endpoint; endpoints not named are gone."""
+        self.oldest_undelivered.clear()
+        for endpoint_id, age in ages.items():
+            self.oldest_undelivered.labels(endpoint_id).set(age)
 
     def observe_holds(self, holds: int, credits: int) -> None:
         self.holds_held.set(holds)

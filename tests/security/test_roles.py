@@ -15,7 +15,8 @@ import pytest
 
 from meter.rpc.auth import RULES
 from meterpb.v1 import catalog_pb2 as cpb
-from meterpb.v1 import catalog_pb2_grpc, meter_pb2_grpc
+from meterpb.v1 import catalog_pb2_grpc, events_pb2_grpc, meter_pb2_grpc
+from meterpb.v1 import events_pb2 as epb
 from meterpb.v1 import meter_pb2 as pb
 from tests.security.conftest import Mint, bearer
 from tests.support import failure, rid
@@ -33,8 +34,16 @@ ALLOWED: dict[str, set[str]] = {
         "ListPackages",
         "GetBalance",
     },
-    "app": {"GetBalance", "WatchBalance", "ListTransactions", "GetUsage", "ListAlerts"},
-    "billing": {"GrantCredits"},
+    "app": {
+        "GetBalance",
+        "WatchBalance",
+        "ListTransactions",
+        "GetUsage",
+        "ListAlerts",
+        "ListEvents",
+    },
+    # DESIGN.md §9: app and billing may ListEvents; admin manages endpoints.
+    "billing": {"GrantCredits", "ListEvents"},
 }
 
 Request = Callable[[str], Any]
@@ -75,6 +84,23 @@ CATALOG: dict[str, Request] = {
     "ListPackages": lambda ws: cpb.ListPackagesRequest(),
     "PublishCatalog": lambda ws: cpb.PublishCatalogRequest(document="not = [valid"),
 }
+NOPE = "ep_nope"
+EVENTS: dict[str, Request] = {
+    "ListEvents": lambda ws: epb.ListEventsRequest(workspace_id=ws),
+    # Refused as bad input once past the guard: nothing is created.
+    "CreateWebhookEndpoint": lambda ws: epb.CreateWebhookEndpointRequest(url="ftp://x"),
+    "ListWebhookEndpoints": lambda ws: epb.ListWebhookEndpointsRequest(),
+    "GetWebhookEndpoint": lambda ws: epb.GetWebhookEndpointRequest(endpoint_id=NOPE),
+    "UpdateWebhookEndpoint": lambda ws: epb.UpdateWebhookEndpointRequest(
+        endpoint=epb.WebhookEndpoint(endpoint_id=NOPE, enabled=False)
+    ),
+    "DeleteWebhookEndpoint": lambda ws: epb.DeleteWebhookEndpointRequest(endpoint_id=NOPE),
+    "RotateWebhookSecret": lambda ws: epb.RotateWebhookSecretRequest(endpoint_id=NOPE),
+    "ListDeliveries": lambda ws: epb.ListDeliveriesRequest(endpoint_id=NOPE),
+    "ReplayEvents": lambda ws: epb.ReplayEventsRequest(endpoint_id=NOPE, event_ids=["evt_1_x"]),
+    "SendTestEvent": lambda ws: epb.SendTestEventRequest(endpoint_id=NOPE),
+}
+ALL = {**METER, **CATALOG, **EVENTS}
 ROLES = ("worker", "planner", "app", "billing", "admin")
 
 
@@ -84,6 +110,10 @@ async def call(channel: grpc.aio.Channel, method: str, request: Any, token: str)
     try:
         if method in CATALOG:
             await getattr(catalog_pb2_grpc.CatalogStub(channel), method)(
+                request, metadata=md, timeout=5
+            )
+        elif method in EVENTS:
+            await getattr(events_pb2_grpc.EventsStub(channel), method)(
                 request, metadata=md, timeout=5
             )
         elif method == "Stream":
@@ -113,9 +143,9 @@ async def tokens(mint: Mint) -> dict[str, str]:
     return {role: await mint(role) for role in ROLES}
 
 
-def test_every_rpc_of_both_services_is_in_the_permission_table():
-    assert set(METER) | set(CATALOG) == {m.rsplit("/", 1)[-1] for m in RULES}
-    assert len(RULES) == len(METER) + len(CATALOG)
+def test_every_rpc_of_every_service_is_in_the_permission_table():
+    assert set(ALL) == {m.rsplit("/", 1)[-1] for m in RULES}
+    assert len(RULES) == len(METER) + len(CATALOG) + len(EVENTS)
 
 
 @pytest.mark.parametrize("role", ROLES)
@@ -123,12 +153,12 @@ async def test_each_role_may_call_what_design_allows_and_nothing_else(
     role, tokens, secure_channel, admin_token, ws
 ):
     await call(secure_channel, "GrantCredits", METER["GrantCredits"](ws), admin_token)
-    allowed = set(METER) | set(CATALOG) if role == "admin" else ALLOWED[role]
+    allowed = set(ALL) if role == "admin" else ALLOWED[role]
     seen = {}
-    for method, make in {**METER, **CATALOG}.items():
+    for method, make in ALL.items():
         seen[method] = await call(secure_channel, method, make(ws), tokens[role])
     refused = {m for m, code in seen.items() if code is grpc.StatusCode.PERMISSION_DENIED}
-    assert (set(METER) | set(CATALOG)) - allowed == refused
+    assert set(ALL) - allowed == refused
     # What is allowed got past the guard: it ran, or the ledger itself refused it.
     for method in allowed:
         assert seen[method] not in (

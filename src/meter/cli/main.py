@@ -10,7 +10,7 @@ import typer
 
 from meter import logs
 from meter.cli import catalog, ledger, tokens
-from meter.config import Settings, StartupError
+from meter.config import Settings, StartupError, duration, durations
 
 app = typer.Typer(
     help="Meter: credit metering for AI operations.\n\n"
@@ -81,11 +81,49 @@ def serve(
             help="HOST:PORT for Prometheus metrics at /metrics (off when empty).",
         ),
     ] = "",
+    event_retention: Annotated[
+        str | None,
+        typer.Option(
+            "--event-retention",
+            envvar="METER_EVENT_RETENTION",
+            help="How long events are kept (default 30d).",
+        ),
+    ] = None,
+    webhook_retry_schedule: Annotated[
+        str | None,
+        typer.Option(
+            "--webhook-retry-schedule",
+            envvar="METER_WEBHOOK_RETRY_SCHEDULE",
+            help="Delays between webhook attempts (default 5s,5m,30m,2h,5h,10h,10h).",
+        ),
+    ] = None,
+    webhook_disable_after: Annotated[
+        str | None,
+        typer.Option(
+            "--webhook-disable-after",
+            envvar="METER_WEBHOOK_DISABLE_AFTER",
+            help="Disable an endpoint that has failed for this long (default 5d).",
+        ),
+    ] = None,
 ) -> None:
     """Run the gRPC server (example: meter serve --listen 127.0.0.1:50051)."""
     logs.configure(log_level, log_format)
-    base = Settings()
+    try:
+        base = Settings()
+        events = {
+            "event_retention_s": duration(event_retention) if event_retention else None,
+            "webhook_retry_schedule_s": durations(webhook_retry_schedule)
+            if webhook_retry_schedule
+            else None,
+            "webhook_disable_after_s": duration(webhook_disable_after)
+            if webhook_disable_after
+            else None,
+        }
+    except ValueError as e:
+        typer.echo(f"meter serve: {e}", err=True)
+        raise typer.Exit(2) from None
     settings = Settings(
+        **{k: v for k, v in events.items() if v is not None},  # type: ignore[arg-type]
         database_url=database_url or None,
         data_dir=data_dir or base.data_dir,
         listen=listen,

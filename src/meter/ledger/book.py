@@ -13,7 +13,9 @@ from datetime import datetime, timedelta
 
 from meter import errors
 from meter.catalog.model import Usage
+from meter.events import types as events
 from meter.ledger.model import (
+    EXPIRING_NOTICE_DAYS,
     EXPIRING_SOON_DAYS,
     Account,
     AdjustCmd,
@@ -26,6 +28,7 @@ from meter.ledger.model import (
     Entry,
     EntryKind,
     EntryOutcome,
+    Event,
     ExtendCmd,
     GrantCmd,
     Hold,
@@ -41,18 +44,11 @@ from meter.ledger.model import (
     ReserveCmd,
     SetThresholdsCmd,
     SweepOutcome,
+    level_of,
 )
 
 # Prices an operation's actual usage with a given catalog version: (operation, version, usage).
 Pricer = Callable[[str, int, Usage], int]
-
-
-def level_of(available: int, low: int, critical: int) -> Level:
-    if available < critical:
-        return Level.CRITICAL
-    if available < low:
-        return Level.LOW
-    return Level.OK
 
 
 class Book:
@@ -66,6 +62,7 @@ class Book:
         "dirty_holds",
         "dirty_lots",
         "entries",
+        "events",
         "holds",
         "lots",
         "new_hold_ids",
@@ -74,6 +71,7 @@ class Book:
         "new_lots",
         "now",
         "request_entries",
+        "seen_available",
     )
 
     def __init__(
@@ -99,6 +97,10 @@ class Book:
         self.dirty_holds: dict[int, Hold] = {}
         self.entries: list[Entry] = []
         self.alerts: list[AlertEvent] = []
+        # The events outbox's rows (DESIGN.md §9), and the available balance the last one
+        # saw: balance.depleted fires when available reaches 0 from above.
+        self.events: list[Event] = []
+        self.seen_available = account.available
 
     # Views.
 
@@ -158,7 +160,9 @@ class Book:
         existing = self._claimed(cmd.request_id, cmd.fingerprint, HoldKind.RESERVE)
         if existing is not None:
             return self.view(existing)
-        self._require_available(cmd.amount, cmd.operation, cmd.request_id, alert=cmd.alert)
+        self._require_available(
+            cmd.amount, cmd.operation, cmd.request_id, cmd.actor_id, alert=cmd.alert
+        )
         hold = self._new_hold(
             cmd.request_id,
             HoldKind.RESERVE,
@@ -225,6 +229,14 @@ class Book:
             hold.labels = {**hold.labels, **cmd.labels}
         self._dirty(hold)
         self._charge_entry(hold)
+        if hold.shortfall:
+            self._event(
+                events.COMMIT_SHORTFALL,
+                hold=events.hold(hold),
+                charged=hold.charged,
+                shortfall=hold.shortfall,
+                late=late,
+            )
         return self._commit_outcome(hold)
 
     def release(self, cmd: ReleaseCmd) -> ReleaseOutcome:
@@ -285,7 +297,7 @@ class Book:
         existing = self._claimed(cmd.request_id, cmd.fingerprint, HoldKind.CHARGE)
         if existing is not None:
             return self._commit_outcome(existing)
-        self._require_available(cmd.amount, cmd.operation, cmd.request_id)
+        self._require_available(cmd.amount, cmd.operation, cmd.request_id, cmd.actor_id)
         hold = self._new_hold(
             cmd.request_id,
             HoldKind.CHARGE,
@@ -329,6 +341,15 @@ class Book:
             package=cmd.package,
             fingerprint=cmd.fingerprint,
         )
+        self._event(
+            events.CREDITS_GRANTED,
+            amount=cmd.amount,
+            lot=events.lot(lot),
+            entry_id=entry.entry_id,
+            request_id=cmd.request_id,
+            actor_id=cmd.actor_id,
+            labels=dict(cmd.labels),
+        )
         return EntryOutcome(entry, self.balance(), lot)
 
     def adjust(self, cmd: AdjustCmd) -> EntryOutcome:
@@ -343,7 +364,7 @@ class Book:
         if cmd.amount > 0:
             self._new_lot(cmd.request_id, cmd.amount, None, "adjustment", "")
         else:
-            self._require_available(-cmd.amount, "", cmd.request_id, alert=False)
+            self._require_available(-cmd.amount, "", cmd.request_id, "", alert=False)
             self._draw(-cmd.amount)
             self.account.balance += cmd.amount
         entry = self._entry(
@@ -353,6 +374,14 @@ class Book:
             request_id=cmd.request_id,
             reason=cmd.reason,
             fingerprint=cmd.fingerprint,
+        )
+        self._event(
+            events.CREDITS_ADJUSTED,
+            amount=cmd.amount,
+            reason=cmd.reason,
+            entry_id=entry.entry_id,
+            request_id=cmd.request_id,
+            actor_id=cmd.actor_id,
         )
         return EntryOutcome(entry, self.balance())
 
@@ -410,6 +439,17 @@ class Book:
             labels={"charge_request_id": cmd.charge_request_id},
         )
         self._give_back(back, hold.operation, cmd.request_id, credit=True)
+        self._event(
+            events.CREDITS_REFUNDED,
+            amount=amount,
+            charge_request_id=cmd.charge_request_id,
+            operation=hold.operation,
+            refunded_total=hold.refunded,
+            reason=cmd.reason,
+            entry_id=entry.entry_id,
+            request_id=cmd.request_id,
+            actor_id=cmd.actor_id,
+        )
         return EntryOutcome(entry, self.balance())
 
     def set_thresholds(self, cmd: SetThresholdsCmd) -> BalanceView:
@@ -446,7 +486,14 @@ class Book:
                 lot.remaining = 0
                 self.dirty_lots.add(lot.lot_id)
                 self.account.balance -= amount
-                self._entry(EntryKind.EXPIRE, -amount, reason=f"lot {lot.lot_id} expired")
+                entry = self._entry(EntryKind.EXPIRE, -amount, reason=f"lot {lot.lot_id} expired")
+                self._event(
+                    events.CREDITS_EXPIRED,
+                    amount=amount,
+                    lot=events.lot(lot),
+                    entry_id=entry.entry_id,
+                    reason="lot expired",
+                )
 
     # Internals.
 
@@ -478,13 +525,13 @@ class Book:
         return hold
 
     def _require_available(
-        self, amount: int, operation: str, request_id: str, *, alert: bool = True
+        self, amount: int, operation: str, request_id: str, actor_id: str, *, alert: bool = True
     ) -> None:
         available = self.account.available
         if amount <= available:
             return
         if alert:
-            self._alert(AlertKind.INSUFFICIENT_CREDITS, 0, amount, operation, request_id)
+            self._alert(AlertKind.INSUFFICIENT_CREDITS, 0, amount, operation, request_id, actor_id)
         shortfall = amount - available
         raise errors.precondition(
             "INSUFFICIENT_CREDITS",
@@ -600,12 +647,20 @@ class Book:
             # Held credits were part of the balance; refunded ones were credited by the refund's
             # own entry. Either way they leave the balance now.
             self.account.balance -= expired
-            self._entry(
+            reason = "refunded to an expired lot" if credit else "returned to an expired lot"
+            entry = self._entry(
                 EntryKind.EXPIRE,
                 -expired,
                 operation=operation,
                 request_id=request_id,
-                reason="refunded to an expired lot" if credit else "returned to an expired lot",
+                reason=reason,
+            )
+            self._event(
+                events.CREDITS_EXPIRED,
+                amount=expired,
+                entry_id=entry.entry_id,
+                request_id=request_id,
+                reason=reason,
             )
         self._touch()
 
@@ -615,6 +670,7 @@ class Book:
         hold.state = HoldState.EXPIRED
         hold.finished_at = self.now
         self._dirty(hold)
+        self._event(events.HOLD_EXPIRED, hold=events.hold(hold))
 
     def _charge_entry(self, hold: Hold) -> None:
         self.account.balance -= hold.charged
@@ -664,15 +720,38 @@ class Book:
         if hold.hold_id not in self.new_hold_ids:
             self.dirty_holds[hold.hold_id] = hold
 
+    def settle_due(self) -> None:
+        """What is due on loading: expire lots past their expiry, send due expiring notices."""
+        a = self.account
+        if a.next_expiry_at is not None and a.next_expiry_at <= self.now:
+            self.expire_lots()
+        if a.next_notice_at is not None and a.next_notice_at <= self.now:
+            self.account_dirty = True  # finish() writes the notices
+
     def finish(self) -> None:
-        """Settle derived account state before storage writes the book back."""
+        """Settle derived account state before storage writes the book back: the next lot
+        expiry, and the credits.expiring events of lots now inside the notice window."""
         if self.account_dirty or self.dirty_lots or self.new_lots:
-            dates = [
-                lot.expires_at
-                for lot in self.lots.values()
-                if lot.remaining > 0 and lot.expires_at is not None
-            ]
-            self.account.next_expiry_at = min(dates) if dates else None
+            a = self.account
+            window = timedelta(days=EXPIRING_NOTICE_DAYS)
+            expiry: datetime | None = None
+            notice: datetime | None = None
+            for lot in self.lots.values():
+                at = lot.expires_at
+                if lot.remaining == 0 or at is None:
+                    continue
+                if expiry is None or at < expiry:
+                    expiry = at
+                if lot.expiring_noticed:
+                    continue
+                if at - window <= self.now < at:
+                    lot.expiring_noticed = True
+                    self._lot_changed(lot)
+                    self._event(events.CREDITS_EXPIRING, lot=events.lot(lot))
+                elif notice is None or at < notice:
+                    notice = at
+            a.next_expiry_at = expiry
+            a.next_notice_at = None if notice is None else notice - window
             self.account_dirty = True
 
     def _touch(self) -> None:
@@ -685,7 +764,14 @@ class Book:
                 self._alert(AlertKind.LOW, a.low_threshold)
             if level is Level.CRITICAL:
                 self._alert(AlertKind.CRITICAL, a.critical_threshold)
+        elif level is Level.OK and a.alert_level is not Level.OK and a.lifetime_used:
+            # Back above the low threshold; a workspace that never spent has not recovered.
+            self._event(events.BALANCE_RECOVERED, threshold=a.low_threshold)
         a.alert_level = level
+        if a.available == 0 < self.seen_available:
+            self.seen_available = 0
+            self._event(events.BALANCE_DEPLETED)
+        self.seen_available = a.available
 
     def _alert(
         self,
@@ -694,9 +780,23 @@ class Book:
         required: int = 0,
         operation: str = "",
         request_id: str = "",
+        actor_id: str = "",
     ) -> None:
         self.account.alert_seq += 1
         self.account_dirty = True
+        if kind is AlertKind.INSUFFICIENT_CREDITS:
+            available = self.account.available
+            self._event(
+                events.RESERVATION_REFUSED,
+                required=required,
+                available=available,
+                shortfall=required - available,
+                operation=operation,
+                request_id=request_id,
+                actor_id=actor_id,
+            )
+        else:
+            self._event(events.ALERT_TYPES[kind], threshold=threshold)
         self.alerts.append(
             AlertEvent(
                 self.account.alert_seq,
@@ -707,5 +807,24 @@ class Book:
                 required,
                 operation,
                 request_id,
+            )
+        )
+
+    def _event(self, type_: str, **data: object) -> None:
+        """Add an event to the outbox, with the balance as it is now."""
+        a = self.account
+        a.event_seq += 1
+        self.account_dirty = True
+        self.events.append(
+            Event(
+                a.event_seq,
+                type_,
+                self.now,
+                {
+                    "workspace_id": a.workspace_id,
+                    "sequence": a.event_seq,
+                    **data,
+                    "balance": events.balance(a),
+                },
             )
         )

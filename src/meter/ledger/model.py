@@ -14,6 +14,8 @@ DEFAULT_TTL_S = 15 * 60
 MAX_TTL_S = 24 * 60 * 60
 MAX_WAIT_FOR_FUNDS_S = 10 * 60
 EXPIRING_SOON_DAYS = 30
+# credits.expiring is written once per lot, this long before the lot expires (DESIGN.md §9).
+EXPIRING_NOTICE_DAYS = 7
 
 
 class HoldState(IntEnum):
@@ -46,6 +48,14 @@ class Level(IntEnum):
     CRITICAL = 3
 
 
+def level_of(available: int, low: int, critical: int) -> Level:
+    if available < critical:
+        return Level.CRITICAL
+    if available < low:
+        return Level.LOW
+    return Level.OK
+
+
 class AlertKind(IntEnum):
     LOW = 1
     CRITICAL = 2
@@ -74,6 +84,8 @@ class Account:
     last_entry_amount: int = 0
     last_entry_operation: str = ""
     created_at: datetime | None = None
+    event_seq: int = 0
+    next_notice_at: datetime | None = None  # when a lot's credits.expiring event is due
 
     @property
     def available(self) -> int:
@@ -92,6 +104,7 @@ class Lot:
     source: str
     package: str
     created_at: datetime
+    expiring_noticed: bool = False  # its credits.expiring event was written
 
     def burn_key(self) -> tuple[bool, datetime | None, int]:
         """Earliest expiry first, then oldest; lots without expiry last."""
@@ -156,6 +169,16 @@ class AlertEvent:
     required: int = 0
     operation: str = ""
     request_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A row of the events outbox (DESIGN.md §9): written with the change it tells of."""
+
+    sequence: int
+    type: str
+    created_at: datetime
+    data: Mapping[str, object]
 
 
 @dataclass(frozen=True, slots=True)

@@ -62,7 +62,7 @@ def _rule(scope: Scope, *roles: Role) -> Rule:
 
 
 W, P, A, B = Role.WORKER, Role.PLANNER, Role.APP, Role.BILLING
-M, C = "/meter.v1.Meter/", "/meter.v1.Catalog/"
+M, C, E = "/meter.v1.Meter/", "/meter.v1.Catalog/", "/meter.v1.Events/"
 
 RULES: dict[str, Rule] = {
     # Workers run jobs.
@@ -94,6 +94,17 @@ RULES: dict[str, Rule] = {
     C + "EstimateCampaign": _rule(Scope.OPTIONAL, P),
     C + "ListPackages": _rule(Scope.NONE, P),
     C + "PublishCatalog": _rule(Scope.GLOBAL),
+    # Downstream systems pull the event feed (DESIGN.md §9); admins manage webhooks.
+    E + "ListEvents": _rule(Scope.ALL_IF_EMPTY, A, B),
+    E + "CreateWebhookEndpoint": _rule(Scope.GLOBAL),
+    E + "ListWebhookEndpoints": _rule(Scope.GLOBAL),
+    E + "GetWebhookEndpoint": _rule(Scope.GLOBAL),
+    E + "UpdateWebhookEndpoint": _rule(Scope.GLOBAL),
+    E + "DeleteWebhookEndpoint": _rule(Scope.GLOBAL),
+    E + "RotateWebhookSecret": _rule(Scope.GLOBAL),
+    E + "ListDeliveries": _rule(Scope.GLOBAL),
+    E + "ReplayEvents": _rule(Scope.GLOBAL),
+    E + "SendTestEvent": _rule(Scope.GLOBAL),
 }
 
 

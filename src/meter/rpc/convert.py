@@ -10,6 +10,7 @@ from google.protobuf import duration_pb2, timestamp_pb2
 
 from meter.catalog.estimate import CampaignPlan, Estimate
 from meter.catalog.model import Package, Quote, Rule, Usage
+from meter.events.model import Attempt, Endpoint, StoredEvent
 from meter.ledger.model import (
     AlertEvent,
     BalanceView,
@@ -21,6 +22,7 @@ from meter.ledger.model import (
 )
 from meter.ledger.usage import UsageReport
 from meterpb.v1 import catalog_pb2 as cpb
+from meterpb.v1 import events_pb2 as epb
 from meterpb.v1 import meter_pb2 as pb
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -285,4 +287,53 @@ def estimate(e: Estimate, version: int) -> cpb.EstimateCampaignResponse:
             )
             for line in e.lines
         ],
+    )
+
+
+# Events and webhooks.
+
+
+def event(e: StoredEvent) -> epb.Event:
+    return epb.Event(
+        event_id=e.event_id,
+        type=e.type,
+        workspace_id=e.workspace_id,
+        time=ts(e.created_at),
+        sequence=e.sequence,
+        data=e.data,
+    )
+
+
+def endpoint(e: Endpoint) -> epb.WebhookEndpoint:
+    """An endpoint as callers see it: never its secrets."""
+    return epb.WebhookEndpoint(
+        endpoint_id=e.endpoint_id,
+        url=e.url,
+        description=e.description,
+        event_types=list(e.event_types),
+        workspace_ids=list(e.workspace_ids),
+        enabled=e.enabled,
+        disabled_reason=e.disabled_reason,
+        failing_since=ts(e.failing_since),
+        previous_secret_expire_time=ts(e.previous_until),
+        create_time=ts(e.created_at),
+        update_time=ts(e.updated_at),
+    )
+
+
+def attempt(a: Attempt) -> epb.DeliveryAttempt:
+    return epb.DeliveryAttempt(
+        endpoint_id=a.endpoint_id,
+        event_id=a.event_id,
+        event_type=a.event_type,
+        attempt=a.attempt,
+        attempt_time=ts(a.attempted_at),
+        http_status=a.status,
+        error=a.error,
+        latency=duration_pb2.Duration(
+            seconds=a.latency_ms // 1000, nanos=(a.latency_ms % 1000) * 1_000_000
+        ),
+        next_attempt_time=ts(a.next_attempt_at),
+        state=_enum(a.state + 1),
+        replay=a.replay,
     )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from collections.abc import Sequence
+from typing import Any
 
 from meter import errors
 
@@ -19,7 +21,7 @@ class Paging:
             raise errors.invalid_field("page_size", "must not be negative")
         return min(requested or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
 
-    def token(self, cursor: int, key: object) -> str:
+    def token(self, cursor: int | Sequence[int | str], key: object) -> str:
         raw = json.dumps([cursor, _digest(key)]).encode()
         return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
@@ -30,20 +32,46 @@ class Paging:
             MeterError: INVALID_ARGUMENT when the token is malformed or was made for another
                 query (other filters or another workspace).
         """
+        value = self._decode(token, key)
+        if value is None:
+            return None
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise _malformed()
+        return value
+
+    def position(self, token: str, key: object, shape: tuple[type, ...]) -> list[Any] | None:
+        """A compound cursor (a feed position, a delivery and attempt) of the given types."""
+        value = self._decode(token, key)
+        if value is None:
+            return None
+        if not (
+            isinstance(value, list)
+            and len(value) == len(shape)
+            and all(
+                isinstance(v, t) and not isinstance(v, bool)
+                for v, t in zip(value, shape, strict=True)
+            )
+        ):
+            raise _malformed()
+        return value
+
+    def _decode(self, token: str, key: object) -> Any:
         if not token:
             return None
         try:
             raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-            cursor, digest = json.loads(raw)
-            if not isinstance(cursor, int) or isinstance(cursor, bool):
-                raise ValueError(cursor)
+            value, digest = json.loads(raw)
         except (ValueError, TypeError, UnicodeDecodeError):
-            raise errors.invalid_field("page_token", "not a page token of this API") from None
+            raise _malformed() from None
         if digest != _digest(key):
             raise errors.invalid_field(
                 "page_token", "was made for a different query; repeat the same filters"
             )
-        return cursor
+        return value
+
+
+def _malformed() -> errors.MeterError:
+    return errors.invalid_field("page_token", "not a page token of this API")
 
 
 def _digest(key: object) -> str:

@@ -1,4 +1,4 @@
-"""The grpc.aio server: Meter and Catalog services, health checking and reflection."""
+"""The grpc.aio server: Meter, Catalog and Events services, health checking and reflection."""
 
 from __future__ import annotations
 
@@ -10,13 +10,22 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from meter.rpc.catalog import CatalogServicer
+from meter.rpc.events import EventsServicer
 from meter.rpc.interceptors import CallLog, Observe
 from meter.rpc.meter import MeterServicer
-from meterpb.v1 import catalog_pb2, catalog_pb2_grpc, meter_pb2, meter_pb2_grpc
+from meterpb.v1 import (
+    catalog_pb2,
+    catalog_pb2_grpc,
+    events_pb2,
+    events_pb2_grpc,
+    meter_pb2,
+    meter_pb2_grpc,
+)
 
 SERVICES = (
     meter_pb2.DESCRIPTOR.services_by_name["Meter"].full_name,
     catalog_pb2.DESCRIPTOR.services_by_name["Catalog"].full_name,
+    events_pb2.DESCRIPTOR.services_by_name["Events"].full_name,
 )
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
@@ -24,6 +33,7 @@ MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 def build(
     meter: MeterServicer,
     catalog: CatalogServicer,
+    events: EventsServicer,
     interceptors: list[Any] | None = None,
     guard: Any = None,
     observe: Observe | None = None,
@@ -41,6 +51,7 @@ def build(
     )
     meter_pb2_grpc.add_MeterServicer_to_server(meter, server)  # type: ignore[no-untyped-call]
     catalog_pb2_grpc.add_CatalogServicer_to_server(catalog, server)  # type: ignore[no-untyped-call]
+    events_pb2_grpc.add_EventsServicer_to_server(events, server)  # type: ignore[no-untyped-call]
     health = health_async.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(

@@ -25,6 +25,8 @@ log = structlog.get_logger("meter.announcer")
 
 BALANCE_CHANNEL = "meter_balance"
 ALERT_CHANNEL = "meter_alert"
+# Events were written (DESIGN.md §9): wakes every replica's webhook dispatcher.
+EVENT_CHANNEL = "meter_event"
 # Workspace ids per notice: ids are at most 128 characters and NOTIFY payloads 8000 bytes.
 IDS_PER_NOTICE = 50
 # How long changes gather before they are sent together: one statement announces every
@@ -41,6 +43,7 @@ class Announcer:
         self.url = url
         self._balances: set[str] = set()
         self._alerts: list[str] = []
+        self._events = False
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.sent = 0
@@ -58,14 +61,17 @@ class Announcer:
         await asyncio.gather(self._task, return_exceptions=True)
 
     async def _drained(self) -> None:
-        while self._balances or self._alerts:  # noqa: ASYNC110 - shutdown only, bounded above
+        while self._balances or self._alerts or self._events:  # noqa: ASYNC110 - shutdown only, bounded above
             await asyncio.sleep(0.01)
 
-    def committed(self, workspaces: Iterable[str], alerts: Iterable[tuple[int, str]]) -> None:
+    def committed(
+        self, workspaces: Iterable[str], alerts: Iterable[tuple[int, str]], events: int = 0
+    ) -> None:
         """Note what a committed batch changed; it is announced shortly."""
         self._balances.update(workspaces)
         self._alerts += [f"{event_id} {workspace_id}" for event_id, workspace_id in alerts]
-        if self._balances or self._alerts:
+        self._events = self._events or events > 0
+        if self._balances or self._alerts or self._events:
             self._ready.set()
 
     async def _run(self) -> None:
@@ -78,6 +84,10 @@ class Announcer:
             alerts, self._alerts = self._alerts, []
             channels = [ALERT_CHANNEL] * len(alerts)
             payloads = list(alerts)
+            if self._events:
+                self._events = False
+                channels.append(EVENT_CHANNEL)
+                payloads.append("")
             for i in range(0, len(balances), IDS_PER_NOTICE):
                 channels.append(BALANCE_CHANNEL)
                 payloads.append(" ".join(balances[i : i + IDS_PER_NOTICE]))

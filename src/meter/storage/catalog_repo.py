@@ -6,11 +6,14 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from meter.catalog.model import Catalog, CostUnit, Package, Rule
+from meter.events import types
 from meter.storage.db import translating
+from meter.storage.events_repo import write_global_event
 from meter.storage.tables import catalog_versions, packages
 
 # Publishing takes this lock so that two publications get consecutive version numbers.
@@ -138,6 +141,13 @@ class CatalogRepo:
                     request_id=request_id or None,
                     fingerprint=fingerprint,
                 )
+            )
+            await write_global_event(
+                conn,
+                types.CATALOG_PUBLISHED,
+                orjson.dumps(
+                    {"version": version, "description": description, "operations": sorted(rules)}
+                ).decode(),
             )
             await conn.execute(text("SELECT pg_notify('meter_catalog', :v)"), {"v": str(version)})
         return version, True

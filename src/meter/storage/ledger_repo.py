@@ -51,9 +51,10 @@ class LedgerRepo:
     def __init__(
         self,
         pool: AsyncConnectionPool[Any],
-        committed: Callable[[Iterable[str], Iterable[tuple[int, str]]], None] | None = None,
+        committed: Callable[[Iterable[str], Iterable[tuple[int, str]], int], None] | None = None,
     ) -> None:
-        """`committed` hears, after each commit, the workspaces changed and alerts added."""
+        """`committed` hears, after each commit, the workspaces changed, the alerts added and
+        how many events were written."""
         self.pool = pool
         self.committed = committed
 
@@ -110,6 +111,7 @@ class LedgerRepo:
             self.committed(
                 (b.account.workspace_id for b in changed),
                 ((a.event_id, b.account.workspace_id) for b in changed for a in b.alerts),
+                sum(len(b.events) for b in changed),
             )
         return results
 
@@ -169,8 +171,7 @@ async def _load(
         account = sql.account(r)
         wid = account.workspace_id
         book = Book(account, ws_lots[wid], ws_holds[wid], ws_entries[wid], now)
-        if account.next_expiry_at is not None and account.next_expiry_at <= now:
-            book.expire_lots()
+        book.settle_due()
         books[wid] = book
     return books
 
@@ -187,6 +188,7 @@ async def _write(conn: AsyncConnection[Any], books: dict[str, Book]) -> list[Boo
     holds: list[tuple[Any, ...]] = []
     entries: list[tuple[Any, ...]] = []
     alerts: list[tuple[Any, ...]] = []
+    events: list[tuple[Any, ...]] = []
     workspaces: list[tuple[Any, ...]] = []
     changed = []
     for wid, book in books.items():
@@ -194,18 +196,21 @@ async def _write(conn: AsyncConnection[Any], books: dict[str, Book]) -> list[Boo
         if not book.account_dirty and not book.dirty_holds:
             continue
         new_lots += [sql.lot_row(wid, lt) for lt in book.new_lots]
-        lots += [(wid, i, book.lots[i].remaining) for i in book.dirty_lots]
+        lots += [
+            (wid, i, book.lots[i].remaining, book.lots[i].expiring_noticed) for i in book.dirty_lots
+        ]
         new_holds += [sql.hold_row(wid, h) for h in book.new_holds]
         holds += [sql.hold_update_row(wid, h) for h in book.dirty_holds.values()]
         entries += [sql.entry_row(wid, e) for e in book.entries]
         alerts += [sql.alert_row(wid, a) for a in book.alerts]
+        events += [sql.event_row(wid, e) for e in book.events]
         if book.account_dirty:
             changed.append(book)
             workspaces.append(sql.workspace_row(book.account))
     if not changed and not holds:
         await conn.execute("COMMIT")
         return changed
-    rows = (new_lots, lots, new_holds, holds, entries, alerts, workspaces)
+    rows = (new_lots, lots, new_holds, holds, entries, alerts, events, workspaces)
     try:
         await conn.execute(_writer.message(conn, rows))
     except BaseException:

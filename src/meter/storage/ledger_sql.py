@@ -26,6 +26,7 @@ from meter.ledger.model import (
     AlertEvent,
     Entry,
     EntryKind,
+    Event,
     Hold,
     HoldKind,
     HoldState,
@@ -137,9 +138,10 @@ def _unnest(table: Table, names: Sequence[str]) -> tuple[str, str, tuple[Encode,
     return source, ", ".join(select), tuple(_encoder(table.c[n].type) for n in names)
 
 
-def insert(table: Table) -> Statement:
-    """INSERT of many rows, one array parameter per column in table order."""
-    names = _columns(table)
+def insert(table: Table, defaulted: Sequence[str] = ()) -> Statement:
+    """INSERT of many rows, one array parameter per column in table order; the `defaulted`
+    columns take their server defaults."""
+    names = [n for n in _columns(table) if n not in defaulted]
     source, select, encoders = _unnest(table, names)
     return Statement(
         f"INSERT INTO {table.name} ({', '.join(names)}) SELECT {select} FROM {source}", encoders
@@ -208,7 +210,7 @@ LOTS = Statement(
 # Writes: one statement per table and kind of change.
 
 INSERT_LOTS = insert(t.lots)
-UPDATE_LOTS = update(t.lots, ("workspace_id", "lot_id"), ("remaining",))
+UPDATE_LOTS = update(t.lots, ("workspace_id", "lot_id"), ("remaining", "expiring_noticed"))
 INSERT_HOLDS = insert(t.holds)
 HOLD_CHANGES = (
     "state",
@@ -226,6 +228,7 @@ HOLD_CHANGES = (
 UPDATE_HOLDS = update(t.holds, ("workspace_id", "hold_id"), HOLD_CHANGES)
 INSERT_ENTRIES = insert(t.journal)
 INSERT_ALERTS = insert(t.alerts)
+INSERT_EVENTS = insert(t.events, defaulted=("txid",))
 WORKSPACE_CHANGES = tuple(
     c for c in _columns(t.workspaces) if c not in ("workspace_id", "created_at", "updated_at")
 )
@@ -258,6 +261,7 @@ WRITE_PARTS = (
     UPDATE_HOLDS,
     INSERT_ENTRIES,
     INSERT_ALERTS,
+    INSERT_EVENTS,
     UPDATE_WORKSPACES,
 )
 
@@ -355,7 +359,7 @@ _HOLD_STATE = HoldState._value2member_map_
 def account(r: Row) -> Account:
     (workspace_id, balance, held, used, granted, low, critical, level, hold_seq, lot_seq,
      entry_seq, alert_seq, next_expiry_at, last_at, last_kind, last_amount, last_operation,
-     created_at) = r[:18]  # fmt: skip
+     created_at, _, event_seq, next_notice_at) = r  # fmt: skip
     return Account(
         workspace_id,
         balance,
@@ -375,13 +379,23 @@ def account(r: Row) -> Account:
         last_amount,
         last_operation,
         opt_dt(created_at),
+        event_seq,
+        opt_dt(next_notice_at),
     )
 
 
 def lot(r: Row) -> Lot:
-    _, lot_id, request_id, amount, remaining, expires_at, source, package, created_at = r
+    _, lot_id, request_id, amount, remaining, expires_at, source, package, created_at, noticed = r
     return Lot(
-        lot_id, request_id, amount, remaining, opt_dt(expires_at), source, package, dt(created_at)
+        lot_id,
+        request_id,
+        amount,
+        remaining,
+        opt_dt(expires_at),
+        source,
+        package,
+        dt(created_at),
+        noticed,
     )
 
 
@@ -492,6 +506,7 @@ def lot_row(ws: str, lt: Lot) -> tuple[Any, ...]:
         lt.source,
         lt.package,
         lt.created_at,
+        lt.expiring_noticed,
     )
 
 
@@ -529,6 +544,10 @@ def alert_row(ws: str, a: AlertEvent) -> tuple[Any, ...]:
     )
 
 
+def event_row(ws: str, e: Event) -> tuple[Any, ...]:
+    return (ws, e.sequence, e.type, e.created_at, orjson.dumps(e.data).decode())
+
+
 def workspace_row(a: Account) -> tuple[Any, ...]:
     """The key, then WORKSPACE_CHANGES."""
     return (
@@ -549,4 +568,6 @@ def workspace_row(a: Account) -> tuple[Any, ...]:
         int(a.last_entry_kind) if a.last_entry_kind else None,
         a.last_entry_amount,
         a.last_entry_operation,
+        a.event_seq,
+        a.next_notice_at,
     )

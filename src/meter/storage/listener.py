@@ -15,12 +15,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+from collections.abc import Callable
 
 import psycopg
 import structlog
 
 from meter.ledger.notify import Notices
-from meter.storage.announcer import ALERT_CHANNEL, BALANCE_CHANNEL
+from meter.storage.announcer import ALERT_CHANNEL, BALANCE_CHANNEL, EVENT_CHANNEL
 
 log = structlog.get_logger("meter.listener")
 
@@ -32,9 +33,13 @@ BACKOFF_S = (0.1, 5.0)
 class Listener:
     """Keeps one LISTEN session open and forwards its notices to a Notices hub."""
 
-    def __init__(self, url: str, hub: Notices) -> None:
+    def __init__(
+        self, url: str, hub: Notices, on_events: Callable[[], None] | None = None
+    ) -> None:
+        """`on_events` is called when some replica has written events."""
         self.url = url
         self.hub = hub
+        self.on_events = on_events
         self.connected = asyncio.Event()
         self.reconnects = 0
         self._task: asyncio.Task[None] | None = None
@@ -68,7 +73,9 @@ class Listener:
                     keepalives_interval=5,
                     keepalives_count=3,
                 ) as conn:
-                    await conn.execute(f"LISTEN {BALANCE_CHANNEL}; LISTEN {ALERT_CHANNEL}")
+                    await conn.execute(
+                        f"LISTEN {BALANCE_CHANNEL}; LISTEN {ALERT_CHANNEL}; LISTEN {EVENT_CHANNEL}"
+                    )
                     if self.reconnects:
                         # Whatever was committed while no one listened: readers re-read.
                         self.hub.resync()
@@ -94,5 +101,7 @@ class Listener:
                 elif n.channel == ALERT_CHANNEL:
                     _, _, workspace_id = n.payload.partition(" ")
                     self.hub.alert_added(workspace_id)
+                elif n.channel == EVENT_CHANNEL and self.on_events is not None:
+                    self.on_events()
             # Silence: prove the session is alive (a dead one raises here and reconnects).
             await conn.execute("SELECT 1")

@@ -24,6 +24,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.types import UserDefinedType
 
 metadata = MetaData(
     naming_convention={
@@ -35,6 +36,15 @@ metadata = MetaData(
 )
 
 NOW = text("now()")
+
+
+class XID8(UserDefinedType[int]):
+    """PostgreSQL's 64-bit transaction id."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **kw: object) -> str:
+        return "xid8"
 
 
 def _ts(name: str, nullable: bool = False, **kw: object) -> Column[object]:
@@ -68,6 +78,10 @@ workspaces = Table(
     Column("last_entry_operation", Text, nullable=False, server_default=""),
     _ts("created_at", server_default=NOW),
     _ts("updated_at", server_default=NOW),
+    # The events outbox (DESIGN.md §9): the last event's sequence, and when the next lot's
+    # credits.expiring notice is due (writers and the sweeper send it lazily past that time).
+    Column("event_seq", BigInteger, nullable=False, server_default="0"),
+    _ts("next_notice_at", nullable=True),
     CheckConstraint("held >= 0", name="held_not_negative"),
     CheckConstraint("balance >= held", name="available_not_negative"),
     CheckConstraint("critical_threshold >= 0 AND low_threshold >= 0", name="thresholds"),
@@ -86,6 +100,8 @@ lots = Table(
     Column("source", Text, nullable=False, server_default=""),
     Column("package", Text, nullable=False, server_default=""),
     _ts("created_at", server_default=NOW),
+    # Its credits.expiring event was written (once per lot).
+    Column("expiring_noticed", Boolean, nullable=False, server_default="false"),
     PrimaryKeyConstraint("workspace_id", "lot_id"),
     CheckConstraint("amount > 0", name="amount_positive"),
     CheckConstraint("remaining >= 0 AND remaining <= amount", name="remaining_in_range"),
@@ -169,6 +185,117 @@ alerts = Table(
     Column("request_id", Text, nullable=False, server_default=""),
     _ts("created_at"),
     PrimaryKeyConstraint("workspace_id", "event_id"),
+)
+
+# The events outbox and its webhook deliveries (DESIGN.md §9).
+
+events = Table(
+    "events",
+    metadata,
+    # '' for events about no workspace (catalog.published, webhook.endpoint_disabled).
+    Column("workspace_id", Text, nullable=False),
+    Column("sequence", BigInteger, nullable=False),
+    Column("type", Text, nullable=False),
+    _ts("created_at"),
+    # The JSON object consumers act on: the balance after the change and what changed.
+    Column("data", JSONB, nullable=False),
+    # The writing transaction: feeds read only below the oldest transaction still running,
+    # so an event that commits late with a smaller position is never skipped.
+    Column("txid", XID8, nullable=False, server_default=text("pg_current_xact_id()")),
+    PrimaryKeyConstraint("workspace_id", "sequence"),
+    Index("ix_events_feed", "txid", "workspace_id", "sequence"),
+    Index("ix_events_workspace_feed", "workspace_id", "txid", "sequence"),
+    Index("ix_events_created_at", "created_at"),
+)
+
+webhook_endpoints = Table(
+    "webhook_endpoints",
+    metadata,
+    Column("endpoint_id", Text, primary_key=True),
+    Column("url", Text, nullable=False),
+    Column("description", Text, nullable=False, server_default=""),
+    # Empty: every type, every workspace.
+    Column("event_types", ARRAY(Text), nullable=False, server_default="{}"),
+    Column("workspace_ids", ARRAY(Text), nullable=False, server_default="{}"),
+    Column("enabled", Boolean, nullable=False, server_default="true"),
+    # Signing secrets (whsec_...); the previous one signs too until previous_until.
+    Column("secret", Text, nullable=False),
+    Column("previous_secret", Text, nullable=True),
+    _ts("previous_until", nullable=True),
+    # Where fan-out has got to in the event feed: (txid, workspace_id, sequence).
+    Column("feed_txid", XID8, nullable=False),
+    Column("feed_workspace_id", Text, nullable=False, server_default=""),
+    Column("feed_sequence", BigInteger, nullable=False, server_default="0"),
+    # Failing since this time (no 2xx since); cleared by a delivered attempt.
+    _ts("failing_since", nullable=True),
+    Column("disabled_reason", Text, nullable=False, server_default=""),
+    Column("request_id", Text, nullable=True, unique=True),
+    Column("fingerprint", Text, nullable=False, server_default=""),
+    Column("rotate_request_id", Text, nullable=True),
+    _ts("created_at", server_default=NOW),
+    _ts("updated_at", server_default=NOW),
+)
+
+# One chain of attempts to deliver one event to one endpoint (a replay starts another).
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("workspace_id", Text, nullable=False),
+    Column(
+        "delivery_id",
+        BigInteger,
+        nullable=False,
+        server_default=text("nextval('webhook_delivery_ids')"),
+    ),
+    Column("sequence", BigInteger, nullable=False),
+    Column("endpoint_id", Text, nullable=False),
+    Column("state", SmallInteger, nullable=False, server_default="0"),  # 0 pending, 1 ok, 2 failed
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    # When the next attempt is due; while one is under way, when its lease runs out.
+    _ts("next_attempt_at", server_default=NOW),
+    _ts("created_at", server_default=NOW),
+    _ts("finished_at", nullable=True),
+    Column("replay", Boolean, nullable=False, server_default="false"),
+    PrimaryKeyConstraint("workspace_id", "delivery_id"),
+    Index(
+        "ix_webhook_deliveries_due",
+        "endpoint_id",
+        "next_attempt_at",
+        postgresql_where=text("state = 0"),
+    ),
+    Index("ix_webhook_deliveries_endpoint", "endpoint_id", "delivery_id"),
+    Index("ix_webhook_deliveries_event", "workspace_id", "sequence"),
+)
+
+webhook_attempts = Table(
+    "webhook_attempts",
+    metadata,
+    Column("workspace_id", Text, nullable=False),
+    Column("delivery_id", BigInteger, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("endpoint_id", Text, nullable=False),
+    Column("event_id", Text, nullable=False),
+    Column("event_type", Text, nullable=False),
+    _ts("attempted_at"),
+    Column("status", Integer, nullable=False, server_default="0"),  # HTTP status, 0: none
+    Column("error", Text, nullable=False, server_default=""),
+    Column("latency_ms", Integer, nullable=False, server_default="0"),
+    _ts("next_attempt_at", nullable=True),
+    PrimaryKeyConstraint("workspace_id", "delivery_id", "attempt"),
+    Index("ix_webhook_attempts_endpoint", "endpoint_id", "delivery_id", "attempt"),
+    Index("ix_webhook_attempts_event", "event_id"),
+)
+
+# Replays keyed by their request ids (AIP-155): a retried ReplayEvents queues nothing twice.
+webhook_replays = Table(
+    "webhook_replays",
+    metadata,
+    Column("endpoint_id", Text, nullable=False),
+    Column("request_id", Text, nullable=False),
+    Column("fingerprint", Text, nullable=False),
+    Column("queued", Integer, nullable=False),
+    _ts("created_at", server_default=NOW),
+    PrimaryKeyConstraint("endpoint_id", "request_id"),
 )
 
 # Reference tables (small, replicated on every node under Citus).

@@ -1,0 +1,269 @@
+"""The meter.v1.Events servicer: the event feed, webhook endpoints and their deliveries."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from meter import errors
+from meter.events import types
+from meter.events.dispatcher import Dispatcher
+from meter.events.model import parse_event_id
+from meter.ledger.validation import Violations
+from meter.rpc import convert
+from meter.rpc.handlers import unary
+from meter.rpc.paging import Paging
+from meter.storage.events_repo import EventsRepo
+from meter.storage.webhooks_repo import WebhooksRepo
+from meterpb.v1 import events_pb2 as epb
+from meterpb.v1 import events_pb2_grpc
+
+MAX_URL = 2048
+MAX_FILTER = 100
+MAX_DESCRIPTION = 500
+UPDATABLE = ("url", "description", "event_types", "workspace_ids", "enabled")
+
+
+class EventsServicer(events_pb2_grpc.EventsServicer):
+    def __init__(
+        self, events: EventsRepo, webhooks: WebhooksRepo, dispatcher: Dispatcher, paging: Paging
+    ) -> None:
+        self.events = events
+        self.webhooks = webhooks
+        self.dispatcher = dispatcher
+        self.paging = paging
+
+    @unary
+    async def ListEvents(
+        self, request: epb.ListEventsRequest, context: Any
+    ) -> epb.ListEventsResponse:
+        v = Violations()
+        v.id("workspace_id", request.workspace_id, required=False)
+        _types(v, "types", request.types)
+        if v:
+            raise errors.invalid(v)
+        size = self.paging.size(request.page_size)
+        key = ("events", request.workspace_id, tuple(sorted(set(request.types))))
+        after = self.paging.position(request.page_token, key, (int, str, int))
+        found, pos = await self.events.feed(
+            (after[0], after[1], after[2]) if after else None,
+            size,
+            workspace_id=request.workspace_id,
+            types_=sorted(set(request.types)),
+        )
+        return epb.ListEventsResponse(
+            events=[convert.event(e) for e in found],
+            next_page_token=self.paging.token(list(pos), key),
+        )
+
+    @unary
+    async def CreateWebhookEndpoint(
+        self, request: epb.CreateWebhookEndpointRequest, context: Any
+    ) -> epb.CreateWebhookEndpointResponse:
+        v = Violations()
+        _url(v, request.url)
+        _types(v, "event_types", request.event_types)
+        _workspaces(v, request.workspace_ids)
+        v.text("description", request.description, limit=MAX_DESCRIPTION)
+        v.id("request_id", request.request_id, required=False)
+        if v:
+            raise errors.invalid(v)
+        endpoint, secret = await self.webhooks.create_endpoint(
+            request.url,
+            sorted(set(request.event_types)),
+            sorted(set(request.workspace_ids)),
+            request.description,
+            request.request_id,
+        )
+        self.dispatcher.wake()
+        return epb.CreateWebhookEndpointResponse(endpoint=convert.endpoint(endpoint), secret=secret)
+
+    @unary
+    async def ListWebhookEndpoints(
+        self, request: epb.ListWebhookEndpointsRequest, context: Any
+    ) -> epb.ListWebhookEndpointsResponse:
+        return epb.ListWebhookEndpointsResponse(
+            endpoints=[convert.endpoint(e) for e in await self.webhooks.endpoints()]
+        )
+
+    @unary
+    async def GetWebhookEndpoint(
+        self, request: epb.GetWebhookEndpointRequest, context: Any
+    ) -> epb.WebhookEndpoint:
+        return convert.endpoint(await self.webhooks.endpoint(_endpoint_id(request.endpoint_id)))
+
+    @unary
+    async def UpdateWebhookEndpoint(
+        self, request: epb.UpdateWebhookEndpointRequest, context: Any
+    ) -> epb.WebhookEndpoint:
+        e = request.endpoint
+        _endpoint_id(e.endpoint_id, "endpoint.endpoint_id")
+        paths = list(request.update_mask.paths) or list(UPDATABLE)
+        v = Violations()
+        changes: dict[str, Any] = {}
+        for path in paths:
+            name = path.removeprefix("endpoint.")
+            if name not in UPDATABLE:
+                v.add("update_mask", f"{path!r} cannot be changed; one of {', '.join(UPDATABLE)}")
+            elif name == "url":
+                _url(v, e.url, "endpoint.url")
+                changes["url"] = e.url
+            elif name == "description":
+                v.text("endpoint.description", e.description, limit=MAX_DESCRIPTION)
+                changes["description"] = e.description
+            elif name == "event_types":
+                _types(v, "endpoint.event_types", e.event_types)
+                changes["event_types"] = sorted(set(e.event_types))
+            elif name == "workspace_ids":
+                _workspaces(v, e.workspace_ids, "endpoint.workspace_ids")
+                changes["workspace_ids"] = sorted(set(e.workspace_ids))
+            else:
+                changes["enabled"] = e.enabled
+        if v:
+            raise errors.invalid(v)
+        endpoint = await self.webhooks.update_endpoint(e.endpoint_id, changes)
+        self.dispatcher.wake()
+        return convert.endpoint(endpoint)
+
+    @unary
+    async def DeleteWebhookEndpoint(
+        self, request: epb.DeleteWebhookEndpointRequest, context: Any
+    ) -> epb.DeleteWebhookEndpointResponse:
+        endpoint_id = _endpoint_id(request.endpoint_id)
+        if not await self.webhooks.delete_endpoint(endpoint_id):
+            await self.webhooks.endpoint(endpoint_id)  # NOT_FOUND, unless created meanwhile
+        return epb.DeleteWebhookEndpointResponse()
+
+    @unary
+    async def RotateWebhookSecret(
+        self, request: epb.RotateWebhookSecretRequest, context: Any
+    ) -> epb.RotateWebhookSecretResponse:
+        v = Violations()
+        v.id("request_id", request.request_id, required=False)
+        if v:
+            raise errors.invalid(v)
+        endpoint, secret = await self.webhooks.rotate_secret(
+            _endpoint_id(request.endpoint_id), request.request_id
+        )
+        return epb.RotateWebhookSecretResponse(endpoint=convert.endpoint(endpoint), secret=secret)
+
+    @unary
+    async def ListDeliveries(
+        self, request: epb.ListDeliveriesRequest, context: Any
+    ) -> epb.ListDeliveriesResponse:
+        v = Violations()
+        if not request.endpoint_id and not request.event_id:
+            v.add("endpoint_id", "endpoint_id or event_id is required")
+        if request.endpoint_id:
+            _endpoint_id(request.endpoint_id)
+        if request.event_id and (
+            len(request.event_id) > 200
+            or (parse_event_id(request.event_id) is None
+                and not request.event_id.startswith("evt_test_"))
+        ):  # fmt: skip
+            v.add("event_id", "not an event id (evt_...)")
+        if v:
+            raise errors.invalid(v)
+        size = self.paging.size(request.page_size)
+        key = ("deliveries", request.endpoint_id, request.event_id)
+        before = self.paging.position(request.page_token, key, (int, int))
+        found = await self.webhooks.attempts(
+            request.endpoint_id,
+            request.event_id,
+            size + 1,
+            (before[0], before[1]) if before else None,
+        )
+        more = len(found) > size
+        found = found[:size]
+        last = found[-1] if found else None
+        return epb.ListDeliveriesResponse(
+            attempts=[convert.attempt(a) for a in found],
+            next_page_token=self.paging.token([last.delivery_id, last.attempt], key)
+            if more and last
+            else "",
+        )
+
+    @unary
+    async def ReplayEvents(
+        self, request: epb.ReplayEventsRequest, context: Any
+    ) -> epb.ReplayEventsResponse:
+        v = Violations()
+        v.id("request_id", request.request_id, required=False)
+        has_time = request.HasField("start_time")
+        if has_time == bool(request.event_ids):
+            v.add("start_time", "give start_time or event_ids (one of them)")
+        if len(request.event_ids) > 1000:
+            v.add("event_ids", "at most 1000")
+        for i, event_id in enumerate(request.event_ids):
+            if parse_event_id(event_id) is None:
+                v.add(f"event_ids[{i}]", f"{event_id[:80]!r} is not an event id (evt_...)")
+        since = None
+        if has_time:
+            try:
+                since = convert.from_ts(request.start_time)
+            except (ValueError, OverflowError):
+                v.add("start_time", "not a valid timestamp")
+        if v:
+            raise errors.invalid(v)
+        endpoint = await self.webhooks.endpoint(_endpoint_id(request.endpoint_id))
+        queued = await self.webhooks.replay(
+            endpoint, since, list(request.event_ids), request.request_id
+        )
+        self.dispatcher.wake()
+        return epb.ReplayEventsResponse(queued=queued)
+
+    @unary
+    async def SendTestEvent(
+        self, request: epb.SendTestEventRequest, context: Any
+    ) -> epb.SendTestEventResponse:
+        endpoint = await self.webhooks.endpoint(_endpoint_id(request.endpoint_id))
+        attempt = await self.dispatcher.send_test(endpoint)
+        return epb.SendTestEventResponse(attempt=convert.attempt(attempt))
+
+
+def _endpoint_id(value: str, field: str = "endpoint_id") -> str:
+    if not value or len(value) > 64 or not value.isascii() or not value.isprintable():
+        raise errors.invalid_field(field, "required: an endpoint id (ep_...)")
+    return value
+
+
+def _url(v: Violations, url: str, field: str = "url") -> None:
+    if not url:
+        v.add(field, "required: an http or https URL")
+        return
+    if len(url) > MAX_URL:
+        v.add(field, f"at most {MAX_URL} characters")
+        return
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        v.add(field, "not a URL")
+        return
+    if parts.scheme not in ("http", "https"):
+        v.add(field, "must be an http or https URL")
+    elif not parts.hostname:
+        v.add(field, "must name a host")
+    elif parts.username is not None or parts.password is not None:
+        v.add(field, "must not carry credentials (user:password@); authenticate by signature")
+    elif not url.isascii() or not url.isprintable() or " " in url:
+        v.add(field, "must be printable ASCII without spaces (percent-encode the rest)")
+
+
+def _types(v: Violations, field: str, values: Any) -> None:
+    if len(values) > MAX_FILTER:
+        v.add(field, f"at most {MAX_FILTER}")
+        return
+    for i, t in enumerate(values):
+        if t not in types.KNOWN:
+            v.add(
+                f"{field}[{i}]", f"unknown event type {t[:80]!r}; known: {', '.join(types.TYPES)}"
+            )
+
+
+def _workspaces(v: Violations, values: Any, field: str = "workspace_ids") -> None:
+    if len(values) > 1000:
+        v.add(field, "at most 1000")
+        return
+    for i, w in enumerate(values):
+        v.id(f"{field}[{i}]", w)
