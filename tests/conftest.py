@@ -21,10 +21,14 @@ from meter import logs
 from meter.app import App
 from meter.config import Settings
 from meter.storage.db import libpq_url, normalize_url, start_embedded
-from meterpb.v1 import catalog_pb2_grpc, meter_pb2_grpc
+from meterpb.v1 import catalog_pb2_grpc, events_pb2_grpc, meter_pb2_grpc
 from tests.support import Db
 
 logs.configure("warning")
+
+WEBHOOK_SCHEDULE_S = (0.25, 0.5, 1.0, 2.0, 4.0)
+WEBHOOK_DISABLE_AFTER_S = 3.0
+WEBHOOK_TIMEOUT_S = 1.0
 
 
 @pytest.fixture(scope="session")
@@ -64,6 +68,10 @@ async def app(database_url: str) -> AsyncIterator[App]:
         catalog_refresh_s=0.5,
         watch_resync_s=0.5,
         grace_s=2.0,
+        # Short webhook timings, so that retries, timeouts and auto-disable show in seconds.
+        webhook_retry_schedule_s=WEBHOOK_SCHEDULE_S,
+        webhook_disable_after_s=WEBHOOK_DISABLE_AFTER_S,
+        webhook_timeout_s=WEBHOOK_TIMEOUT_S,
     )
     a = App(settings, normalize_url(database_url))
     await a.start()
@@ -80,6 +88,11 @@ async def channel(app: App) -> AsyncIterator[grpc.aio.Channel]:
 @pytest.fixture(scope="session")
 def stub(channel: grpc.aio.Channel) -> meter_pb2_grpc.MeterStub:
     return meter_pb2_grpc.MeterStub(channel)
+
+
+@pytest.fixture(scope="session")
+def events(channel: grpc.aio.Channel) -> events_pb2_grpc.EventsStub:
+    return events_pb2_grpc.EventsStub(channel)
 
 
 @pytest.fixture(scope="session")

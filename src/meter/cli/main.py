@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from meter import logs
-from meter.cli import catalog, ledger, tokens
+from meter.cli import catalog, events, ledger, tokens
 from meter.config import Settings, StartupError, duration, durations
 
 app = typer.Typer(
@@ -160,6 +160,7 @@ def migrate(database_url: DatabaseUrl = None, data_dir: DataDir = None) -> None:
 ledger.register(app)
 tokens.register(app)
 catalog.register(app)
+events.register(app)
 
 if __name__ == "__main__":
     app()

@@ -28,9 +28,10 @@ from meter.client.job import JobState
 from meter.client.options import Tls
 from meter.client.retry import Attempts, RetryPolicy
 from meter.client.stream import StreamSession
-from meter.client.sync import connection
+from meter.client.sync import connection, endpoint_update, replay
 from meterpb.v1 import catalog_pb2 as cpb
-from meterpb.v1 import catalog_pb2_grpc, meter_pb2_grpc
+from meterpb.v1 import catalog_pb2_grpc, events_pb2_grpc, meter_pb2_grpc
+from meterpb.v1 import events_pb2 as epb
 from meterpb.v1 import meter_pb2 as pb
 
 T = TypeVar("T")
@@ -77,6 +78,7 @@ class AsyncMeterClient:
             self._channel = grpc.aio.insecure_channel(c.target, c.options)
         self._meter = meter_pb2_grpc.MeterStub(self._channel)
         self._catalog = catalog_pb2_grpc.CatalogStub(self._channel)
+        self._events = events_pb2_grpc.EventsStub(self._channel)
         self._metadata = c.metadata()
 
     @property
@@ -494,6 +496,126 @@ class AsyncMeterClient:
             description=description,
         )
         return await self._call(self._catalog.PublishCatalog, request)
+
+    # Events and webhooks.
+
+    async def list_events(
+        self,
+        workspace: str = "",
+        *,
+        types: Iterable[str] = (),
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> epb.ListEventsResponse:
+        """As `MeterClient.list_events`."""
+        request = epb.ListEventsRequest(
+            workspace_id=workspace, types=list(types), page_size=page_size, page_token=page_token
+        )
+        return await self._call(self._events.ListEvents, request)
+
+    async def events(
+        self, workspace: str = "", *, types: Iterable[str] = (), after: str = ""
+    ) -> AsyncIterator[epb.Event]:
+        """As `MeterClient.events`: every event available now after `after`, oldest first."""
+        types, token = tuple(types), after
+        while True:
+            page = await self.list_events(workspace, types=types, page_size=1000, page_token=token)
+            if not page.events:
+                return
+            for event in page.events:
+                yield event
+            token = page.next_page_token
+
+    async def create_webhook_endpoint(
+        self,
+        url: str,
+        *,
+        event_types: Iterable[str] = (),
+        workspace_ids: Iterable[str] = (),
+        description: str = "",
+        request_id: str | None = None,
+    ) -> epb.CreateWebhookEndpointResponse:
+        """As `MeterClient.create_webhook_endpoint`."""
+        request = epb.CreateWebhookEndpointRequest(
+            url=url,
+            event_types=list(event_types),
+            workspace_ids=list(workspace_ids),
+            description=description,
+            request_id=request_id or rq.new_request_id("webhook"),
+        )
+        return await self._call(self._events.CreateWebhookEndpoint, request)
+
+    async def list_webhook_endpoints(self) -> list[epb.WebhookEndpoint]:
+        """As `MeterClient.list_webhook_endpoints`."""
+        request = epb.ListWebhookEndpointsRequest()
+        return list((await self._call(self._events.ListWebhookEndpoints, request)).endpoints)
+
+    async def get_webhook_endpoint(self, endpoint_id: str) -> epb.WebhookEndpoint:
+        """As `MeterClient.get_webhook_endpoint`."""
+        request = epb.GetWebhookEndpointRequest(endpoint_id=endpoint_id)
+        return await self._call(self._events.GetWebhookEndpoint, request)
+
+    async def update_webhook_endpoint(
+        self,
+        endpoint_id: str,
+        *,
+        url: str | None = None,
+        event_types: Iterable[str] | None = None,
+        workspace_ids: Iterable[str] | None = None,
+        description: str | None = None,
+        enabled: bool | None = None,
+    ) -> epb.WebhookEndpoint:
+        """As `MeterClient.update_webhook_endpoint` (ValueError when nothing changes)."""
+        request = endpoint_update(
+            endpoint_id, url=url, event_types=event_types, workspace_ids=workspace_ids,
+            description=description, enabled=enabled,
+        )  # fmt: skip
+        return await self._call(self._events.UpdateWebhookEndpoint, request)
+
+    async def delete_webhook_endpoint(self, endpoint_id: str) -> None:
+        """As `MeterClient.delete_webhook_endpoint`."""
+        request = epb.DeleteWebhookEndpointRequest(endpoint_id=endpoint_id)
+        await self._call(self._events.DeleteWebhookEndpoint, request)
+
+    async def rotate_webhook_secret(
+        self, endpoint_id: str, *, request_id: str | None = None
+    ) -> epb.RotateWebhookSecretResponse:
+        """As `MeterClient.rotate_webhook_secret`."""
+        request = epb.RotateWebhookSecretRequest(
+            endpoint_id=endpoint_id, request_id=request_id or rq.new_request_id("rotate")
+        )
+        return await self._call(self._events.RotateWebhookSecret, request)
+
+    async def list_deliveries(
+        self,
+        endpoint_id: str = "",
+        *,
+        event_id: str = "",
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> epb.ListDeliveriesResponse:
+        """As `MeterClient.list_deliveries`."""
+        request = epb.ListDeliveriesRequest(
+            endpoint_id=endpoint_id, event_id=event_id, page_size=page_size, page_token=page_token
+        )
+        return await self._call(self._events.ListDeliveries, request)
+
+    async def replay_events(
+        self,
+        endpoint_id: str,
+        *,
+        since: datetime | None = None,
+        event_ids: Iterable[str] = (),
+        request_id: str | None = None,
+    ) -> int:
+        """As `MeterClient.replay_events`: the deliveries queued."""
+        request = replay(endpoint_id, since, event_ids, request_id)
+        return (await self._call(self._events.ReplayEvents, request)).queued
+
+    async def send_test_event(self, endpoint_id: str) -> epb.DeliveryAttempt:
+        """As `MeterClient.send_test_event`."""
+        request = epb.SendTestEventRequest(endpoint_id=endpoint_id)
+        return (await self._call(self._events.SendTestEvent, request)).attempt
 
     def stream_session(self, *, max_batch: int = 500) -> StreamSession:
         """A session that batches this client's ledger calls over one Meter.Stream."""

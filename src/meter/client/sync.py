@@ -24,7 +24,8 @@ from meter.client.job import JobState
 from meter.client.options import Connection, Tls
 from meter.client.retry import Attempts, RetryPolicy
 from meterpb.v1 import catalog_pb2 as cpb
-from meterpb.v1 import catalog_pb2_grpc, meter_pb2_grpc
+from meterpb.v1 import catalog_pb2_grpc, events_pb2_grpc, meter_pb2_grpc
+from meterpb.v1 import events_pb2 as epb
 from meterpb.v1 import meter_pb2 as pb
 
 T = TypeVar("T")
@@ -64,6 +65,59 @@ def connection(
     )
 
 
+def endpoint_update(
+    endpoint_id: str,
+    *,
+    url: str | None,
+    event_types: Iterable[str] | None,
+    workspace_ids: Iterable[str] | None,
+    description: str | None,
+    enabled: bool | None,
+) -> epb.UpdateWebhookEndpointRequest:
+    """An UpdateWebhookEndpoint request whose update_mask names the arguments given."""
+    e = epb.WebhookEndpoint(endpoint_id=endpoint_id)
+    paths = []
+    if url is not None:
+        e.url = url
+        paths.append("url")
+    if description is not None:
+        e.description = description
+        paths.append("description")
+    if event_types is not None:
+        e.event_types.extend(event_types)
+        paths.append("event_types")
+    if workspace_ids is not None:
+        e.workspace_ids.extend(workspace_ids)
+        paths.append("workspace_ids")
+    if enabled is not None:
+        e.enabled = enabled
+        paths.append("enabled")
+    if not paths:
+        raise ValueError(
+            "nothing to change: give url, event_types, workspace_ids, description or enabled"
+        )
+    request = epb.UpdateWebhookEndpointRequest(endpoint=e)
+    request.update_mask.paths.extend(paths)
+    return request
+
+
+def replay(
+    endpoint_id: str, since: datetime | None, event_ids: Iterable[str], request_id: str | None
+) -> epb.ReplayEventsRequest:
+    """A ReplayEvents request: the events since a time, or the listed ones (exactly one)."""
+    ids = list(event_ids)
+    if (since is None) == (not ids):
+        raise ValueError("replay takes since or event_ids, exactly one")
+    request = epb.ReplayEventsRequest(
+        endpoint_id=endpoint_id,
+        event_ids=ids,
+        request_id=request_id or rq.new_request_id("replay"),
+    )
+    if since is not None:
+        request.start_time.CopyFrom(rq.timestamp(since))
+    return request
+
+
 class MeterClient:
     """A blocking Meter client; thread-safe; use one per process and `close()` it.
 
@@ -96,6 +150,7 @@ class MeterClient:
             self._channel = grpc.insecure_channel(c.target, c.options)
         self._meter = meter_pb2_grpc.MeterStub(self._channel)
         self._catalog = catalog_pb2_grpc.CatalogStub(self._channel)
+        self._events = events_pb2_grpc.EventsStub(self._channel)
         self._metadata = c.metadata()
 
     def close(self) -> None:
@@ -542,3 +597,134 @@ class MeterClient:
             description=description,
         )
         return self._call(self._catalog.PublishCatalog, request)
+
+    # Events and webhooks.
+
+    def list_events(
+        self,
+        workspace: str = "",
+        *,
+        types: Iterable[str] = (),
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> epb.ListEventsResponse:
+        """One page of events, oldest first (all workspaces' without `workspace`).
+
+        `next_page_token` is always set: list again with it to get what came after.
+        """
+        request = epb.ListEventsRequest(
+            workspace_id=workspace, types=list(types), page_size=page_size, page_token=page_token
+        )
+        return self._call(self._events.ListEvents, request)
+
+    def events(
+        self, workspace: str = "", *, types: Iterable[str] = (), after: str = ""
+    ) -> Iterator[epb.Event]:
+        """Every event available now after `after` (a next_page_token), oldest first."""
+        types, token = tuple(types), after
+        while True:
+            page = self.list_events(workspace, types=types, page_size=1000, page_token=token)
+            if not page.events:
+                return
+            yield from page.events
+            token = page.next_page_token
+
+    def create_webhook_endpoint(
+        self,
+        url: str,
+        *,
+        event_types: Iterable[str] = (),
+        workspace_ids: Iterable[str] = (),
+        description: str = "",
+        request_id: str | None = None,
+    ) -> epb.CreateWebhookEndpointResponse:
+        """A new endpoint and its signing secret (the only answer that carries it).
+
+        Empty `event_types` / `workspace_ids`: every type / workspace. Without a request id
+        one is made for this call, so its retries create one endpoint.
+        """
+        request = epb.CreateWebhookEndpointRequest(
+            url=url,
+            event_types=list(event_types),
+            workspace_ids=list(workspace_ids),
+            description=description,
+            request_id=request_id or rq.new_request_id("webhook"),
+        )
+        return self._call(self._events.CreateWebhookEndpoint, request)
+
+    def list_webhook_endpoints(self) -> list[epb.WebhookEndpoint]:
+        """Every webhook endpoint (without secrets)."""
+        request = epb.ListWebhookEndpointsRequest()
+        return list(self._call(self._events.ListWebhookEndpoints, request).endpoints)
+
+    def get_webhook_endpoint(self, endpoint_id: str) -> epb.WebhookEndpoint:
+        """One webhook endpoint (without its secret)."""
+        request = epb.GetWebhookEndpointRequest(endpoint_id=endpoint_id)
+        return self._call(self._events.GetWebhookEndpoint, request)
+
+    def update_webhook_endpoint(
+        self,
+        endpoint_id: str,
+        *,
+        url: str | None = None,
+        event_types: Iterable[str] | None = None,
+        workspace_ids: Iterable[str] | None = None,
+        description: str | None = None,
+        enabled: bool | None = None,
+    ) -> epb.WebhookEndpoint:
+        """Change the fields given (not None); the others stay as they are.
+
+        Raises:
+            ValueError: nothing to change.
+        """
+        request = endpoint_update(
+            endpoint_id, url=url, event_types=event_types, workspace_ids=workspace_ids,
+            description=description, enabled=enabled,
+        )  # fmt: skip
+        return self._call(self._events.UpdateWebhookEndpoint, request)
+
+    def delete_webhook_endpoint(self, endpoint_id: str) -> None:
+        """Delete an endpoint and stop its deliveries."""
+        request = epb.DeleteWebhookEndpointRequest(endpoint_id=endpoint_id)
+        self._call(self._events.DeleteWebhookEndpoint, request)
+
+    def rotate_webhook_secret(
+        self, endpoint_id: str, *, request_id: str | None = None
+    ) -> epb.RotateWebhookSecretResponse:
+        """A new signing secret; for 24 hours deliveries are signed with both."""
+        request = epb.RotateWebhookSecretRequest(
+            endpoint_id=endpoint_id, request_id=request_id or rq.new_request_id("rotate")
+        )
+        return self._call(self._events.RotateWebhookSecret, request)
+
+    def list_deliveries(
+        self,
+        endpoint_id: str = "",
+        *,
+        event_id: str = "",
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> epb.ListDeliveriesResponse:
+        """One page of delivery attempts to an endpoint and/or of an event, newest first."""
+        request = epb.ListDeliveriesRequest(
+            endpoint_id=endpoint_id, event_id=event_id, page_size=page_size, page_token=page_token
+        )
+        return self._call(self._events.ListDeliveries, request)
+
+    def replay_events(
+        self,
+        endpoint_id: str,
+        *,
+        since: datetime | None = None,
+        event_ids: Iterable[str] = (),
+        request_id: str | None = None,
+    ) -> int:
+        """Deliver again, with their ids, the endpoint's events `since` a time or the
+        `event_ids` given (exactly one of them); returns the deliveries queued."""
+        request = replay(endpoint_id, since, event_ids, request_id)
+        return self._call(self._events.ReplayEvents, request).queued
+
+    def send_test_event(self, endpoint_id: str) -> epb.DeliveryAttempt:
+        """Deliver a webhook.test event to the endpoint now; returns the attempt."""
+        request = epb.SendTestEventRequest(endpoint_id=endpoint_id)
+        return self._call(self._events.SendTestEvent, request).attempt

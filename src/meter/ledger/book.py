@@ -331,6 +331,16 @@ class Book:
             return EntryOutcome(replay, self.balance(), lot)
         lot = self._new_lot(cmd.request_id, cmd.amount, cmd.expires_at, cmd.source, cmd.package)
         self.account.lifetime_granted += cmd.amount
+        # The event of the change before the entry, whose balance check may fire others.
+        self._event(
+            events.CREDITS_GRANTED,
+            amount=cmd.amount,
+            lot=events.lot(lot),
+            entry_id=self.account.entry_seq + 1,
+            request_id=cmd.request_id,
+            actor_id=cmd.actor_id,
+            labels=dict(cmd.labels),
+        )
         entry = self._entry(
             EntryKind.GRANT,
             cmd.amount,
@@ -340,15 +350,6 @@ class Book:
             reason=cmd.source,
             package=cmd.package,
             fingerprint=cmd.fingerprint,
-        )
-        self._event(
-            events.CREDITS_GRANTED,
-            amount=cmd.amount,
-            lot=events.lot(lot),
-            entry_id=entry.entry_id,
-            request_id=cmd.request_id,
-            actor_id=cmd.actor_id,
-            labels=dict(cmd.labels),
         )
         return EntryOutcome(entry, self.balance(), lot)
 
@@ -367,6 +368,14 @@ class Book:
             self._require_available(-cmd.amount, "", cmd.request_id, "", alert=False)
             self._draw(-cmd.amount)
             self.account.balance += cmd.amount
+        self._event(
+            events.CREDITS_ADJUSTED,
+            amount=cmd.amount,
+            reason=cmd.reason,
+            entry_id=self.account.entry_seq + 1,
+            request_id=cmd.request_id,
+            actor_id=cmd.actor_id,
+        )
         entry = self._entry(
             EntryKind.ADJUST,
             cmd.amount,
@@ -374,14 +383,6 @@ class Book:
             request_id=cmd.request_id,
             reason=cmd.reason,
             fingerprint=cmd.fingerprint,
-        )
-        self._event(
-            events.CREDITS_ADJUSTED,
-            amount=cmd.amount,
-            reason=cmd.reason,
-            entry_id=entry.entry_id,
-            request_id=cmd.request_id,
-            actor_id=cmd.actor_id,
         )
         return EntryOutcome(entry, self.balance())
 
@@ -428,6 +429,17 @@ class Book:
         self._dirty(hold)
         self.account.lifetime_used -= amount
         self.account.balance += amount
+        self._event(
+            events.CREDITS_REFUNDED,
+            amount=amount,
+            charge_request_id=cmd.charge_request_id,
+            operation=hold.operation,
+            refunded_total=hold.refunded,
+            reason=cmd.reason,
+            entry_id=self.account.entry_seq + 1,
+            request_id=cmd.request_id,
+            actor_id=cmd.actor_id,
+        )
         entry = self._entry(
             EntryKind.REFUND,
             amount,
@@ -439,17 +451,6 @@ class Book:
             labels={"charge_request_id": cmd.charge_request_id},
         )
         self._give_back(back, hold.operation, cmd.request_id, credit=True)
-        self._event(
-            events.CREDITS_REFUNDED,
-            amount=amount,
-            charge_request_id=cmd.charge_request_id,
-            operation=hold.operation,
-            refunded_total=hold.refunded,
-            reason=cmd.reason,
-            entry_id=entry.entry_id,
-            request_id=cmd.request_id,
-            actor_id=cmd.actor_id,
-        )
         return EntryOutcome(entry, self.balance())
 
     def set_thresholds(self, cmd: SetThresholdsCmd) -> BalanceView:

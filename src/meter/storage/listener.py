@@ -33,9 +33,7 @@ BACKOFF_S = (0.1, 5.0)
 class Listener:
     """Keeps one LISTEN session open and forwards its notices to a Notices hub."""
 
-    def __init__(
-        self, url: str, hub: Notices, on_events: Callable[[], None] | None = None
-    ) -> None:
+    def __init__(self, url: str, hub: Notices, on_events: Callable[[], None] | None = None) -> None:
         """`on_events` is called when some replica has written events."""
         self.url = url
         self.hub = hub

@@ -1,4 +1,4 @@
-"""Which workspaces have overdue holds or lots: the sweeper's worklist."""
+"""Which workspaces have overdue holds, lots or expiry notices: the sweeper's worklist."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ _DUE = text(
     "(SELECT DISTINCT workspace_id FROM holds WHERE state = 1 AND expires_at <= now()"
     "  ORDER BY 1 LIMIT :n)"
     " UNION (SELECT workspace_id FROM workspaces WHERE next_expiry_at <= now() ORDER BY 1 LIMIT :n)"
+    # Lots whose credits.expiring event is due (DESIGN.md §9).
+    " UNION (SELECT workspace_id FROM workspaces WHERE next_notice_at <= now() ORDER BY 1 LIMIT :n)"
 )
 
 

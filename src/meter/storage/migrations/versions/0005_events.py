@@ -35,10 +35,8 @@ def _load(workspace: str, lot: str) -> str:
     """0004's meter_load with other workspace and lot column lists."""
     row = _0004["_row"]
     load: str = _0004["LOAD"]
-    return (
-        load
-        .replace(row("w", _0004["WORKSPACE"]), row("w", workspace))
-        .replace(row("l", _0004["LOT"]), row("l", lot))
+    return load.replace(row("w", _0004["WORKSPACE"]), row("w", workspace)).replace(
+        row("l", _0004["LOT"]), row("l", lot)
     )
 
 
@@ -53,7 +51,6 @@ def _ts(name: str, nullable: bool = False, default: str | None = None) -> sa.Col
         nullable=nullable,
         server_default=sa.text(default) if default else None,
     )
-
 
 
 def upgrade() -> None:
