@@ -4,7 +4,12 @@ It isolates what the database path costs per reserve+commit pair at a given batc
 this process (the rules, the batch's messages) and in PostgreSQL, so designs of that path
 can be compared without the server's other work in the figures:
 
-    python -m bench.storage [--batch 128] [--pairs 25600] [--rounds 1] [--database-url URL]
+    python -m bench.storage [--batch 128] [--pairs 25600] [--rounds 1] [--events]
+                            [--database-url URL]
+
+With --events every workspace holds nothing: each pair reserves 0 and commits 1, which falls
+short, so each pair also writes a commit.shortfall event to the outbox (the same journal
+rows otherwise): the figures against a run without it are what the outbox costs per event.
 
 Four lanes run side by side, each on its own quarter of 1,000 workspaces (as the batcher
 keeps concurrent batches apart). Rounds run one after another on the same ledger, so a
@@ -45,7 +50,7 @@ def _own_cpu_s() -> float:
     return t.user + t.system
 
 
-async def run(url: str, batch: int, pairs: int, rounds: int) -> None:
+async def run(url: str, batch: int, pairs: int, rounds: int, events: bool = False) -> None:
     db.migrate(url)
     tree = bench_db.pg_tree(url)
     pool = db.ledger_pool(url, LANES)
@@ -53,13 +58,17 @@ async def run(url: str, batch: int, pairs: int, rounds: int) -> None:
     repo = LedgerRepo(pool)
     try:
         await repo.apply(
-            [GrantCmd(w, "fund", 10**11, None, "bench", "", "", {}, "fp") for w in WORKSPACES],
+            [
+                GrantCmd(w, "fund", 1 if events else 10**11, None, "bench", "", "", {}, "fp")
+                for w in WORKSPACES
+            ],
             _price,
         )
         ids = itertools.count()
         rnd = random.Random(1)
         per_lane = max(pairs // (LANES * batch), 1)
         span = len(WORKSPACES) // LANES
+        held, actual = (0, 1) if events else (3, 2)
 
         async def lane(k: int) -> None:
             mine = WORKSPACES[k * span : (k + 1) * span]
@@ -68,14 +77,14 @@ async def run(url: str, batch: int, pairs: int, rounds: int) -> None:
                 jobs = [f"j{next(ids)}" for _ in chosen]
                 await repo.apply(
                     [
-                        ReserveCmd(w, j, 3, "content.generate_post", 1, "", {}, 900, "fp")
+                        ReserveCmd(w, j, held, "content.generate_post", 1, "", {}, 900, "fp")
                         for w, j in zip(chosen, jobs, strict=True)
                     ],
                     _price,
                 )
                 await repo.apply(
                     [
-                        CommitCmd(w, j, 2, None, {}, "cfp")
+                        CommitCmd(w, j, actual, None, {}, "cfp")
                         for w, j in zip(chosen, jobs, strict=True)
                     ],
                     _price,
@@ -87,8 +96,9 @@ async def run(url: str, batch: int, pairs: int, rounds: int) -> None:
             elapsed = time.perf_counter() - t0
             n = per_lane * LANES * min(batch, span)
             pg = f"{(_pg_cpu_s(tree) - pg0) / n * 1e6:.0f}" if tree else "n/a"
+            written = f", {n / elapsed:,.0f} events/s" if events else ""
             print(
-                f"round {r}: batch {batch}: {n / elapsed:,.0f} pairs/s,"
+                f"round {r}: batch {batch}: {n / elapsed:,.0f} pairs/s{written},"
                 f" per pair: this process {(_own_cpu_s() - me0) / n * 1e6:.0f} us,"
                 f" PostgreSQL {pg} us"
             )
@@ -102,10 +112,11 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=128, help="commands per batch")
     p.add_argument("--pairs", type=int, default=25_600, help="reserve+commit pairs per round")
     p.add_argument("--rounds", type=int, default=1)
+    p.add_argument("--events", action="store_true", help="every pair also writes an event")
     args = p.parse_args()
     url = bench_db.fresh_database(args.database_url)
     try:
-        asyncio.run(run(url, args.batch, args.pairs, args.rounds))
+        asyncio.run(run(url, args.batch, args.pairs, args.rounds, args.events))
     finally:
         bench_db.drop_database(args.database_url, url)
 

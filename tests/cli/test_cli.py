@@ -195,7 +195,8 @@ async def test_a_usage_error_exits_2(app, ws):
 async def test_every_command_shows_an_example_in_its_help(app):
     commands = [
         ["balance"], ["grant"], ["adjust"], ["history"], ["usage"], ["holds"], ["audit"],
-        ["packages"], ["estimate"], ["catalog", "show"], ["catalog", "publish"],
+        ["packages"], ["estimate"], ["catalog", "show"], ["catalog", "publish"], ["events"],
+        ["webhooks", "add"], ["webhooks", "list"], ["webhooks", "replay"],
         ["catalog", "diff"], ["serve"], ["migrate"],
     ]  # fmt: skip
 

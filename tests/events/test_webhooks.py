@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import itertools
 import json
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -131,7 +132,7 @@ async def test_failed_attempts_are_retried_on_the_schedule_and_logged(
     receiver.status = 204  # it recovers: the fourth attempt is delivered
     seen = await received(receiver, 4)
 
-    gaps = [b.at - a.at for a, b in zip(seen, seen[1:], strict=False)]
+    gaps = [b.at - a.at for a, b in itertools.pairwise(seen)]
     for gap, planned in zip(gaps, WEBHOOK_SCHEDULE_S, strict=False):
         assert planned * 0.9 <= gap <= planned + 0.6, (gaps, WEBHOOK_SCHEDULE_S)
     assert 1 == len({r.webhook_id for r in seen})

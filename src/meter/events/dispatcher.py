@@ -40,8 +40,8 @@ log = structlog.get_logger("meter.webhooks")
 DEFAULT_SCHEDULE_S = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
 DEFAULT_DISABLE_AFTER_S = 5 * 24 * 3600.0
 TIMEOUT_S = 15.0
-PER_ENDPOINT = 4
-TOTAL = 64
+PER_ENDPOINT = 16
+TOTAL = 128
 # How much of an answer is read: enough for a log line, never a receiver's whole body.
 RESPONSE_LIMIT = 4096
 # A round runs at least this often (events from other replicas wake it sooner by NOTIFY).
@@ -89,9 +89,17 @@ class Dispatcher:
         self._inflight: Counter[str] = Counter()
         self._tasks: set[asyncio.Task[None]] = set()
         self._client: httpx.AsyncClient | None = None
+        # New events to fan out (a freed slot alone only needs a claim), and when the
+        # endpoints were last read (their secrets and URLs, at most POLL_S old).
+        self._fan_out = True
+        self._last_fan_out = 0.0
+        self._endpoints: dict[str, Endpoint] = {}
+        self._endpoints_at = 0.0
 
     def wake(self) -> None:
-        """Events were written (here or by another replica): look soon."""
+        """Events were written (here or by another replica), or endpoints changed: look soon."""
+        self._fan_out = True
+        self._endpoints_at = 0.0
         self._wake.set()
 
     def _http(self) -> httpx.AsyncClient:
@@ -145,11 +153,17 @@ class Dispatcher:
     async def round(self) -> float:
         """Fan out, lease what is due, start sending; returns the seconds until the next
         delivery falls due (at most POLL_S)."""
-        await self.repo.fan_out()
+        now = time.monotonic()
+        if self._fan_out or now - self._last_fan_out >= POLL_S:
+            self._fan_out, self._last_fan_out = False, now
+            await self.repo.fan_out()
         due = await self.repo.due()
         if not due:
             return POLL_S
-        endpoints = {e.endpoint_id: e for e in await self.webhooks.endpoints(enabled_only=True)}
+        if now - self._endpoints_at >= POLL_S:
+            found = await self.webhooks.endpoints(enabled_only=True)
+            self._endpoints, self._endpoints_at = {e.endpoint_id: e for e in found}, now
+        endpoints = self._endpoints
         wait = POLL_S
         for endpoint_id, in_s in due.items():
             endpoint = endpoints.get(endpoint_id)
@@ -160,7 +174,8 @@ class Dispatcher:
             if in_s > 0:
                 wait = min(wait, in_s)
                 continue
-            lease_s = self.timeout_s + 30.0
+            # Long enough for the attempt and its record; a dead replica's lease runs out.
+            lease_s = 2 * self.timeout_s + 5.0
             for claimed in await self.repo.claim(endpoint_id, free, lease_s):
                 self._start(endpoint, claimed)
         return max(wait, 0.01)
