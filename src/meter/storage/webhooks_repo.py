@@ -172,14 +172,16 @@ class WebhooksRepo:
     @translating
     async def delete_endpoint(self, endpoint_id: str) -> bool:
         """Remove an endpoint, its pending deliveries and its log; False if it did not exist."""
+        # Deliveries first, then the endpoint: the order in which the dispatcher locks them
+        # when it records an attempt, so that the two never deadlock.
         async with self.engine.begin() as conn:
-            found = await conn.execute(
-                text("DELETE FROM webhook_endpoints WHERE endpoint_id = :e"), {"e": endpoint_id}
-            )
             for table in ("webhook_deliveries", "webhook_attempts", "webhook_replays"):
                 await conn.execute(
                     text(f"DELETE FROM {table} WHERE endpoint_id = :e"), {"e": endpoint_id}
                 )
+            found = await conn.execute(
+                text("DELETE FROM webhook_endpoints WHERE endpoint_id = :e"), {"e": endpoint_id}
+            )
         return bool(found.rowcount)
 
     @translating
