@@ -192,6 +192,17 @@ async def test_a_lot_entering_the_window_later_is_noticed_by_the_sweeper(stub, e
 
     found = await wait_events(events, ws, 1, "credits.expiring")
     assert 80 == found[0][1]["lot"]["remaining"]
+    # The lot's flag was stored: later changes of the workspace write no second notice.
+    await charge(stub, ws, 5)
+    await grant(stub, ws, 5)
+    await wait_events(events, ws, 2, "credits.granted")
+    assert 1 == len(await events_of(events, ws, "credits.expiring"))
+    assert [True] == [
+        r.expiring_noticed
+        for r in db.rows(
+            "SELECT expiring_noticed FROM lots WHERE workspace_id = :w AND amount = 80", w=ws
+        )
+    ]
 
 
 async def test_replays_and_refusals_write_no_events(stub, events, ws):

@@ -47,6 +47,8 @@ from meter.ledger.model import (
     level_of,
 )
 
+NOTICE_WINDOW = timedelta(days=EXPIRING_NOTICE_DAYS)
+
 # Prices an operation's actual usage with a given catalog version: (operation, version, usage).
 Pricer = Callable[[str, int, Usage], int]
 
@@ -69,6 +71,7 @@ class Book:
         "new_holds",
         "new_lot_ids",
         "new_lots",
+        "noticed",
         "now",
         "request_entries",
         "seen_available",
@@ -101,6 +104,8 @@ class Book:
         # saw: balance.depleted fires when available reaches 0 from above.
         self.events: list[Event] = []
         self.seen_available = account.available
+        # Existing lots whose credits.expiring event this book wrote (new lots carry the flag).
+        self.noticed: set[int] = set()
 
     # Views.
 
@@ -734,7 +739,6 @@ class Book:
         expiry, and the credits.expiring events of lots now inside the notice window."""
         if self.account_dirty or self.dirty_lots or self.new_lots:
             a = self.account
-            window = timedelta(days=EXPIRING_NOTICE_DAYS)
             expiry: datetime | None = None
             notice: datetime | None = None
             for lot in self.lots.values():
@@ -745,14 +749,16 @@ class Book:
                     expiry = at
                 if lot.expiring_noticed:
                     continue
-                if at - window <= self.now < at:
+                if at - NOTICE_WINDOW <= self.now < at:
                     lot.expiring_noticed = True
-                    self._lot_changed(lot)
+                    if lot.lot_id not in self.new_lot_ids:
+                        self.dirty_lots.add(lot.lot_id)
+                        self.noticed.add(lot.lot_id)
                     self._event(events.CREDITS_EXPIRING, lot=events.lot(lot))
                 elif notice is None or at < notice:
                     notice = at
             a.next_expiry_at = expiry
-            a.next_notice_at = None if notice is None else notice - window
+            a.next_notice_at = None if notice is None else notice - NOTICE_WINDOW
             self.account_dirty = True
 
     def _touch(self) -> None:

@@ -184,6 +184,7 @@ async def _write(conn: AsyncConnection[Any], books: dict[str, Book]) -> list[Boo
     Returns the books whose workspace changed."""
     new_lots: list[tuple[Any, ...]] = []
     lots: list[tuple[Any, ...]] = []
+    noticed: list[tuple[Any, ...]] = []
     new_holds: list[tuple[Any, ...]] = []
     holds: list[tuple[Any, ...]] = []
     entries: list[tuple[Any, ...]] = []
@@ -196,9 +197,11 @@ async def _write(conn: AsyncConnection[Any], books: dict[str, Book]) -> list[Boo
         if not book.account_dirty and not book.dirty_holds:
             continue
         new_lots += [sql.lot_row(wid, lt) for lt in book.new_lots]
-        lots += [
-            (wid, i, book.lots[i].remaining, book.lots[i].expiring_noticed) for i in book.dirty_lots
-        ]
+        if book.noticed:
+            for i in book.dirty_lots:
+                (noticed if i in book.noticed else lots).append((wid, i, book.lots[i].remaining))
+        else:
+            lots += [(wid, i, book.lots[i].remaining) for i in book.dirty_lots]
         new_holds += [sql.hold_row(wid, h) for h in book.new_holds]
         holds += [sql.hold_update_row(wid, h) for h in book.dirty_holds.values()]
         entries += [sql.entry_row(wid, e) for e in book.entries]
@@ -210,7 +213,7 @@ async def _write(conn: AsyncConnection[Any], books: dict[str, Book]) -> list[Boo
     if not changed and not holds:
         await conn.execute("COMMIT")
         return changed
-    rows = (new_lots, lots, new_holds, holds, entries, alerts, events, workspaces)
+    rows = (new_lots, lots, noticed, new_holds, holds, entries, alerts, events, workspaces)
     try:
         await conn.execute(_writer.message(conn, rows))
     except BaseException:

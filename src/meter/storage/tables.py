@@ -70,18 +70,18 @@ workspaces = Table(
     Column("lot_seq", BigInteger, nullable=False, server_default="0"),
     Column("entry_seq", BigInteger, nullable=False, server_default="0"),
     Column("alert_seq", BigInteger, nullable=False, server_default="0"),
+    # The events outbox's (DESIGN.md §9): the last event's sequence.
+    Column("event_seq", BigInteger, nullable=False, server_default="0"),
     # The earliest expiry among lots with credits left: writers expire lots lazily past it.
     _ts("next_expiry_at", nullable=True),
+    # When the next lot's credits.expiring event is due (sent lazily past it, like expiry).
+    _ts("next_notice_at", nullable=True),
     _ts("last_entry_at", nullable=True),
     Column("last_entry_kind", SmallInteger, nullable=True),
     Column("last_entry_amount", BigInteger, nullable=False, server_default="0"),
     Column("last_entry_operation", Text, nullable=False, server_default=""),
     _ts("created_at", server_default=NOW),
     _ts("updated_at", server_default=NOW),
-    # The events outbox (DESIGN.md §9): the last event's sequence, and when the next lot's
-    # credits.expiring notice is due (writers and the sweeper send it lazily past that time).
-    Column("event_seq", BigInteger, nullable=False, server_default="0"),
-    _ts("next_notice_at", nullable=True),
     CheckConstraint("held >= 0", name="held_not_negative"),
     CheckConstraint("balance >= held", name="available_not_negative"),
     CheckConstraint("critical_threshold >= 0 AND low_threshold >= 0", name="thresholds"),

@@ -40,7 +40,13 @@ def _load(workspace: str, lot: str) -> str:
     )
 
 
-WORKSPACE = _0004["WORKSPACE"] + ", updated_at, event_seq, next_notice_at"
+# In meter.storage.tables' order (ledger_sql.account reads the row by position).
+WORKSPACE = (
+    "workspace_id, balance, held, lifetime_used, lifetime_granted, low_threshold,"
+    " critical_threshold, alert_level, hold_seq, lot_seq, entry_seq, alert_seq, event_seq,"
+    " next_expiry_at, next_notice_at, last_entry_at, last_entry_kind, last_entry_amount,"
+    " last_entry_operation, created_at"
+)
 LOT = _0004["LOT"] + ", expiring_noticed"
 
 
