@@ -97,10 +97,15 @@ class Dispatcher:
         self._endpoints_at = 0.0
 
     def wake(self) -> None:
-        """Events were written (here or by another replica), or endpoints changed: look soon."""
+        """Events were written (here or by another replica), or deliveries queued: look soon."""
         self._fan_out = True
-        self._endpoints_at = 0.0
         self._wake.set()
+
+    def endpoints_changed(self) -> None:
+        """This replica created or changed an endpoint: read the endpoints again now (other
+        replicas' changes show within POLL_S)."""
+        self._endpoints_at = 0.0
+        self.wake()
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:

@@ -9,6 +9,7 @@ from meter import errors
 from meter.events import types
 from meter.events.dispatcher import Dispatcher
 from meter.events.model import parse_event_id
+from meter.ledger.service import fingerprint
 from meter.ledger.validation import Violations
 from meter.rpc import convert
 from meter.rpc.handlers import unary
@@ -68,14 +69,17 @@ class EventsServicer(events_pb2_grpc.EventsServicer):
         v.id("request_id", request.request_id, required=False)
         if v:
             raise errors.invalid(v)
+        event_types = sorted(set(request.event_types))
+        workspace_ids = sorted(set(request.workspace_ids))
         endpoint, secret = await self.webhooks.create_endpoint(
             request.url,
-            sorted(set(request.event_types)),
-            sorted(set(request.workspace_ids)),
+            event_types,
+            workspace_ids,
             request.description,
             request.request_id,
+            fingerprint("webhook", request.url, event_types, workspace_ids, request.description),
         )
-        self.dispatcher.wake()
+        self.dispatcher.endpoints_changed()
         return epb.CreateWebhookEndpointResponse(endpoint=convert.endpoint(endpoint), secret=secret)
 
     @unary
@@ -122,7 +126,7 @@ class EventsServicer(events_pb2_grpc.EventsServicer):
         if v:
             raise errors.invalid(v)
         endpoint = await self.webhooks.update_endpoint(e.endpoint_id, changes)
-        self.dispatcher.wake()
+        self.dispatcher.endpoints_changed()
         return convert.endpoint(endpoint)
 
     @unary
@@ -145,6 +149,7 @@ class EventsServicer(events_pb2_grpc.EventsServicer):
         endpoint, secret = await self.webhooks.rotate_secret(
             _endpoint_id(request.endpoint_id), request.request_id
         )
+        self.dispatcher.endpoints_changed()  # sign with both secrets from now on
         return epb.RotateWebhookSecretResponse(endpoint=convert.endpoint(endpoint), secret=secret)
 
     @unary
@@ -207,7 +212,11 @@ class EventsServicer(events_pb2_grpc.EventsServicer):
             raise errors.invalid(v)
         endpoint = await self.webhooks.endpoint(_endpoint_id(request.endpoint_id))
         queued = await self.webhooks.replay(
-            endpoint, since, list(request.event_ids), request.request_id
+            endpoint,
+            since,
+            list(request.event_ids),
+            request.request_id,
+            fingerprint("replay", since, sorted(request.event_ids)),
         )
         self.dispatcher.wake()
         return epb.ReplayEventsResponse(queued=queued)

@@ -6,7 +6,6 @@ rotate), and never logged: Endpoint keeps them out of its repr.
 
 from __future__ import annotations
 
-import hashlib
 import secrets as _secrets
 from collections.abc import Sequence
 from datetime import datetime
@@ -49,10 +48,6 @@ def _endpoint(r: Any) -> Endpoint:
     )
 
 
-def fingerprint(*parts: object) -> str:
-    return hashlib.sha256(repr(parts).encode()).hexdigest()[:32]
-
-
 class WebhooksRepo:
     """What the endpoint calls of meter.v1.Events read and write."""
 
@@ -68,12 +63,13 @@ class WebhooksRepo:
         workspace_ids: Sequence[str],
         description: str,
         request_id: str,
+        fp: str,
     ) -> tuple[Endpoint, str]:
-        """A new endpoint and its secret; a known request id returns the endpoint it made.
+        """A new endpoint and its secret; a known request id (with the same fingerprint of
+        the request) returns the endpoint it made.
 
         Raises: MeterError REQUEST_ID_REUSED.
         """
-        fp = fingerprint(url, sorted(event_types), sorted(workspace_ids), description)
         async with self.engine.begin() as conn:
             if request_id:
                 row = (
@@ -114,7 +110,7 @@ class WebhooksRepo:
         if row is None:
             # The same request id won a race meanwhile: answer what it made.
             return await self.create_endpoint(
-                url, event_types, workspace_ids, description, request_id
+                url, event_types, workspace_ids, description, request_id, fp
             )
         return _endpoint(row), secret
 
@@ -259,12 +255,12 @@ class WebhooksRepo:
         since: datetime | None,
         ids: Sequence[str],
         request_id: str,
+        fp: str,
     ) -> int:
         """Queue deliveries of past events to one endpoint; returns how many.
 
         Raises: MeterError REQUEST_ID_REUSED, EVENT_NOT_FOUND.
         """
-        fp = fingerprint(since.isoformat() if since else "", sorted(ids))
         keys = [parse_event_id(i) for i in ids]
         async with self.engine.begin() as conn:
             if request_id:
