@@ -3,8 +3,8 @@
     python -m bench.webhooks [--events 2000] [--rate 200] [--database-url URL]
 
 A Meter server runs in this process on a fresh database with one endpoint; a receiver in a
-thread (the standard library's HTTP server) records when each delivery arrives. Grants are
-made at a steady rate, each one event; the latency of an event is from the moment its
+process of its own (the standard library's HTTP server) records when each delivery arrives.
+Grants are made at a steady rate, each one event; the latency of an event is from the moment its
 GrantCredits call returned (the commit had happened) to the moment the receiver read it.
 """
 
@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import threading
+import subprocess
+import sys
+import tempfile
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from pathlib import Path
 
 import grpc
 
@@ -28,25 +29,41 @@ from meterpb.v1 import events_pb2 as epb
 from meterpb.v1 import events_pb2_grpc, meter_pb2_grpc
 from meterpb.v1 import meter_pb2 as pb
 
+# The receiver runs in a process of its own, as a real one would: it appends "id time" per
+# delivery to a file (CLOCK_MONOTONIC is the same clock in every process of the machine).
+RECEIVER = """
+import sys, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-def receiver(arrived: dict[str, float]) -> ThreadingHTTPServer:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+out = open(sys.argv[1], "a", buffering=1)
 
-        def log_message(self, *args: Any) -> None:
-            pass
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
 
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers.get("content-length", "0")))
-            arrived.setdefault(self.headers["webhook-id"], time.monotonic())
-            self.send_response(204)
-            self.send_header("content-length", "0")
-            self.end_headers()
+    def log_message(self, *args):
+        pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length", "0")))
+        out.write(self.headers["webhook-id"] + " " + repr(time.monotonic()) + "\\n")
+        self.send_response(204)
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+server.daemon_threads = True
+print(server.server_port, flush=True)
+server.serve_forever()
+"""
+
+
+def arrivals(path: Path) -> dict[str, float]:
+    """The first arrival of each webhook-id."""
+    seen: dict[str, float] = {}
+    for line in path.read_text().splitlines():
+        msg_id, _, at = line.partition(" ")
+        seen.setdefault(msg_id, float(at))
+    return seen
 
 
 def pct(values: list[float], q: float) -> float:
@@ -54,17 +71,15 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(int(q * len(ordered)), len(ordered) - 1)]
 
 
-async def run(url: str, events: int, rate: float) -> None:
+async def run(url: str, events: int, rate: float, port: int, log: Path) -> None:
     logs.configure("warning")
     app = App(Settings(database_url=url, listen="127.0.0.1:0"), normalize_url(url))
     await app.start()
-    arrived: dict[str, float] = {}
-    http = receiver(arrived)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as ch:
             meter, hooks = meter_pb2_grpc.MeterStub(ch), events_pb2_grpc.EventsStub(ch)
             await hooks.CreateWebhookEndpoint(
-                epb.CreateWebhookEndpointRequest(url=f"http://127.0.0.1:{http.server_port}/")
+                epb.CreateWebhookEndpointRequest(url=f"http://127.0.0.1:{port}/")
             )
             committed: dict[str, float] = {}
 
@@ -81,8 +96,9 @@ async def run(url: str, events: int, rate: float) -> None:
                 tasks.append(asyncio.create_task(one(i)))
             await asyncio.gather(*tasks)
             deadline = start + events / rate + 60
-            while len(arrived) < events and time.monotonic() < deadline:  # noqa: ASYNC110
-                await asyncio.sleep(0.05)  # the receiver is a thread: poll what it recorded
+            while len(arrivals(log)) < events and time.monotonic() < deadline:  # noqa: ASYNC110
+                await asyncio.sleep(0.1)  # the receiver is another process: poll its record
+        arrived = arrivals(log)
         latencies = [(arrived[k] - t) * 1000 for k, t in committed.items() if k in arrived]
         print(
             f"{events} events at {rate:g}/s: {len(latencies)} delivered;"
@@ -90,7 +106,6 @@ async def run(url: str, events: int, rate: float) -> None:
             f" p99 {pct(latencies, 0.99):.1f} ms, max {max(latencies):.1f} ms"
         )
     finally:
-        http.shutdown()
         await app.stop(grace=1.0)
 
 
@@ -101,9 +116,18 @@ def main() -> None:
     p.add_argument("--rate", type=float, default=200.0, help="events written per second")
     args = p.parse_args()
     url = bench_db.fresh_database(args.database_url)
+    log = Path(tempfile.mkdtemp(prefix="meter-hooks-")) / "arrivals"
+    log.touch()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", RECEIVER, str(log)], stdout=subprocess.PIPE, text=True
+    )
     try:
-        asyncio.run(run(url, args.events, args.rate))
+        assert proc.stdout is not None
+        port = int(proc.stdout.readline())
+        asyncio.run(run(url, args.events, args.rate, port, log))
     finally:
+        proc.terminate()
+        proc.wait()
         bench_db.drop_database(args.database_url, url)
 
 

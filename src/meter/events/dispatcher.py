@@ -112,7 +112,10 @@ class Dispatcher:
             self._client = httpx.AsyncClient(
                 timeout=httpx.Timeout(self.timeout_s, connect=min(5.0, self.timeout_s)),
                 limits=httpx.Limits(
-                    max_connections=TOTAL, max_keepalive_connections=32, keepalive_expiry=30
+                    max_connections=TOTAL,
+                    # httpcore checks every idle connection on each request: keep few.
+                    max_keepalive_connections=PER_ENDPOINT,
+                    keepalive_expiry=30,
                 ),
                 follow_redirects=False,
                 trust_env=False,

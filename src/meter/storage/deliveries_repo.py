@@ -192,6 +192,9 @@ class DeliveriesRepo:
         disable_after_s: float,
     ) -> bool:
         if ok:
+            if endpoint.failing_since is None:
+                # Healthy as of the dispatcher's view (at most POLL_S old): nothing to clear.
+                return False
             await conn.execute(
                 text(
                     "UPDATE webhook_endpoints SET failing_since = NULL"
