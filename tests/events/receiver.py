@@ -4,6 +4,7 @@ answers as the test tells it (2xx, an error status, slowly, a huge body, a redir
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 import threading
@@ -33,9 +34,11 @@ class Receiver:
     mode: str = "ok"  # ok | slow | huge | redirect | reset
     delay_s: float = 0.0
     requests: list[Request] = field(default_factory=list)
+    inflight: int = 0  # requests read and not yet answered
     lock: threading.Lock = field(default_factory=threading.Lock)
     port: int = 0
     _server: ThreadingHTTPServer | None = None
+    _connections: set[socket.socket] = field(default_factory=set)
 
     @property
     def url(self) -> str:
@@ -50,13 +53,27 @@ class Receiver:
             def log_message(self, *args: Any) -> None:
                 pass
 
+            def setup(self) -> None:
+                super().setup()
+                with receiver.lock:
+                    receiver._connections.add(self.connection)
+
+            def finish(self) -> None:
+                with receiver.lock:
+                    receiver._connections.discard(self.connection)
+                super().finish()
+
             def do_POST(self) -> None:
                 length = int(self.headers.get("content-length", "0"))
                 body = self.rfile.read(length)
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 mode, status = receiver.mode, receiver.status
+                with receiver.lock:
+                    receiver.inflight += 1
                 if receiver.delay_s:
                     time.sleep(receiver.delay_s)
+                with receiver.lock:
+                    receiver.inflight -= 1
                 answered = 0 if mode == "reset" else (302 if mode == "redirect" else status)
                 with receiver.lock:
                     receiver.requests.append(Request(headers, body, time.monotonic(), answered))
@@ -98,15 +115,25 @@ class Receiver:
         return self
 
     def stop(self) -> None:
-        """Close the listening socket: new connections are refused until start()."""
+        """Go down: close the listening socket and cut every open connection, so that new
+        connections are refused until start() and kept-alive ones fail."""
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+        with self.lock:
+            open_ones, self._connections = list(self._connections), set()
+        for conn in open_ones:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
 
     def seen(self) -> list[Request]:
         with self.lock:
             return list(self.requests)
+
+    def answered(self, status: int) -> int:
+        """How many requests got this status."""
+        return sum(1 for r in self.seen() if r.answered == status)
 
     def ids(self, ok_only: bool = False) -> list[str]:
         return [r.webhook_id for r in self.seen() if not ok_only or 200 <= r.answered < 300]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import grpc
@@ -57,22 +58,31 @@ async def test_webhooks_arrive_at_least_once_through_500s_downtime_and_a_sigkill
                     await asyncio.sleep(0.05)  # that server is down: the same grant elsewhere
                 await asyncio.sleep(0.02)
 
+        async def answered(status: int, n: int) -> None:
+            await eventually(_at_least(lambda: receiver.answered(status), n), within=30)
+
+        async def refused(n: int) -> None:
+            count = "SELECT count(*) FROM webhook_attempts WHERE status = 0"
+            await eventually(_at_least(lambda: fresh_db.scalar(count), n), within=30)
+
         load = [asyncio.create_task(workload(n)) for n in range(4)]
-        await asyncio.sleep(1)
+        await answered(200, 20)  # deliveries flow
         receiver.status = 500  # answers 500 for a while
-        await asyncio.sleep(1.5)
+        await answered(500, 30)
         receiver.status = 200
-        await asyncio.sleep(1)
+        await answered(200, 60)
         receiver.stop()  # down for a while: connections refused
-        await asyncio.sleep(2)
+        await refused(20)
         receiver.start()
         receiver.delay_s = 0.3  # slow answers: deliveries are in flight when the kill comes
-        await asyncio.sleep(1)
+        await eventually(_at_least(lambda: receiver.inflight, 2), within=30)
         await servers[0].kill()
-        await asyncio.sleep(1)
+        before = len(acknowledged)
         await servers[0].start()
         receiver.delay_s = 0.05
-        await asyncio.sleep(1)
+        # Both replicas serve and dispatch again before the load stops.
+        await eventually(_at_least(lambda: len(acknowledged), before + 60), within=30)
+        await eventually(_at_least(lambda: receiver.answered(200), 200), within=30)
         stop.set()
         await asyncio.gather(*load)
 
@@ -120,6 +130,13 @@ async def test_webhooks_arrive_at_least_once_through_500s_downtime_and_a_sigkill
         f" {len(stored)} delivered, 0 lost, {dupes} duplicate deliveries (same webhook-id),"
         f" {len(seen)} requests, drained {drained_s:.1f} s after the load"
     )
+
+
+def _at_least(count: Callable[[], int], n: int) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return count() >= n
+
+    return check
 
 
 async def _no_pending(db) -> bool:  # type: ignore[no-untyped-def]
