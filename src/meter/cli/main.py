@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -108,22 +108,20 @@ def serve(
 ) -> None:
     """Run the gRPC server (example: meter serve --listen 127.0.0.1:50051)."""
     logs.configure(log_level, log_format)
+    overrides: dict[str, Any] = {}
     try:
         base = Settings()
-        events = {
-            "event_retention_s": duration(event_retention) if event_retention else None,
-            "webhook_retry_schedule_s": durations(webhook_retry_schedule)
-            if webhook_retry_schedule
-            else None,
-            "webhook_disable_after_s": duration(webhook_disable_after)
-            if webhook_disable_after
-            else None,
-        }
+        if event_retention:
+            overrides["event_retention_s"] = duration(event_retention)
+        if webhook_retry_schedule:
+            overrides["webhook_retry_schedule_s"] = durations(webhook_retry_schedule)
+        if webhook_disable_after:
+            overrides["webhook_disable_after_s"] = duration(webhook_disable_after)
     except ValueError as e:
         typer.echo(f"meter serve: {e}", err=True)
         raise typer.Exit(2) from None
     settings = Settings(
-        **{k: v for k, v in events.items() if v is not None},  # type: ignore[arg-type]
+        **overrides,
         database_url=database_url or None,
         data_dir=data_dir or base.data_dir,
         listen=listen,
