@@ -15,6 +15,7 @@ from meter import errors
 from meter.catalog.model import Usage
 from meter.events import types as events
 from meter.ledger.model import (
+    DEFAULT_PRIORITY,
     EXPIRING_NOTICE_DAYS,
     EXPIRING_SOON_DAYS,
     Account,
@@ -22,9 +23,11 @@ from meter.ledger.model import (
     AlertEvent,
     AlertKind,
     BalanceView,
+    Category,
     ChargeCmd,
     CommitCmd,
     CommitOutcome,
+    ConfirmGrantCmd,
     Entry,
     EntryKind,
     EntryOutcome,
@@ -38,14 +41,20 @@ from meter.ledger.model import (
     LastTransaction,
     Level,
     Lot,
+    LotState,
     RefundCmd,
     ReleaseCmd,
     ReleaseOutcome,
+    ReportTopUpFailedCmd,
     ReserveCmd,
+    SetAutoTopUpCmd,
     SetThresholdsCmd,
     SweepOutcome,
+    TopUpView,
+    VoidGrantCmd,
     level_of,
 )
+from meter.ledger.policies import TOPUP_MAX_FAILURES, Members, TopUp
 
 NOTICE_WINDOW = timedelta(days=EXPIRING_NOTICE_DAYS)
 
@@ -67,14 +76,17 @@ class Book:
         "events",
         "holds",
         "lots",
+        "members",
         "new_hold_ids",
         "new_holds",
         "new_lot_ids",
         "new_lots",
-        "noticed",
         "now",
         "request_entries",
+        "revised",
         "seen_available",
+        "topup",
+        "topup_dirty",
     )
 
     def __init__(
@@ -84,6 +96,8 @@ class Book:
         holds: Mapping[str, Hold],
         request_entries: Mapping[str, Entry],  # read only
         now: datetime,
+        members: Members | None = None,
+        topup: TopUp | None = None,
     ) -> None:
         self.account = account
         self.lots = {lot.lot_id: lot for lot in lots}
@@ -104,17 +118,31 @@ class Book:
         # saw: balance.depleted fires when available reaches 0 from above.
         self.events: list[Event] = []
         self.seen_available = account.available
-        # Existing lots whose credits.expiring event this book wrote (new lots carry the flag).
-        self.noticed: set[int] = set()
+        # Existing lots whose state or credits.expiring flag changed: written whole (new lots
+        # carry both). Also in dirty_lots.
+        self.revised: set[int] = set()
+        # The policies of DESIGN.md §10, when the workspace has them.
+        self.members = members
+        self.topup = topup
+        self.topup_dirty = False
 
     # Views.
 
     def balance(self) -> BalanceView:
         a = self.account
         soon = self.now + timedelta(days=EXPIRING_SOON_DAYS)
-        credits, earliest = 0, None
+        credits, earliest, pending = 0, None, 0
+        by_category: dict[Category, int] = {}
         for lot in self.lots.values():
-            if lot.remaining > 0 and lot.expires_at is not None and lot.expires_at <= soon:
+            if lot.remaining == 0:
+                continue
+            if not lot.spendable:
+                pending += lot.remaining if lot.state is LotState.PENDING else 0
+                continue
+            if lot.expired(self.now):
+                continue
+            by_category[lot.category] = by_category.get(lot.category, 0) + lot.remaining
+            if lot.expires_at is not None and lot.expires_at <= soon:
                 credits += lot.remaining
                 if earliest is None or lot.expires_at < earliest:
                     earliest = lot.expires_at
@@ -135,6 +163,8 @@ class Book:
             last_transaction=last,
             expiring_soon_credits=credits,
             expiring_soon_earliest=earliest,
+            pending=pending,
+            by_category=tuple(sorted(by_category.items())),
         )
 
     def view(self, hold: Hold) -> HoldView:
@@ -165,6 +195,8 @@ class Book:
         existing = self._claimed(cmd.request_id, cmd.fingerprint, HoldKind.RESERVE)
         if existing is not None:
             return self.view(existing)
+        if self.members is not None and cmd.actor_id:
+            self._require_within_limit(cmd.actor_id, cmd.amount, cmd.request_id)
         self._require_available(
             cmd.amount, cmd.operation, cmd.request_id, cmd.actor_id, alert=cmd.alert
         )
@@ -181,6 +213,8 @@ class Book:
         )
         hold.draws = self._draw(cmd.amount)
         self.account.held += cmd.amount
+        if self.members is not None and cmd.actor_id:
+            self.members.hold(cmd.actor_id, cmd.amount, self.now)
         self._touch()
         return self.view(hold)
 
@@ -212,6 +246,8 @@ class Book:
         if hold.state is HoldState.HELD and hold.expires_at <= self.now:
             self._expire_hold(hold)
         late = hold.state is HoldState.EXPIRED
+        if self.members is not None and hold.actor_id and not late:
+            self.members.hold(hold.actor_id, -hold.amount, self.now)
         if late:
             # The hold's credits went back at expiry: charge what available covers.
             draws = self._draw(min(actual, self.account.available))
@@ -234,6 +270,8 @@ class Book:
             hold.labels = {**hold.labels, **cmd.labels}
         self._dirty(hold)
         self._charge_entry(hold)
+        if self.members is not None and hold.actor_id:
+            self.members.charge(hold.actor_id, charged, self.now)
         if hold.shortfall:
             self._event(
                 events.COMMIT_SHORTFALL,
@@ -263,6 +301,8 @@ class Book:
             return ReleaseOutcome(self.view(hold), 0)
         self._give_back(hold.draws, hold.operation, hold.request_id)
         self.account.held -= hold.amount
+        if self.members is not None and hold.actor_id:
+            self.members.hold(hold.actor_id, -hold.amount, self.now)
         hold.state = HoldState.RELEASED
         hold.finished_at = self.now
         self._dirty(hold)
@@ -302,6 +342,8 @@ class Book:
         existing = self._claimed(cmd.request_id, cmd.fingerprint, HoldKind.CHARGE)
         if existing is not None:
             return self._commit_outcome(existing)
+        if self.members is not None and cmd.actor_id:
+            self._require_within_limit(cmd.actor_id, cmd.amount, cmd.request_id)
         self._require_available(cmd.amount, cmd.operation, cmd.request_id, cmd.actor_id)
         hold = self._new_hold(
             cmd.request_id,
@@ -320,6 +362,8 @@ class Book:
         hold.commit_fingerprint = cmd.fingerprint
         hold.finished_at = self.now
         self._charge_entry(hold)
+        if self.members is not None and cmd.actor_id:
+            self.members.charge(cmd.actor_id, cmd.amount, self.now)
         return self._commit_outcome(hold)
 
     def grant(self, cmd: GrantCmd) -> EntryOutcome:
@@ -329,12 +373,41 @@ class Book:
             MeterError: REQUEST_ID_REUSED.
         """
         replay = self._entry_replay(cmd.request_id, cmd.fingerprint)
+        granted = self._lot_of(cmd.request_id)
         if replay is not None:
-            lot = next(
-                (lot for lot in self.lots.values() if lot.request_id == cmd.request_id), None
+            return EntryOutcome(replay, self.balance(), granted)
+        if granted is not None:
+            # A pending grant (or a voided one) has a lot and no entry yet.
+            if granted.fingerprint != cmd.fingerprint:
+                raise errors.request_id_reused(cmd.request_id)
+            return EntryOutcome(None, self.balance(), granted)
+        state = LotState.PENDING if cmd.pending else LotState.ACTIVE
+        lot = self._new_lot(
+            cmd.request_id,
+            cmd.amount,
+            cmd.expires_at,
+            cmd.source,
+            cmd.package,
+            cmd.category,
+            cmd.priority,
+            state,
+            cmd.fingerprint if cmd.pending else "",
+        )
+        topup = self.topup
+        if topup is not None and topup.outstanding == cmd.request_id:
+            # The payment handler's grant for a top-up request resolves it.
+            topup.outstanding, topup.failures = "", 0
+            self.topup_dirty = True
+        if cmd.pending:
+            self._event(
+                events.GRANT_PENDING,
+                amount=cmd.amount,
+                lot=events.lot(lot),
+                request_id=cmd.request_id,
+                actor_id=cmd.actor_id,
+                labels=dict(cmd.labels),
             )
-            return EntryOutcome(replay, self.balance(), lot)
-        lot = self._new_lot(cmd.request_id, cmd.amount, cmd.expires_at, cmd.source, cmd.package)
+            return EntryOutcome(None, self.balance(), lot)
         self.account.lifetime_granted += cmd.amount
         # The event of the change before the entry, whose balance check may fire others.
         self._event(
@@ -355,8 +428,148 @@ class Book:
             reason=cmd.source,
             package=cmd.package,
             fingerprint=cmd.fingerprint,
+            category=lot.category,
         )
         return EntryOutcome(entry, self.balance(), lot)
+
+    def confirm_grant(self, cmd: ConfirmGrantCmd) -> EntryOutcome:
+        """Make a pending grant spendable; confirming a confirmed grant replays its answer.
+
+        Raises:
+            MeterError: GRANT_NOT_FOUND, GRANT_VOIDED, GRANT_NOT_PENDING.
+        """
+        lot = self._pending_lot(cmd.request_id, "confirmed")
+        if lot.state is LotState.CONFIRMED:
+            return EntryOutcome(self.request_entries.get(cmd.request_id), self.balance(), lot)
+        if lot.state is LotState.VOIDED:
+            raise errors.precondition(
+                "GRANT_VOIDED",
+                f"grant {cmd.request_id!r} was voided; it cannot be confirmed",
+                request_id=cmd.request_id,
+            )
+        lot.state = LotState.CONFIRMED
+        self._revise(lot)
+        self.account.balance += lot.remaining
+        self.account.lifetime_granted += lot.remaining
+        self._event(
+            events.GRANT_CONFIRMED,
+            amount=lot.remaining,
+            lot=events.lot(lot),
+            entry_id=self.account.entry_seq + 1,
+            request_id=cmd.request_id,
+            actor_id=cmd.actor_id,
+        )
+        entry = self._entry(
+            EntryKind.GRANT,
+            lot.remaining,
+            actor_id=cmd.actor_id,
+            request_id=cmd.request_id,
+            reason=lot.source,
+            package=lot.package,
+            fingerprint=lot.fingerprint,
+            category=lot.category,
+        )
+        if lot.expired(self.now):
+            self.expire_lots()  # confirmed after its expiry: granted, and expired at once
+        return EntryOutcome(entry, self.balance(), lot)
+
+    def void_grant(self, cmd: VoidGrantCmd) -> EntryOutcome:
+        """Remove a pending grant; voiding a voided grant replays its answer.
+
+        Raises:
+            MeterError: GRANT_NOT_FOUND, GRANT_CONFIRMED, GRANT_NOT_PENDING.
+        """
+        lot = self._pending_lot(cmd.request_id, "voided")
+        if lot.state is LotState.VOIDED:
+            return EntryOutcome(None, self.balance(), lot)
+        if lot.state is LotState.CONFIRMED:
+            raise errors.precondition(
+                "GRANT_CONFIRMED",
+                f"grant {cmd.request_id!r} was confirmed; it cannot be voided (refund or adjust)",
+                request_id=cmd.request_id,
+            )
+        lot.state, lot.remaining = LotState.VOIDED, 0
+        self._revise(lot)
+        self._event(
+            events.GRANT_VOIDED,
+            amount=lot.amount,
+            lot=events.lot(lot),
+            reason=cmd.reason,
+            request_id=cmd.request_id,
+            actor_id=cmd.actor_id,
+        )
+        return EntryOutcome(None, self.balance(), lot)
+
+    def set_auto_topup(self, cmd: SetAutoTopUpCmd) -> TopUpView:
+        """Set the auto top-up rule; a request is made at once if the balance is below it."""
+        t = self.topup
+        if not cmd.enabled and not cmd.package and not cmd.amount:
+            # Disable, keeping the rule as it is.
+            if t is None:
+                return TopUpView(self.account.workspace_id, False, 0, "", 0, 0, 0, "", None, 0)
+            t.enabled = False
+        elif t is None:
+            t = self.topup = TopUp(
+                cmd.enabled, cmd.threshold, cmd.package, cmd.amount, cmd.monthly_limit
+            )
+        else:
+            if cmd.enabled and not t.enabled:
+                t.failures = 0  # enabled again: a fresh start
+            t.enabled, t.threshold, t.monthly_limit = cmd.enabled, cmd.threshold, cmd.monthly_limit
+            t.package, t.amount = cmd.package, cmd.amount
+        self.topup_dirty = True
+        self.account.auto_topup = True
+        self._touch()
+        return self.topup_view()
+
+    def report_topup_failed(self, cmd: ReportTopUpFailedCmd) -> TopUpView:
+        """The payment of a top-up request failed; TOPUP_MAX_FAILURES in a row disable the rule.
+
+        Raises:
+            MeterError: TOPUP_NOT_OUTSTANDING.
+        """
+        t = self.topup
+        if t is not None and t.last_failed == cmd.request_id and cmd.request_id:
+            return self.topup_view()  # a replay
+        if t is None or not t.outstanding or t.outstanding != cmd.request_id:
+            outstanding = t.outstanding if t is not None else ""
+            raise errors.precondition(
+                "TOPUP_NOT_OUTSTANDING",
+                f"{cmd.request_id!r} is not the outstanding top-up request"
+                + (f" ({outstanding!r} is)" if outstanding else " (none is)"),
+                request_id=cmd.request_id,
+                outstanding=outstanding,
+            )
+        t.outstanding, t.last_failed = "", cmd.request_id
+        t.failures += 1
+        self.topup_dirty = True
+        self._event(
+            events.TOPUP_FAILED, request_id=cmd.request_id, reason=cmd.reason, failures=t.failures
+        )
+        if t.failures >= TOPUP_MAX_FAILURES:
+            t.enabled = False
+            self._event(
+                events.TOPUP_DISABLED,
+                failures=t.failures,
+                reason=f"{t.failures} top-up payments failed in a row",
+            )
+        return self.topup_view()
+
+    def topup_view(self) -> TopUpView:
+        t = self.topup
+        assert t is not None
+        return TopUpView(
+            self.account.workspace_id,
+            t.enabled,
+            t.threshold,
+            t.package,
+            t.amount,
+            t.monthly_limit,
+            t.failures,
+            t.outstanding,
+            t.requested_at if t.outstanding else None,
+            t.requested_this_month(self.now),
+        )
 
     def adjust(self, cmd: AdjustCmd) -> EntryOutcome:
         """An administrator's correction; a negative one never takes available below zero.
@@ -368,7 +581,7 @@ class Book:
         if replay is not None:
             return EntryOutcome(replay, self.balance())
         if cmd.amount > 0:
-            self._new_lot(cmd.request_id, cmd.amount, None, "adjustment", "")
+            self._new_lot(cmd.request_id, cmd.amount, None, "adjustment", "", Category.MANUAL)
         else:
             self._require_available(-cmd.amount, "", cmd.request_id, "", alert=False)
             self._draw(-cmd.amount)
@@ -432,6 +645,8 @@ class Book:
         hold.draws = [d for d in hold.draws if d[1] > 0]
         hold.refunded += amount
         self._dirty(hold)
+        if self.members is not None and hold.actor_id:
+            self.members.refund(hold.actor_id, amount, hold.finished_at, self.now)
         self.account.lifetime_used -= amount
         self.account.balance += amount
         self._event(
@@ -454,6 +669,7 @@ class Book:
             reason=cmd.reason,
             fingerprint=cmd.fingerprint,
             labels={"charge_request_id": cmd.charge_request_id},
+            category=self._category(back),
         )
         self._give_back(back, hold.operation, cmd.request_id, credit=True)
         return EntryOutcome(entry, self.balance())
@@ -487,12 +703,17 @@ class Book:
     def expire_lots(self) -> None:
         """Write an EXPIRE entry for every lot past its expiry that still has credits."""
         for lot in sorted(self.lots.values(), key=Lot.burn_key):
-            if lot.remaining > 0 and lot.expired(self.now):
+            if lot.remaining > 0 and lot.spendable and lot.expired(self.now):
                 amount = lot.remaining
                 lot.remaining = 0
-                self.dirty_lots.add(lot.lot_id)
+                self._lot_changed(lot)
                 self.account.balance -= amount
-                entry = self._entry(EntryKind.EXPIRE, -amount, reason=f"lot {lot.lot_id} expired")
+                entry = self._entry(
+                    EntryKind.EXPIRE,
+                    -amount,
+                    reason=f"lot {lot.lot_id} expired",
+                    category=lot.category,
+                )
                 self._event(
                     events.CREDITS_EXPIRED,
                     amount=amount,
@@ -529,6 +750,40 @@ class Book:
         if hold is None:
             raise errors.hold_not_found(self.account.workspace_id, request_id)
         return hold
+
+    def _require_within_limit(self, actor_id: str, amount: int, request_id: str) -> None:
+        """Refuse what would take a member past one of its limits (DESIGN.md §10); the first
+        refusal of a period writes a member.limit_reached event."""
+        assert self.members is not None
+        breach = self.members.breach(actor_id, amount, self.now)
+        if breach is None:
+            return
+        period = breach.period.name.lower()
+        resets_at = breach.resets_at.isoformat()
+        if self.members.notice(actor_id, breach.period, self.now):
+            self._event(
+                events.MEMBER_LIMIT_REACHED,
+                actor_id=actor_id,
+                period=period,
+                limit=breach.limit,
+                used=breach.used,
+                remaining=breach.remaining,
+                resets_at=resets_at,
+                required=amount,
+                request_id=request_id,
+            )
+        raise errors.precondition(
+            "MEMBER_LIMIT_REACHED",
+            f"{actor_id!r} has used {breach.used} of its {period}ly limit of {breach.limit}; "
+            f"{amount} more would exceed it (resets at {resets_at})",
+            actor_id=actor_id,
+            period=period,
+            limit=str(breach.limit),
+            used=str(breach.used),
+            remaining=str(breach.remaining),
+            resets_at=resets_at,
+            required=str(amount),
+        )
 
     def _require_available(
         self, amount: int, operation: str, request_id: str, actor_id: str, *, alert: bool = True
@@ -582,7 +837,16 @@ class Book:
         return hold
 
     def _new_lot(
-        self, request_id: str, amount: int, expires_at: datetime | None, source: str, package: str
+        self,
+        request_id: str,
+        amount: int,
+        expires_at: datetime | None,
+        source: str,
+        package: str,
+        category: Category = Category.PAID,
+        priority: int = DEFAULT_PRIORITY,
+        state: LotState = LotState.ACTIVE,
+        fingerprint: str = "",
     ) -> Lot:
         self.account.lot_seq += 1
         lot = Lot(
@@ -594,12 +858,50 @@ class Book:
             source=source,
             package=package,
             created_at=self.now,
+            category=category,
+            priority=priority,
+            state=state,
+            fingerprint=fingerprint,
         )
         self.lots[lot.lot_id] = lot
         self.new_lots.append(lot)
         self.new_lot_ids.add(lot.lot_id)
-        self.account.balance += amount
+        if lot.spendable:
+            self.account.balance += amount
         return lot
+
+    def _lot_of(self, request_id: str) -> Lot | None:
+        """The lot granted under a request id, if the book has it."""
+        return next((lt for lt in self.lots.values() if lt.request_id == request_id), None)
+
+    def _pending_lot(self, request_id: str, verb: str) -> Lot:
+        """A grant's lot that was pending (and may be confirmed or voided by now)."""
+        lot = self._lot_of(request_id)
+        if lot is None or request_id in self.holds:
+            raise errors.not_found(
+                "GRANT_NOT_FOUND",
+                f"no grant {request_id!r} in workspace {self.account.workspace_id!r}",
+                request_id=request_id,
+            )
+        if lot.state is LotState.ACTIVE:
+            raise errors.precondition(
+                "GRANT_NOT_PENDING",
+                f"grant {request_id!r} was never pending; it cannot be {verb}",
+                request_id=request_id,
+            )
+        return lot
+
+    def _revise(self, lot: Lot) -> None:
+        """Note a change of an existing lot's state or flags (written whole)."""
+        if lot.lot_id not in self.new_lot_ids:
+            self.dirty_lots.add(lot.lot_id)
+            self.revised.add(lot.lot_id)
+        self.account_dirty = True
+
+    def _category(self, draws: list[list[int]]) -> Category | None:
+        """The category of the lots `draws` came from, when they share one."""
+        found = {self.lots[lot_id].category for lot_id, _ in draws}
+        return found.pop() if len(found) == 1 else None
 
     def _draw(self, amount: int) -> list[list[int]]:
         """Take `amount` from unexpired lots in burn order; the caller checked it is there."""
@@ -607,7 +909,7 @@ class Book:
         left = amount
         if left:
             for lot in sorted(self.lots.values(), key=Lot.burn_key):
-                if lot.remaining == 0 or lot.expired(self.now):
+                if lot.remaining == 0 or not lot.spendable or lot.expired(self.now):
                     continue
                 take = min(left, lot.remaining)
                 lot.remaining -= take
@@ -673,6 +975,8 @@ class Book:
     def _expire_hold(self, hold: Hold) -> None:
         self._give_back(hold.draws, hold.operation, hold.request_id)
         self.account.held -= hold.amount
+        if self.members is not None and hold.actor_id:
+            self.members.hold(hold.actor_id, -hold.amount, self.now)
         hold.state = HoldState.EXPIRED
         hold.finished_at = self.now
         self._dirty(hold)
@@ -690,6 +994,7 @@ class Book:
             labels=hold.labels,
             shortfall=hold.shortfall,
             late=hold.late,
+            category=self._category(hold.draws),
         )
 
     def _entry(self, kind: EntryKind, amount: int, **fields: object) -> Entry:
@@ -743,7 +1048,7 @@ class Book:
             notice: datetime | None = None
             for lot in self.lots.values():
                 at = lot.expires_at
-                if lot.remaining == 0 or at is None:
+                if lot.remaining == 0 or at is None or not lot.spendable:
                     continue
                 if expiry is None or at < expiry:
                     expiry = at
@@ -751,9 +1056,7 @@ class Book:
                     continue
                 if at - NOTICE_WINDOW <= self.now < at:
                     lot.expiring_noticed = True
-                    if lot.lot_id not in self.new_lot_ids:
-                        self.dirty_lots.add(lot.lot_id)
-                        self.noticed.add(lot.lot_id)
+                    self._revise(lot)
                     self._event(events.CREDITS_EXPIRING, lot=events.lot(lot))
                 elif notice is None or at < notice:
                     notice = at
@@ -779,6 +1082,31 @@ class Book:
             self.seen_available = 0
             self._event(events.BALANCE_DEPLETED)
         self.seen_available = a.available
+        if self.topup is not None:
+            self._top_up()
+
+    def _top_up(self) -> None:
+        """Request a top-up when available is below the rule's threshold and none is
+        outstanding: the event is written in the transaction of the change that crossed it."""
+        t = self.topup
+        assert t is not None
+        before = t.outstanding
+        t.lapse(self.now)
+        if t.outstanding != before:
+            self.topup_dirty = True
+        if not t.due(self.account.available, self.now):
+            return
+        request_id = t.request(self.account.workspace_id, self.now)
+        self.topup_dirty = True
+        self._event(
+            events.TOPUP_REQUESTED,
+            request_id=request_id,
+            package=t.package,
+            amount=t.amount,
+            threshold=t.threshold,
+            requested_this_month=t.month_count,
+            monthly_limit=t.monthly_limit,
+        )
 
     def _alert(
         self,

@@ -24,6 +24,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from meter.ledger.model import (
     Account,
     AlertEvent,
+    Category,
     Entry,
     EntryKind,
     Event,
@@ -32,7 +33,10 @@ from meter.ledger.model import (
     HoldState,
     Level,
     Lot,
+    LotState,
+    Period,
 )
+from meter.ledger.policies import Spend, TopUp
 from meter.storage import tables as t
 
 _DIALECT = postgresql.dialect()  # type: ignore[no-untyped-call]
@@ -148,6 +152,15 @@ def insert(table: Table, defaulted: Sequence[str] = ()) -> Statement:
     )
 
 
+def upsert(table: Table, key: Sequence[str]) -> Statement:
+    """INSERT of many rows that updates the rows already there (found by key)."""
+    base = insert(table)
+    sets = ", ".join(f"{c} = EXCLUDED.{c}" for c in _columns(table) if c not in key)
+    return Statement(
+        f"{base.sql} ON CONFLICT ({', '.join(key)}) DO UPDATE SET {sets}", base.encoders
+    )
+
+
 def update(table: Table, key: Sequence[str], columns: Sequence[str], extra: str = "") -> Statement:
     """UPDATE of many rows found by key; parameters: the key columns, then `columns`."""
     source, _, encoders = _unnest(table, [*key, *columns])
@@ -177,6 +190,8 @@ def load(
     entries: Sequence[tuple[str, str]],
     sweep: Sequence[str],
     skip_locked: bool,
+    actors: Sequence[tuple[str, str]] = (),
+    lots: Sequence[tuple[str, str]] = (),
 ) -> str:
     """Open the batch's transaction and read its state: one message, one round trip.
 
@@ -192,8 +207,16 @@ def load(
         texts([k[1] for k in entries]),
         texts(sweep),
     ]
+    tail = [
+        texts([k[0] for k in actors]),
+        texts([k[1] for k in actors]),
+        texts([k[0] for k in lots]),
+        texts([k[1] for k in lots]),
+    ]
     call = ", ".join(map(_literal, args))
-    return f"BEGIN; SELECT meter_load({call}, {'true' if skip_locked else 'false'})::text"
+    more = ", ".join(map(_literal, tail))
+    flag = "true" if skip_locked else "false"
+    return f"BEGIN; SELECT meter_load({call}, {flag}, {more})::text"
 
 
 loads = orjson.loads
@@ -211,10 +234,10 @@ LOTS = Statement(
 
 INSERT_LOTS = insert(t.lots)
 UPDATE_LOTS = update(t.lots, ("workspace_id", "lot_id"), ("remaining",))
-# Lots whose credits.expiring event this batch wrote (rare): a part of their own, so that the
-# common one stays as narrow as it was. A lot is in one of the two, never both.
-UPDATE_NOTICED_LOTS = update(
-    t.lots, ("workspace_id", "lot_id"), ("remaining",), extra="expiring_noticed = true"
+# Lots whose state or credits.expiring flag changed (rare): a part of their own, so that the
+# common one stays as narrow as it is. A lot is in one of the two, never both.
+UPDATE_REVISED_LOTS = update(
+    t.lots, ("workspace_id", "lot_id"), ("remaining", "state", "expiring_noticed")
 )
 INSERT_HOLDS = insert(t.holds)
 HOLD_CHANGES = (
@@ -234,6 +257,8 @@ UPDATE_HOLDS = update(t.holds, ("workspace_id", "hold_id"), HOLD_CHANGES)
 INSERT_ENTRIES = insert(t.journal)
 INSERT_ALERTS = insert(t.alerts)
 INSERT_EVENTS = insert(t.events, defaulted=("txid",))
+UPSERT_SPEND = upsert(t.member_spend, ("workspace_id", "actor_id"))
+UPSERT_TOPUPS = upsert(t.auto_topups, ("workspace_id",))
 WORKSPACE_CHANGES = tuple(
     c for c in _columns(t.workspaces) if c not in ("workspace_id", "created_at", "updated_at")
 )
@@ -262,12 +287,14 @@ def _prepare(name: str, statement: Statement) -> str:
 WRITE_PARTS = (
     INSERT_LOTS,
     UPDATE_LOTS,
-    UPDATE_NOTICED_LOTS,
+    UPDATE_REVISED_LOTS,
     INSERT_HOLDS,
     UPDATE_HOLDS,
     INSERT_ENTRIES,
     INSERT_ALERTS,
     INSERT_EVENTS,
+    UPSERT_SPEND,
+    UPSERT_TOPUPS,
     UPDATE_WORKSPACES,
 )
 
@@ -360,12 +387,14 @@ _LEVEL = Level._value2member_map_
 _ENTRY_KIND = EntryKind._value2member_map_
 _HOLD_KIND = HoldKind._value2member_map_
 _HOLD_STATE = HoldState._value2member_map_
+_CATEGORY = Category._value2member_map_
+_LOT_STATE = LotState._value2member_map_
 
 
 def account(r: Row) -> Account:
     (workspace_id, balance, held, used, granted, low, critical, level, hold_seq, lot_seq,
      entry_seq, alert_seq, event_seq, next_expiry_at, next_notice_at, last_at, last_kind,
-     last_amount, last_operation, created_at) = r[:20]  # fmt: skip
+     last_amount, last_operation, member_limits, auto_topup, created_at) = r[:22]  # fmt: skip
     return Account(
         workspace_id,
         balance,
@@ -387,11 +416,14 @@ def account(r: Row) -> Account:
         opt_dt(created_at),
         event_seq,
         opt_dt(next_notice_at),
+        member_limits,
+        auto_topup,
     )
 
 
 def lot(r: Row) -> Lot:
-    _, lot_id, request_id, amount, remaining, expires_at, source, package, created_at, noticed = r
+    (_, lot_id, request_id, amount, remaining, expires_at, source, package, created_at, noticed,
+     category, priority, state, fp) = r  # fmt: skip
     return Lot(
         lot_id,
         request_id,
@@ -402,6 +434,10 @@ def lot(r: Row) -> Lot:
         package,
         dt(created_at),
         noticed,
+        _CATEGORY[category],  # type: ignore[arg-type]
+        priority,
+        _LOT_STATE[state],  # type: ignore[arg-type]
+        fp,
     )
 
 
@@ -434,7 +470,7 @@ def hold(r: Row) -> Hold:
 
 def entry(r: Row) -> Entry:
     (_, entry_id, kind, amount, balance_after, operation, actor_id, request_id, labels,
-     shortfall, late, reason, package, fp, created_at) = r  # fmt: skip
+     shortfall, late, reason, package, fp, created_at, category) = r  # fmt: skip
     return Entry(
         entry_id=entry_id,
         kind=_ENTRY_KIND[kind],  # type: ignore[arg-type]
@@ -450,6 +486,7 @@ def entry(r: Row) -> Entry:
         reason=reason,
         package=package,
         fingerprint=fp,
+        category=_CATEGORY.get(category),  # type: ignore[arg-type]
     )
 
 
@@ -513,7 +550,16 @@ def lot_row(ws: str, lt: Lot) -> tuple[Any, ...]:
         lt.package,
         lt.created_at,
         lt.expiring_noticed,
+        int(lt.category),
+        lt.priority,
+        int(lt.state),
+        lt.fingerprint,
     )
+
+
+def revised_lot_row(ws: str, lt: Lot) -> tuple[Any, ...]:
+    """The key, then UPDATE_REVISED_LOTS' columns."""
+    return (ws, lt.lot_id, lt.remaining, int(lt.state), lt.expiring_noticed)
 
 
 def entry_row(ws: str, e: Entry) -> tuple[Any, ...]:
@@ -533,6 +579,7 @@ def entry_row(ws: str, e: Entry) -> tuple[Any, ...]:
         e.package,
         e.fingerprint,
         e.created_at,
+        0 if e.category is None else int(e.category),
     )
 
 
@@ -576,4 +623,61 @@ def workspace_row(a: Account) -> tuple[Any, ...]:
         int(a.last_entry_kind) if a.last_entry_kind else None,
         a.last_entry_amount,
         a.last_entry_operation,
+        a.member_limits,
+        a.auto_topup,
+    )
+
+
+# The credit policies' rows (DESIGN.md §10).
+
+
+def limit_key(r: Row) -> tuple[str, Period, int]:
+    """(actor_id, period, limit) of a member_limits row."""
+    _, actor_id, period, limit = r[:4]
+    return actor_id, Period(period), limit
+
+
+def spend(r: Row) -> Spend:
+    _, actor_id, held, day, week, month, noticed, updated_at = r
+    return Spend(actor_id, held, [day, week, month], noticed, opt_dt(updated_at))
+
+
+def spend_row(ws: str, s: Spend) -> tuple[Any, ...]:
+    return (ws, s.actor_id, s.held, *s.used, s.noticed, s.updated_at)
+
+
+def topup(r: Row) -> TopUp:
+    (_, enabled, threshold, package, amount, monthly_limit, failures, seq, outstanding,
+     requested_at, month_start, month_count, last_failed) = r  # fmt: skip
+    return TopUp(
+        enabled,
+        threshold,
+        package,
+        amount,
+        monthly_limit,
+        failures,
+        seq,
+        outstanding,
+        opt_dt(requested_at),
+        opt_dt(month_start),
+        month_count,
+        last_failed,
+    )
+
+
+def topup_row(ws: str, tp: TopUp) -> tuple[Any, ...]:
+    return (
+        ws,
+        tp.enabled,
+        tp.threshold,
+        tp.package,
+        tp.amount,
+        tp.monthly_limit,
+        tp.failures,
+        tp.seq,
+        tp.outstanding,
+        tp.requested_at,
+        tp.month_start,
+        tp.month_count,
+        tp.last_failed,
     )
