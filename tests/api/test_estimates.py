@@ -9,7 +9,7 @@ import pytest
 
 from meterpb.v1 import catalog_pb2 as cpb
 from meterpb.v1 import meter_pb2 as pb
-from tests.support import fails, grant, rid
+from tests.support import fails, grant, reserve, rid
 
 
 async def estimate(catalog: Any, **kw: Any) -> cpb.EstimateCampaignResponse:
@@ -90,13 +90,39 @@ async def test_a_complexity_prices_every_call_at_its_tier(catalog):
     assert got.min == got.expected == got.max
 
 
+AFFORDABILITY = ("sufficient", "shortfall", "available", "suggested_package")
+
+
+@pytest.mark.parametrize(
+    "plan", [{"platforms": 1, "duration_days": 7}, {"platforms": 20, "duration_days": 366}]
+)
+async def test_an_estimate_without_a_workspace_says_nothing_about_affording_it(catalog, plan):
+    """No sufficient, shortfall or available at all: unset, not false and 0."""
+    got = await estimate(catalog, **plan)
+
+    assert [] == [field for field in AFFORDABILITY if got.HasField(field)]
+    assert [] == [field.name for field, _ in got.ListFields() if field.name in AFFORDABILITY]
+
+
 async def test_a_workspace_that_can_afford_the_campaign_is_sufficient(catalog, stub, ws):
     await grant(stub, ws, 500)
 
     got = await estimate(catalog, platforms=2, duration_days=14, workspace_id=ws)
 
     assert (True, 0, 500) == (got.sufficient, got.shortfall, got.available)
+    # Present although at their defaults for shortfall: asked about, and answered.
+    assert [True, True, True] == [got.HasField(f) for f in ("sufficient", "shortfall", "available")]
     assert not got.HasField("suggested_package")
+
+
+async def test_a_workspace_with_nothing_available_is_answered_not_sufficient(catalog, stub, ws):
+    await grant(stub, ws, 5)
+    await reserve(stub, ws, rid(), 5)
+
+    got = await estimate(catalog, platforms=1, duration_days=7, workspace_id=ws)
+
+    assert [True, True, True] == [got.HasField(f) for f in ("sufficient", "shortfall", "available")]
+    assert (False, got.max, 0) == (got.sufficient, got.shortfall, got.available)
 
 
 async def test_a_short_workspace_gets_its_shortfall_and_the_package_to_buy(catalog, stub, ws):
