@@ -267,7 +267,9 @@ def estimate(
     for line in e.breakdown:
         t.add_row(line.operation, str(line.count), str(line.min), str(line.expected), str(line.max))
     out.print(t)
-    if workspace:
+    # The answer, not the flag, says whether sufficiency was asked about: without a
+    # workspace the fields are unset and nothing is said about affording it.
+    if e.HasField("sufficient"):
         if e.sufficient:
             out.print(f"{workspace} can afford it: {e.available} credits available")
         else:

@@ -557,7 +557,11 @@ class MeterClient:
         workspace: str = "",
         catalog_version: int = 0,
     ) -> cpb.EstimateCampaignResponse:
-        """A campaign's min, expected and max credits; with a workspace, whether it fits."""
+        """A campaign's min, expected and max credits; with a workspace, whether it fits.
+
+        `sufficient`, `shortfall` and `available` are set only when a workspace is given:
+        without one, ``HasField("sufficient")`` is false (and --json leaves them out).
+        """
         request = rq.estimate(
             platforms=platforms, duration_days=days, posts_per_week=posts_per_week,
             complexity_name=complexity, strategy_analysis=strategy_analysis,
