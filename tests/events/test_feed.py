@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
@@ -14,6 +15,7 @@ import psycopg
 
 from meter.app import App
 from meter.config import Settings
+from meter.storage import ledger_sql as sql
 from meter.storage.db import normalize_url
 from meterpb.v1 import events_pb2 as epb
 from meterpb.v1 import meter_pb2 as pb
@@ -129,6 +131,33 @@ async def test_an_event_that_commits_late_with_a_smaller_position_is_not_skipped
 
         await eventually(both)
     assert [late, early] == seen
+
+
+async def test_a_transaction_that_took_its_id_first_and_the_workspace_second_sorts_after(
+    stub, events, pg_url, ws
+):
+    """A batch that locked another workspace first has the smaller transaction id, yet
+    writes its event of this workspace after another batch's: the workspace's events must
+    still come in sequence order."""
+    await stub.GrantCredits(pb.GrantCreditsRequest(workspace_id=ws, request_id=rid(), amount=5))
+    first = (await events.ListEvents(epb.ListEventsRequest(workspace_id=ws))).events
+    with psycopg.connect(pg_url) as early:
+        early.execute("SELECT pg_current_xact_id()")  # its id, before the next grant's
+        await stub.GrantCredits(pb.GrantCreditsRequest(workspace_id=ws, request_id=rid(), amount=5))
+        now = datetime.now(UTC)
+        row = (ws, 100, "credits.adjusted", now, json.dumps({"workspace_id": ws}))
+        early.execute(sql.INSERT_EVENTS.sql, sql.INSERT_EVENTS.rows([row]))
+        early.commit()
+    got = await events.ListEvents(epb.ListEventsRequest(workspace_id=ws, page_size=1000))
+    assert [e.sequence for e in first] + [2, 100] == [e.sequence for e in got.events]
+    everything, token = [], ""
+    while True:  # the unfiltered feed too
+        page_ = await events.ListEvents(epb.ListEventsRequest(page_size=1000, page_token=token))
+        everything += [e.sequence for e in page_.events if e.workspace_id == ws]
+        if not page_.events:
+            break
+        token = page_.next_page_token
+    assert [1, 2, 100] == everything
 
 
 async def test_a_token_from_another_query_is_refused(events, ws):

@@ -11,7 +11,7 @@ domain object maps to its row.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -142,13 +142,19 @@ def _unnest(table: Table, names: Sequence[str]) -> tuple[str, str, tuple[Encode,
     return source, ", ".join(select), tuple(_encoder(table.c[n].type) for n in names)
 
 
-def insert(table: Table, defaulted: Sequence[str] = ()) -> Statement:
+def insert(
+    table: Table, defaulted: Sequence[str] = (), computed: Mapping[str, str] | None = None
+) -> Statement:
     """INSERT of many rows, one array parameter per column in table order; the `defaulted`
-    columns take their server defaults."""
-    names = [n for n in _columns(table) if n not in defaulted]
+    columns take their server defaults, the `computed` ones an SQL expression (over `u`, the
+    row's parameters)."""
+    computed = computed or {}
+    names = [n for n in _columns(table) if n not in defaulted and n not in computed]
     source, select, encoders = _unnest(table, names)
+    targets = ", ".join([*names, *computed])
+    select = ", ".join([select, *computed.values()])
     return Statement(
-        f"INSERT INTO {table.name} ({', '.join(names)}) SELECT {select} FROM {source}", encoders
+        f"INSERT INTO {table.name} ({targets}) SELECT {select} FROM {source}", encoders
     )
 
 
@@ -256,7 +262,18 @@ HOLD_CHANGES = (
 UPDATE_HOLDS = update(t.holds, ("workspace_id", "hold_id"), HOLD_CHANGES)
 INSERT_ENTRIES = insert(t.journal)
 INSERT_ALERTS = insert(t.alerts)
-INSERT_EVENTS = insert(t.events, defaulted=("txid",))
+# An event's feed position is its transaction's id, raised to the workspace's last event's:
+# a transaction that took its id before another one and its workspace lock after it (it
+# locked another workspace first) still sorts after that one's events, so the feed keeps
+# each workspace's order. Raising a position never lets a reader pass over it
+# (meter.storage.events_repo): a running transaction's events still sort at or above its id.
+INSERT_EVENTS = insert(
+    t.events,
+    computed={
+        "txid": "greatest(pg_current_xact_id(),"
+        " (SELECT max(e.txid) FROM events e WHERE e.workspace_id = u.workspace_id))"
+    },
+)
 UPSERT_SPEND = upsert(t.member_spend, ("workspace_id", "actor_id"))
 UPSERT_TOPUPS = upsert(t.auto_topups, ("workspace_id",))
 WORKSPACE_CHANGES = tuple(
