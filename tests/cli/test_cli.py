@@ -232,7 +232,8 @@ async def test_every_command_shows_an_example_in_its_help(app):
         ["balance"], ["grant"], ["adjust"], ["history"], ["usage"], ["holds"], ["audit"],
         ["packages"], ["estimate"], ["catalog", "show"], ["catalog", "publish"], ["events"],
         ["webhooks", "add"], ["webhooks", "list"], ["webhooks", "replay"],
-        ["catalog", "diff"], ["serve"], ["migrate"],
+        ["catalog", "diff"], ["serve"], ["migrate"], ["confirm"], ["void"], ["limits"],
+        ["topup"],
     ]  # fmt: skip
 
     async def help_of(command: list[str]) -> str:

@@ -70,7 +70,14 @@ def balance(
     t.add_column(style="bold")
     t.add_column(justify="right")
     t.add_row("available", str(b.available))
+    for c in b.by_category:
+        t.add_row(
+            f"  {enum_name(pb.CreditCategory.Name(c.category), 'CREDIT_CATEGORY_')}",
+            str(c.available),
+        )
     t.add_row("held", str(b.held))
+    if b.pending:
+        t.add_row("pending", f"{b.pending} (not spendable until confirmed)")
     t.add_row("total", str(b.total))
     t.add_row("level", enum_name(pb.BalanceLevel.Name(b.level), "BALANCE_LEVEL_"))
     t.add_row("lifetime granted", str(b.lifetime_granted))
@@ -104,6 +111,15 @@ def grant(
         typer.Option("--expires", help="Expiry date (default: 12 months for packages)."),
     ] = None,
     source: Annotated[str, typer.Option("--source", help="purchase, promotion, manual...")] = "",
+    category: Annotated[
+        str, typer.Option("--category", help="paid, promotional or manual (default: by source).")
+    ] = "",
+    priority: Annotated[
+        int | None, typer.Option("--priority", help="0-100, lower burns first (default 50).")
+    ] = None,
+    pending: Annotated[
+        bool, typer.Option("--pending", help="Not spendable until `meter confirm`.")
+    ] = False,
     json: Json = False,
     target: Target = DEFAULT_TARGET,
     token: Token = None,
@@ -129,10 +145,19 @@ def grant(
             amount=amount,
             expires_at=when(expires),
             source=source,
+            category=category,
+            priority=priority,
+            pending=pending,
         )
     if json:
         return print_json(as_dict(done))
     expiry = timestamp(done.lot.expires_at) or "never"
+    if not done.HasField("entry"):
+        state = enum_name(pb.LotState.Name(done.lot.state), "LOT_STATE_")
+        return out.print(
+            f"{done.lot.amount} credits for {workspace} are {state} (request {request_id}); "
+            f"`meter confirm {workspace} {request_id}` makes them spendable"
+        )
     out.print(
         f"granted {done.entry.amount} credits to {workspace} (expires {expiry}); "
         f"available now {done.balance.available}"
@@ -170,6 +195,7 @@ def adjust(
 
 HISTORY_COLUMNS = (
     "time", "kind", "amount", "balance_after", "operation", "actor_id", "request_id", "reason",
+    "category",
 )  # fmt: skip
 
 
@@ -183,6 +209,7 @@ def _history_row(e: pb.JournalEntry) -> list[str]:
         e.actor_id,
         e.request_id,
         e.reason or e.package,
+        enum_name(pb.CreditCategory.Name(e.category), "CREDIT_CATEGORY_") if e.category else "",
     ]
 
 

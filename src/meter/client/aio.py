@@ -268,6 +268,9 @@ class AsyncMeterClient:
         source: str = "",
         actor: str = "",
         labels: rq.Labels | None = None,
+        category: str | int = "",
+        priority: int | None = None,
+        pending: bool = False,
     ) -> pb.GrantCreditsResponse:
         """As `MeterClient.grant`."""
         request = rq.grant(
@@ -279,6 +282,9 @@ class AsyncMeterClient:
             source=source,
             actor=actor,
             labels=labels,
+            category=category,
+            priority=priority,
+            pending=pending,
         )
         return await self._call(self._meter.GrantCredits, request)
 
@@ -308,6 +314,73 @@ class AsyncMeterClient:
             amount=amount, reason=reason, actor_id=actor,
         )  # fmt: skip
         return await self._call(self._meter.Refund, request)
+
+    # Credit policies.
+
+    async def confirm_grant(
+        self, workspace: str, request_id: str, *, actor: str = ""
+    ) -> pb.GrantCreditsResponse:
+        """As `MeterClient.confirm_grant`."""
+        request = pb.ConfirmGrantRequest(
+            workspace_id=workspace, request_id=request_id, actor_id=actor
+        )
+        return await self._call(self._meter.ConfirmGrant, request)
+
+    async def void_grant(
+        self, workspace: str, request_id: str, *, reason: str = "", actor: str = ""
+    ) -> pb.GrantCreditsResponse:
+        """As `MeterClient.void_grant`."""
+        request = pb.VoidGrantRequest(
+            workspace_id=workspace, request_id=request_id, reason=reason, actor_id=actor
+        )
+        return await self._call(self._meter.VoidGrant, request)
+
+    async def set_member_limit(
+        self, workspace: str, actor: str, period: str | int, limit: int | None
+    ) -> pb.MemberLimit:
+        """As `MeterClient.set_member_limit`."""
+        request = rq.member_limit(workspace, actor, period, limit)
+        return await self._call(self._meter.SetMemberLimit, request)
+
+    async def member_limits(self, workspace: str) -> list[pb.MemberLimit]:
+        """As `MeterClient.member_limits`."""
+        request = pb.ListMemberLimitsRequest(workspace_id=workspace)
+        return list((await self._call(self._meter.ListMemberLimits, request)).limits)
+
+    async def set_auto_topup(
+        self,
+        workspace: str,
+        *,
+        enabled: bool = True,
+        threshold: int = 0,
+        package: str | None = None,
+        amount: int | None = None,
+        monthly_limit: int = 0,
+    ) -> pb.AutoTopUp:
+        """As `MeterClient.set_auto_topup`."""
+        request = rq.auto_topup(
+            workspace,
+            enabled=enabled,
+            threshold=threshold,
+            package=package,
+            amount=amount,
+            monthly_limit=monthly_limit,
+        )
+        return await self._call(self._meter.SetAutoTopUp, request)
+
+    async def auto_topup(self, workspace: str) -> pb.AutoTopUp:
+        """As `MeterClient.auto_topup`."""
+        request = pb.GetAutoTopUpRequest(workspace_id=workspace)
+        return await self._call(self._meter.GetAutoTopUp, request)
+
+    async def report_topup_failed(
+        self, workspace: str, request_id: str, reason: str = ""
+    ) -> pb.AutoTopUp:
+        """As `MeterClient.report_topup_failed`."""
+        request = pb.ReportTopUpFailedRequest(
+            workspace_id=workspace, request_id=request_id, reason=reason
+        )
+        return await self._call(self._meter.ReportTopUpFailed, request)
 
     # Reads.
 

@@ -166,6 +166,9 @@ def grant(
     source: str,
     actor: str,
     labels: Labels | None,
+    category: str | int = 0,
+    priority: int | None = None,
+    pending: bool = False,
 ) -> pb.GrantCreditsRequest:
     if (package is None) == (amount is None):
         raise ValueError("grant takes a package or an amount, exactly one")
@@ -177,10 +180,42 @@ def grant(
         source=source,
         actor_id=actor,
         labels=dict(labels or {}),
+        category=credit_category(category),
+        priority=priority,
+        pending=pending,
     )
     if expires_at is not None:
         r.expires_at.CopyFrom(timestamp(expires_at))
     return r
+
+
+def member_limit(
+    workspace: str, actor: str, period: str | int, limit: int | None
+) -> pb.SetMemberLimitRequest:
+    return pb.SetMemberLimitRequest(
+        workspace_id=workspace, actor_id=actor, period=limit_period(period), limit=limit
+    )
+
+
+def auto_topup(
+    workspace: str,
+    *,
+    enabled: bool,
+    threshold: int,
+    package: str | None,
+    amount: int | None,
+    monthly_limit: int,
+) -> pb.SetAutoTopUpRequest:
+    if enabled and (package is None) == (amount is None):
+        raise ValueError("an auto top-up buys a package or an amount, exactly one")
+    return pb.SetAutoTopUpRequest(
+        workspace_id=workspace,
+        enabled=enabled,
+        threshold=threshold,
+        package=package or "",
+        amount=amount or 0,
+        monthly_limit=monthly_limit,
+    )
 
 
 def transactions(
@@ -215,6 +250,24 @@ def entry_kind(kind: str | int) -> pb.EntryKind.ValueType:
         return kind  # type: ignore[return-value]
     name = kind.upper().removeprefix("ENTRY_KIND_")
     return pb.EntryKind.Value(f"ENTRY_KIND_{name}")
+
+
+def credit_category(category: str | int) -> pb.CreditCategory.ValueType:
+    """PAID, PROMOTIONAL, MANUAL (any case), the enum value, or 0/"" for the default."""
+    if isinstance(category, int):
+        return category  # type: ignore[return-value]
+    if not category:
+        return pb.CREDIT_CATEGORY_UNSPECIFIED
+    name = category.upper().removeprefix("CREDIT_CATEGORY_")
+    return pb.CreditCategory.Value(f"CREDIT_CATEGORY_{name}")
+
+
+def limit_period(period: str | int) -> pb.LimitPeriod.ValueType:
+    """DAY, WEEK, MONTH (any case) or the enum value."""
+    if isinstance(period, int):
+        return period  # type: ignore[return-value]
+    name = period.upper().removeprefix("LIMIT_PERIOD_")
+    return pb.LimitPeriod.Value(f"LIMIT_PERIOD_{name}")
 
 
 def hold_state(state: str | int) -> pb.HoldState.ValueType:

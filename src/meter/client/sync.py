@@ -367,8 +367,15 @@ class MeterClient:
         source: str = "",
         actor: str = "",
         labels: rq.Labels | None = None,
+        category: str | int = "",
+        priority: int | None = None,
+        pending: bool = False,
     ) -> pb.GrantCreditsResponse:
         """Add credits by `package` name or explicit `amount`; `request_id` = payment id.
+
+        `category` (paid, promotional, manual) and `priority` (0-100, lower burns first)
+        place the lot in the burn order; `pending` records it unspendable until
+        `confirm_grant` (a payment still processing).
 
         Raises:
             PackageNotFound, RequestIdReused, InvalidArgument.
@@ -382,6 +389,9 @@ class MeterClient:
             source=source,
             actor=actor,
             labels=labels,
+            category=category,
+            priority=priority,
+            pending=pending,
         )
         return self._call(self._meter.GrantCredits, request)
 
@@ -415,6 +425,82 @@ class MeterClient:
             amount=amount, reason=reason, actor_id=actor,
         )  # fmt: skip
         return self._call(self._meter.Refund, request)
+
+    # Credit policies.
+
+    def confirm_grant(
+        self, workspace: str, request_id: str, *, actor: str = ""
+    ) -> pb.GrantCreditsResponse:
+        """Make the pending grant `request_id` spendable. Idempotent.
+
+        Raises:
+            GrantNotFound, FailedPrecondition (GRANT_VOIDED, GRANT_NOT_PENDING).
+        """
+        request = pb.ConfirmGrantRequest(
+            workspace_id=workspace, request_id=request_id, actor_id=actor
+        )
+        return self._call(self._meter.ConfirmGrant, request)
+
+    def void_grant(
+        self, workspace: str, request_id: str, *, reason: str = "", actor: str = ""
+    ) -> pb.GrantCreditsResponse:
+        """Remove the pending grant `request_id`. Idempotent.
+
+        Raises:
+            GrantNotFound, FailedPrecondition (GRANT_CONFIRMED, GRANT_NOT_PENDING).
+        """
+        request = pb.VoidGrantRequest(
+            workspace_id=workspace, request_id=request_id, reason=reason, actor_id=actor
+        )
+        return self._call(self._meter.VoidGrant, request)
+
+    def set_member_limit(
+        self, workspace: str, actor: str, period: str | int, limit: int | None
+    ) -> pb.MemberLimit:
+        """Limit what `actor` ("" = every member) may spend per day, week or month; a limit of
+        None removes it. A member over its limit gets MemberLimitReached."""
+        request = rq.member_limit(workspace, actor, period, limit)
+        return self._call(self._meter.SetMemberLimit, request)
+
+    def member_limits(self, workspace: str) -> list[pb.MemberLimit]:
+        request = pb.ListMemberLimitsRequest(workspace_id=workspace)
+        return list(self._call(self._meter.ListMemberLimits, request).limits)
+
+    def set_auto_topup(
+        self,
+        workspace: str,
+        *,
+        enabled: bool = True,
+        threshold: int = 0,
+        package: str | None = None,
+        amount: int | None = None,
+        monthly_limit: int = 0,
+    ) -> pb.AutoTopUp:
+        """Below `threshold`, a topup.requested event asks the payment handler to buy
+        `package` (or `amount`), at most `monthly_limit` times a month. enabled=False alone
+        disables the rule and keeps it."""
+        request = rq.auto_topup(
+            workspace,
+            enabled=enabled,
+            threshold=threshold,
+            package=package,
+            amount=amount,
+            monthly_limit=monthly_limit,
+        )
+        return self._call(self._meter.SetAutoTopUp, request)
+
+    def auto_topup(self, workspace: str) -> pb.AutoTopUp:
+        request = pb.GetAutoTopUpRequest(workspace_id=workspace)
+        return self._call(self._meter.GetAutoTopUp, request)
+
+    def report_topup_failed(
+        self, workspace: str, request_id: str, reason: str = ""
+    ) -> pb.AutoTopUp:
+        """The payment for top-up request `request_id` failed; three in a row disable the rule."""
+        request = pb.ReportTopUpFailedRequest(
+            workspace_id=workspace, request_id=request_id, reason=reason
+        )
+        return self._call(self._meter.ReportTopUpFailed, request)
 
     # Reads.
 
