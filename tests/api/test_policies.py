@@ -157,6 +157,16 @@ async def test_the_default_limit_applies_to_every_member_and_a_member_limit_over
     again = await set_limit(stub, ws, "lead", 45)
     assert (40, 5) == (again.used, again.remaining)
     assert "MEMBER_LIMIT_REACHED" == (await fails(reserve_as(stub, ws, "lead", 6))).reason
+    assert [] == list((await stub.Audit(pb.AuditRequest(workspace_id=ws))).discrepancies)
+
+
+async def test_the_audit_finds_a_member_total_that_disagrees_with_the_holds(stub, ws, db):
+    await grant(stub, ws, 100)
+    await set_limit(stub, ws, "ana", 50)
+    await reserve_as(stub, ws, "ana", 7)
+    db.execute("UPDATE member_spend SET held = 3 WHERE workspace_id = :w", w=ws)
+    found = (await stub.Audit(pb.AuditRequest(workspace_id=ws))).discrepancies
+    assert ["member_spend"] == [d.check for d in found]
 
 
 async def test_usage_by_actor_shows_each_members_limit_and_remaining(stub, ws):
@@ -207,6 +217,7 @@ async def test_a_pending_grant_is_invisible_to_reserve_until_confirmed(stub, eve
     assert (0, 0) == (first.balance.available, first.balance.total)
     assert "INSUFFICIENT_CREDITS" == (await fails(reserve_as(stub, ws, "", 1))).reason
     assert first == await stub.GrantCredits(pending)  # a replay
+    assert [] == list((await stub.Audit(pb.AuditRequest(workspace_id=ws))).discrepancies)
     confirm = pb.ConfirmGrantRequest(workspace_id=ws, request_id=payment)
     done = await stub.ConfirmGrant(confirm)
     assert (250, 0, pb.LOT_STATE_CONFIRMED) == (
