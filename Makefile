@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test check lint types proto proto-check bench faults clean
+.PHONY: serve test check lint types proto proto-check bench faults client-wheel clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,10 @@ bench: $(STAMP)
 
 faults: $(STAMP)
 	$(BIN)/pytest tests/faults
+
+# The client-only distribution (clients/python): what AI workers install instead of the server.
+client-wheel: $(STAMP)
+	$(BIN)/pip wheel --quiet --no-deps --wheel-dir dist clients/python
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
