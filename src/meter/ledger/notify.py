@@ -51,7 +51,7 @@ class Subscription:
 
 @dataclass(eq=False, slots=True)
 class Topic:
-    """A workspace's subscribers, and a counter of balance notices for shared reads."""
+    """A workspace's subscribers, and a counter of notices for shared reads."""
 
     subscribers: set[Subscription] = field(default_factory=set)
     version: int = 0
@@ -83,6 +83,8 @@ class Notices:
         topic = self._topics.get(workspace_id)
         if topic is None:
             return
+        # Readers check for new alerts in a shared read: it must be one made after this.
+        topic.version += 1
         for sub in topic.subscribers:
             sub.alerts = True
             sub.wake.set()

@@ -7,7 +7,8 @@ of changes that outpaces a slow watcher coalesces into the latest state. Alerts 
 the alerts table by id (dense and in commit order per workspace), so every alert committed
 after the watch began is sent exactly once, however many notices were coalesced or lost.
 Watchers of one workspace share their reads: one read serves every watcher woken by the
-same notices.
+same notices; and reads of many workspaces asked for at once, a burst of opens or the wake-ups
+of one busy moment, are gathered into a few queries (meter.ledger.gather).
 
 Notices leave after the commit, so a crash between a commit and its announcement loses one.
 As a safety net, `resync` looks every few seconds at when each watched workspace was last
@@ -25,6 +26,7 @@ from typing import Protocol
 import structlog
 
 from meter import errors
+from meter.ledger.gather import GatheredReads
 from meter.ledger.model import AlertEvent, BalanceView
 from meter.ledger.notify import Notices, Topic
 
@@ -37,8 +39,9 @@ log = structlog.get_logger("meter.watch")
 
 
 class WatchReads(Protocol):
-    async def balance(self, workspace_id: str) -> BalanceView: ...
-    async def balance_and_last_alert(self, workspace_id: str) -> tuple[BalanceView, int]: ...
+    async def balances(
+        self, workspace_ids: Sequence[str]
+    ) -> dict[str, tuple[BalanceView, int]]: ...
     async def alerts_after(self, workspace_id: str, after: int, limit: int) -> list[AlertEvent]: ...
     async def written_at(
         self, workspace_ids: Sequence[str]
@@ -46,9 +49,11 @@ class WatchReads(Protocol):
 
 
 class BalanceWatch:
-    def __init__(self, hub: Notices, reads: WatchReads) -> None:
+    def __init__(self, hub: Notices, reads: WatchReads, slots: int = 1) -> None:
+        """`slots`: balance queries in flight at most (the connections of `reads`' pool)."""
         self.hub = hub
         self.reads = reads
+        self.gathered = GatheredReads(lambda ids: self.reads.balances(ids), slots)
 
     async def watch(self, workspace_id: str) -> AsyncIterator[BalanceView | AlertEvent]:
         """The balance now, then each new balance and alert event, until the server stops.
@@ -60,18 +65,23 @@ class BalanceWatch:
         with self.hub.subscribe(workspace_id) as sub:
             topic = self.hub.topic(workspace_id)
             assert topic is not None
-            sent, last_alert = await self.reads.balance_and_last_alert(workspace_id)
+            sent, last_alert = await self.gathered.read(workspace_id)
             yield sent
             while True:
                 await sub.wait()
                 if sub.closed:
                     raise errors.unavailable("the server is shutting down; watch again")
                 balance, alerts = sub.take()
-                if balance:
-                    view = await self._latest(workspace_id, topic)
-                    if view != sent:
-                        sent = view
-                        yield view
+                if not (balance or alerts):
+                    continue
+                # One shared read says both whether the balance is news and whether there is
+                # an alert to fetch (the workspace row counts them): the wake-ups of a resync
+                # or of a grant cost no alerts query per watcher.
+                view, newest = await self._latest(workspace_id, topic)
+                if balance and view != sent:
+                    sent = view
+                    yield view
+                alerts = newest > last_alert
                 while alerts:
                     found = await self.reads.alerts_after(workspace_id, last_alert, ALERT_PAGE)
                     for event in found:
@@ -103,18 +113,19 @@ class BalanceWatch:
             )
             seen = written
 
-    async def _latest(self, workspace_id: str, topic: Topic) -> BalanceView:
-        """A balance read after every notice delivered so far, shared by the topic's readers."""
+    async def _latest(self, workspace_id: str, topic: Topic) -> tuple[BalanceView, int]:
+        """The balance and newest alert id, read after every notice delivered so far; shared
+        by the topic's readers."""
         wanted = topic.version
         async with topic.lock:
             if topic.snapshot is not None and topic.snapshot[0] >= wanted:
-                view = topic.snapshot[1]
-                assert isinstance(view, BalanceView)
-                return view
+                answer = topic.snapshot[1]
+                assert isinstance(answer, tuple)
+                return answer
             version = topic.version
-            view = await self.reads.balance(workspace_id)
-            topic.snapshot = (version, view)
-            return view
+            answer = await self.gathered.read(workspace_id)
+            topic.snapshot = (version, answer)
+            return answer
 
 
 def _written_since(at: datetime, before: datetime | None, lately: datetime) -> bool:
