@@ -45,8 +45,19 @@ from meter.storage.webhooks_repo import WebhooksRepo
 
 log = structlog.get_logger("meter")
 
-# Connections for watchers' reads; one read serves every watcher of a workspace at once.
-WATCH_POOL_SIZE = 4
+# Watchers' balance queries in flight at most: each answers every watcher that asked for a
+# balance while the others ran (meter.ledger.gather), so a burst waits its turn, never
+# inside the pool. Their pool has two connections more, for the alerts watchers fetch.
+WATCH_QUERIES = 4
+WATCH_POOL_SIZE = WATCH_QUERIES + 2
+# Unary reads (balances, holds, history, usage, audits) have a pool of their own: a burst
+# of them queues there, never for the connections that auth, the catalog and the sweeper
+# use (the ledger has its own pool anyway).
+READ_POOL_SIZE = 6
+# A read waits in its pool's queue as long as its caller's deadline allows (rpc.handlers);
+# with no deadline, this long. A burst is queued, not refused: UNAVAILABLE is for a
+# database that cannot be reached, and a pool whose queue is this long behind.
+READ_QUEUE_S = 30.0
 # The batcher never uses more connections than the ledger pool has, so a wait for one only
 # happens while the pool reconnects after a database outage: give up soon, so calls end
 # UNAVAILABLE (retry elsewhere, or later) well within their deadline, not DEADLINE_EXCEEDED.
@@ -121,7 +132,10 @@ class App:
         # The ledger's time; tests shift it (meter.ledger.clock).
         self.clock = Clock()
         repo = LedgerRepo(self.pool, committed, self.clock)
-        self.queries = LedgerQueries(self.engine)
+        self.reads_engine = db.async_engine(
+            self.url, pool_size=READ_POOL_SIZE, pool_timeout=READ_QUEUE_S
+        )
+        self.queries = LedgerQueries(self.reads_engine)
         self.catalog = CatalogService(CatalogRepo(self.engine))
         await self.catalog.start()
 
@@ -146,8 +160,10 @@ class App:
         policies = PolicyService(self.ledger, PoliciesRepo(self.engine, self.clock), self.catalog)
         # Watchers read through their own small pool: however many there are, they never
         # take a connection the writers need.
-        self.watch_engine = db.async_engine(self.url, pool_size=WATCH_POOL_SIZE)
-        watch = BalanceWatch(self.notices, LedgerQueries(self.watch_engine))
+        self.watch_engine = db.async_engine(
+            self.url, pool_size=WATCH_POOL_SIZE, pool_timeout=READ_QUEUE_S
+        )
+        watch = BalanceWatch(self.notices, LedgerQueries(self.watch_engine), WATCH_QUERIES)
 
         async def sweep(cmds: Sequence[SweepCmd]) -> list[Result]:
             return await repo.apply(
@@ -190,6 +206,7 @@ class App:
                      lambda: stats()["pool_size"])  # fmt: skip
         engines = (
             ("queries", self.engine),
+            ("reads", self.reads_engine),
             ("watch", self.watch_engine),
             ("events", self.events_engine),
         )
@@ -230,6 +247,7 @@ class App:
         await self.announcer.stop()
         await self.pool.close()
         await self.engine.dispose()
+        await self.reads_engine.dispose()
         await self.watch_engine.dispose()
         await self.events_engine.dispose()
         self.metrics.stop()
