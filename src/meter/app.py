@@ -163,7 +163,9 @@ class App:
         self.watch_engine = db.async_engine(
             self.url, pool_size=WATCH_POOL_SIZE, pool_timeout=READ_QUEUE_S
         )
-        watch = BalanceWatch(self.notices, LedgerQueries(self.watch_engine), WATCH_QUERIES)
+        self.watch = watch = BalanceWatch(
+            self.notices, LedgerQueries(self.watch_engine), WATCH_QUERIES
+        )
 
         async def sweep(cmds: Sequence[SweepCmd]) -> list[Result]:
             return await repo.apply(
