@@ -22,13 +22,23 @@ ReadMany = Callable[[Sequence[str]], Awaitable[dict[str, Answer]]]
 
 # Workspaces per query: the rows of a few hundred are read and built in a few milliseconds.
 MAX_BATCH = 256
+# While a query is in flight, the next one waits this long for more reads to join it; a
+# read that finds nothing in flight goes at once.
+GATHER_S = 0.005
 
 
 class GatheredReads:
     """Reads of balances, gathered into at most `slots` queries in flight."""
 
-    def __init__(self, read_many: ReadMany, slots: int, max_batch: int = MAX_BATCH) -> None:
+    def __init__(
+        self,
+        read_many: ReadMany,
+        slots: int,
+        max_batch: int = MAX_BATCH,
+        gather_s: float = GATHER_S,
+    ) -> None:
         self._read_many = read_many
+        self._gather_s = gather_s
         self._slots = asyncio.Semaphore(slots)
         self._max_batch = max_batch
         self._pending: dict[str, asyncio.Future[Answer]] = {}
@@ -54,6 +64,10 @@ class GatheredReads:
     async def _run(self) -> None:
         while self._pending:
             await self._slots.acquire()
+            if self._queries and len(self._pending) < self._max_batch:
+                # Busy: a burst is arriving, one call per turn of the event loop. Let more of
+                # it in, so that one query answers them instead of one query each.
+                await asyncio.sleep(self._gather_s)
             # Whatever was asked for while every slot was busy goes into this one query.
             ids = list(self._pending)[: self._max_batch]
             batch = {w: self._pending.pop(w) for w in ids}
