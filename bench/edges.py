@@ -411,7 +411,7 @@ async def soak(srv: server.Server, url: str, minutes: float, window_s: float) ->
                         got += len((await call.read()).results)
                     await asyncio.sleep(0.05)
                 queue.put_nowait(None)
-                async for _ in call:
+                while await call.read() is not grpc.aio.EOF:
                     pass
             except grpc.aio.AioRpcError as e:
                 errors[e.code().name] += 1
@@ -426,7 +426,10 @@ async def soak(srv: server.Server, url: str, minutes: float, window_s: float) ->
                     pb.ListTransactionsRequest(workspace_id=ws, page_size=50),
                     timeout=CALL_TIMEOUT_S,
                 )
-                await stub.GetUsage(pb.GetUsageRequest(workspace_id=ws), timeout=CALL_TIMEOUT_S)
+                await stub.GetUsage(
+                    pb.GetUsageRequest(workspace_id=ws, group_by=pb.USAGE_GROUPING_OPERATION),
+                    timeout=CALL_TIMEOUT_S,
+                )
                 await stub.GetBalance(pb.GetBalanceRequest(workspace_id=ws), timeout=CALL_TIMEOUT_S)
                 reads.append(time.monotonic() - t0)
             except grpc.aio.AioRpcError as e:
