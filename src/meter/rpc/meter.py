@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Any
 
 from meter import errors
-from meter.ledger.model import HoldState, JournalFilter
+from meter.ledger.model import AlertEvent, BalanceView, HoldState, JournalFilter
 from meter.ledger.policies import MemberLimitView
 from meter.ledger.policy_service import PolicyService
 from meter.ledger.service import LedgerService
@@ -26,6 +27,9 @@ from meter.storage.queries import LedgerQueries
 from meterpb.v1 import meter_pb2 as pb
 from meterpb.v1 import meter_pb2_grpc
 
+# Watch messages remembered, newest last: enough for the changes of one busy moment.
+SENT_CACHE = 256
+
 
 class MeterServicer(PolicyRpcs, meter_pb2_grpc.MeterServicer):
     def __init__(
@@ -41,6 +45,7 @@ class MeterServicer(PolicyRpcs, meter_pb2_grpc.MeterServicer):
         self.queries = queries
         self.paging = paging
         self.watch = watch
+        self._sent: OrderedDict[int, tuple[object, pb.WatchBalanceResponse]] = OrderedDict()
 
     # Holds and charges.
 
@@ -155,7 +160,7 @@ class MeterServicer(PolicyRpcs, meter_pb2_grpc.MeterServicer):
             if self.watch is None:
                 raise _unimplemented("WatchBalance")
             async for event in self.watch.watch(request.workspace_id):
-                yield convert.watch_event(request.workspace_id, event)
+                yield self._watch_message(request.workspace_id, event)
         except errors.MeterError as e:
             await abort(context, e)
 
@@ -252,6 +257,21 @@ class MeterServicer(PolicyRpcs, meter_pb2_grpc.MeterServicer):
             refunded=out.entry.amount,
             balance=convert.balance(out.balance),
         )
+
+    def _watch_message(
+        self, workspace_id: str, event: BalanceView | AlertEvent
+    ) -> pb.WatchBalanceResponse:
+        """The message for a watch event, built once for every watcher it reaches: the
+        watchers woken by one change all send the same shared read (meter.ledger.watch)."""
+        key = id(event)
+        hit = self._sent.get(key)
+        if hit is not None and hit[0] is event:
+            return hit[1]
+        msg = convert.watch_event(workspace_id, event)
+        self._sent[key] = (event, msg)  # the event is kept, so its id is not reused meanwhile
+        if len(self._sent) > SENT_CACHE:
+            self._sent.popitem(last=False)
+        return msg
 
     # Reads.
 
