@@ -184,19 +184,30 @@ def fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
-def connections(url: str) -> int:
-    eng = sa.create_engine(normalize_url(url))
-    try:
-        with eng.connect() as c:
-            n = c.execute(
+class Connections:
+    """Counts the server's sessions on its database, over one connection opened at the start
+    (the shared PostgreSQL may have no slot free for a new one later)."""
+
+    def __init__(self, url: str) -> None:
+        self.engine = sa.create_engine(normalize_url(url), pool_size=1)
+        self.conn = self.engine.connect()
+
+    def count(self) -> int | str:
+        try:
+            n = self.conn.execute(
                 sa.text(
                     "SELECT count(*) FROM pg_stat_activity"
                     " WHERE datname = current_database() AND pid <> pg_backend_pid()"
                 )
             ).scalar_one()
-    finally:
-        eng.dispose()
-    return int(n)
+            self.conn.rollback()
+        except sa.exc.SQLAlchemyError as e:
+            return f"? ({type(e).__name__})"
+        return int(n)
+
+    def close(self) -> None:
+        self.conn.close()
+        self.engine.dispose()
 
 
 def load_avg() -> str:
@@ -342,6 +353,7 @@ async def soak(srv: server.Server, url: str, minutes: float, window_s: float) ->
     from meter.ledger.model import BalanceView  # noqa: F401  (the server's own code, warm)
 
     workspaces = [f"edge-k{i}" for i in range(200)]
+    sessions = Connections(url)
     await server.fund(srv.target, workspaces)
     watch_proc, watch_conn = _spawn(watch_client, srv.target, workspaces * 2)
     _start([(watch_proc, watch_conn)])
@@ -463,7 +475,7 @@ async def soak(srv: server.Server, url: str, minutes: float, window_s: float) ->
             lat.clear()
             rd = reads[:]
             reads.clear()
-            conns = await asyncio.to_thread(connections, url)
+            conns = await asyncio.to_thread(sessions.count)
             print(
                 f"soak {time.monotonic() - t_start:6.0f} s: RSS {rss_mb(srv.pid):.0f} MB,"
                 f" {fds(srv.pid)} fds, {conns} connections; Reserve p50 {_ms(got, 0.5)}, p99"
@@ -476,6 +488,7 @@ async def soak(srv: server.Server, url: str, minutes: float, window_s: float) ->
         *(unary_jobs(i) for i in range(4)), stream_jobs(), readers(), grants(), sample()
     )
     await ch.close()
+    sessions.close()
     watch_conn.send("changes")
     _, _, failures = watch_conn.recv()
     watch_conn.send("stop")

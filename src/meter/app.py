@@ -47,13 +47,13 @@ log = structlog.get_logger("meter")
 
 # Watchers' balance queries in flight at most: each answers every watcher that asked for a
 # balance while the others ran (meter.ledger.gather), so a burst waits its turn, never
-# inside the pool. Their pool has two connections more, for the alerts watchers fetch.
+# inside the pool. Their pool has a connection more, for the alerts watchers fetch.
 WATCH_QUERIES = 4
-WATCH_POOL_SIZE = WATCH_QUERIES + 2
+WATCH_POOL_SIZE = WATCH_QUERIES + 1
 # Unary reads (balances, holds, history, usage, audits) have a pool of their own: a burst
 # of them queues there, never for the connections that auth, the catalog and the sweeper
 # use (the ledger has its own pool anyway).
-READ_POOL_SIZE = 6
+READ_POOL_SIZE = 4
 # A read waits in its pool's queue as long as its caller's deadline allows (rpc.handlers);
 # with no deadline, this long. A burst is queued, not refused: UNAVAILABLE is for a
 # database that cannot be reached, and a pool whose queue is this long behind.
