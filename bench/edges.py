@@ -34,7 +34,7 @@ OPERATION = "content.generate_post"
 CALL_TIMEOUT_S = 30.0
 # Client processes per edge: enough that no one of them is the bottleneck on two cores.
 PROCESSES = 4
-STREAMS_PER_CHANNEL = 500
+STREAMS_PER_CHANNEL = 100
 
 
 def _channels(target: str, n: int, tag: int) -> list[grpc.aio.Channel]:
@@ -513,7 +513,7 @@ async def main(args: argparse.Namespace) -> None:
             for k in range(args.repeat):
                 await streams(srv, args.streams, k)
         if "watchers" in only:
-            await server.fund(srv.target, ["edge-w0"])
+            await server.fund(srv.target, [f"edge-w{i}" for i in range(1000)])
             await watchers(srv, 1000, args.watchers, args.changes)
         if "soak" in only:
             await soak(srv, url, args.minutes, args.window)
