@@ -454,3 +454,43 @@ async def test_bad_policy_settings_are_refused_by_field_and_change_nothing(stub,
     f = await fails(set_limit(stub, "no-such-workspace", "ana", 5))
     assert "WORKSPACE_NOT_FOUND" == f.reason
     assert snapshot == db.snapshot(ws)
+
+
+async def test_a_waiting_reserve_over_a_member_limit_is_refused_at_once(stub, ws):
+    """Funds may arrive; a member's period does not end because of a grant: no wait."""
+    await grant(stub, ws, 100)
+    await set_limit(stub, ws, "ana", 5)
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    f = await fails(
+        stub.Reserve(
+            pb.ReserveRequest(
+                workspace_id=ws,
+                request_id=rid(),
+                amount=6,
+                actor_id="ana",
+                wait_for_funds={"seconds": 30},
+            ),
+            timeout=20,
+        )
+    )
+    assert "MEMBER_LIMIT_REACHED" == f.reason
+    assert loop.time() - t0 < 10
+
+
+async def test_an_unanswered_top_up_request_lapses_after_a_day(app, stub, events, ws):
+    await grant(stub, ws, 10)
+    await stub.SetAutoTopUp(
+        pb.SetAutoTopUpRequest(
+            workspace_id=ws, enabled=True, threshold=50, amount=100, monthly_limit=5
+        )
+    )
+    got = await stub.GetAutoTopUp(pb.GetAutoTopUpRequest(workspace_id=ws))
+    assert f"topup:{ws}:1" == got.outstanding_request_id
+    with clock_at(app, datetime.now(UTC) + timedelta(hours=23)):
+        await stub.Charge(pb.ChargeRequest(workspace_id=ws, request_id=rid(), amount=1))
+    assert 1 == len(await topup_events(events, ws))  # still outstanding
+    with clock_at(app, datetime.now(UTC) + timedelta(hours=25)):
+        await stub.Charge(pb.ChargeRequest(workspace_id=ws, request_id=rid(), amount=1))
+    found = await topup_events(events, ws)
+    assert [f"topup:{ws}:1", f"topup:{ws}:2"] == [d["request_id"] for _, d in found]
