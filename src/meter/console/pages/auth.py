@@ -28,7 +28,7 @@ def _safe_next(target: str) -> str:
 
 
 def _signin_page(
-    request: Request, console: Console, *, error: str = "", status: int = 200
+    request: Request, console: Console, *, error: str = "", status: int = 200, after: str = ""
 ) -> HTMLResponse:
     nonce = secrets.token_urlsafe(24)
     notice = ""
@@ -45,7 +45,7 @@ def _signin_page(
             "nonce": nonce,
             "error": error,
             "notice": notice,
-            "next": _safe_next(request.query_params.get("next", "/")),
+            "next": _safe_next(after or request.query_params.get("next", "/")),
         },
         status_code=status,
     )
@@ -64,32 +64,35 @@ async def signin(request: Request) -> Response:
     if request.method == "GET":
         return _signin_page(request, console)
     form = await request.form()
+    after = _safe_next(str(form.get("next", "/")))
     sent, cookie = form.get("nonce"), request.cookies.get(SIGNIN_COOKIE, "")
     if not (isinstance(sent, str) and cookie and hmac.compare_digest(sent, cookie)):
-        return _signin_page(request, console, error="The form expired: sign in again.", status=403)
+        return _signin_page(
+            request, console, error="The form expired: sign in again.", status=403, after=after
+        )
     token = str(form.get("token", "")).strip()
     if not token:
-        return _signin_page(request, console, error="Paste a Meter token.", status=400)
+        return _signin_page(request, console, error="Paste a Meter token.", status=400, after=after)
     client = console.client(token)
     try:
         access = await probe(client)
     except Unauthenticated:
         await client.close()
         return _signin_page(
-            request, console, status=401,
+            request, console, status=401, after=after,
             error="Meter did not accept this token (unknown, revoked or mistyped).",
         )  # fmt: skip
     except MeterError as e:
         await client.close()
         return _signin_page(
-            request, console, status=503,
+            request, console, status=503, after=after,
             error=f"Meter at {console.settings.target} cannot be reached ({e.reason}).",
         )  # fmt: skip
     old = request.cookies.get(COOKIE)
     if old:
         await console.store.close(old)
     session = await console.store.open(client, access, signed_in=True, owns_client=True)
-    response = RedirectResponse(_safe_next(str(form.get("next", "/"))), status_code=303)
+    response = RedirectResponse(after, status_code=303)
     set_cookie(request, response, session)
     response.delete_cookie(SIGNIN_COOKIE, path="/signin")
     return response
