@@ -48,13 +48,15 @@ def bars(rows: Sequence[tuple[str, int]]) -> Chart:
     slot = plot_w / n
     every = max(1, round(n / 8))
     out = []
+    # A few bars stay bars: a single day is not drawn as a wall.
+    width = min(slot * 0.7, 48.0)
     for i, (label, value) in enumerate(rows):
         h = plot_h * value / top if top else 0.0
         out.append(
             Bar(
-                x=PAD_LEFT + i * slot + slot * 0.15,
+                x=PAD_LEFT + i * slot + (slot - width) / 2,
                 y=PAD_TOP + plot_h - h,
-                width=slot * 0.7,
+                width=width,
                 height=h,
                 label=label,
                 value=value,
