@@ -1,5 +1,6 @@
 """Fixtures for the console: a real `meter console` process in front of a real Meter server,
 and Debian's chromium driven by Playwright (its `executable_path`, no browser download).
+Both last one test module, so that the suites after this one run without them.
 
 Outside CI a machine without chromium or Playwright skips these tests and says which is
 missing; under CI (CI=true) that is a failure, as .ci/run installs both.
@@ -21,11 +22,12 @@ import pytest
 
 from meter.app import App
 from meter.client import AsyncMeterClient
+from meter.config import Settings
+from meter.storage.db import normalize_url
 from tests.security.conftest import (  # noqa: F401 (fixtures, shared with the security suite)
     admin_token,
     mint,
     principals,
-    secure_app,
 )
 from tests.security.servers import free_port
 from tests.support import eventually
@@ -101,28 +103,41 @@ async def console_process(target: str) -> AsyncIterator[Running]:
         await reader
 
 
-@pytest.fixture(scope="session")
-async def console(secure_app: App) -> AsyncIterator[Running]:  # noqa: F811
+@pytest.fixture(scope="module")
+async def secure_app(database_url: str, admin_token: str) -> AsyncIterator[App]:  # noqa: F811
+    """A server that requires a token, for one module: its pool is gone before the suites
+    after this one (which start servers of their own) need connections."""
+    settings = Settings(
+        database_url=database_url, listen="127.0.0.1:0", require_auth=True, grace_s=1.0
+    )
+    a = App(settings, normalize_url(database_url))
+    await a.start()
+    yield a
+    await a.stop(grace=0.5)
+
+
+@pytest.fixture(scope="module")
+async def console(secure_app: App) -> AsyncIterator[Running]:
     """The console in front of a server that requires a token."""
     async with console_process(f"127.0.0.1:{secure_app.port}") as running:
         yield running
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 async def open_console(app: App) -> AsyncIterator[Running]:
     """The console in front of the zero-config server (no authentication)."""
     async with console_process(f"127.0.0.1:{app.port}") as running:
         yield running
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 async def admin(secure_app: App, admin_token: str) -> AsyncIterator[AsyncMeterClient]:  # noqa: F811
     """Another client of the same server: what the console must show, it did."""
     async with AsyncMeterClient(f"127.0.0.1:{secure_app.port}", token=admin_token) as c:
         yield c
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 async def browser(browser_available: None) -> AsyncIterator[Any]:
     from playwright.async_api import async_playwright
 
