@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test check lint types proto proto-check client client-check bench faults client-wheel clean
+.PHONY: serve console test check lint types proto proto-check client client-check bench faults client-wheel clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,6 +15,10 @@ $(STAMP): pyproject.toml
 
 serve: $(STAMP)
 	$(BIN)/meter serve
+
+# The web console on 127.0.0.1:8080, a client of the server `make serve` starts.
+console: $(STAMP)
+	$(BIN)/meter console
 
 test: $(STAMP) check
 	$(BIN)/pytest
