@@ -148,16 +148,27 @@ async def test_a_transaction_that_took_its_id_first_and_the_workspace_second_sor
         row = (ws, 100, "credits.adjusted", now, json.dumps({"workspace_id": ws}))
         early.execute(sql.INSERT_EVENTS.sql, sql.INSERT_EVENTS.rows([row]))
         early.commit()
-    got = await events.ListEvents(epb.ListEventsRequest(workspace_id=ws, page_size=1000))
-    assert [e.sequence for e in first] + [2, 100] == [e.sequence for e in got.events]
-    everything, token = [], ""
-    while True:  # the unfiltered feed too
-        page_ = await events.ListEvents(epb.ListEventsRequest(page_size=1000, page_token=token))
-        everything += [e.sequence for e in page_.events if e.workspace_id == ws]
+    # The feed shows an event once every older transaction has ended: wait for all three.
+    got = await eventually(
+        lambda: _sequences(events, ws, whole_feed=False, n=3), within=10, interval=0.05
+    )
+    assert [e.sequence for e in first] + [2, 100] == got
+    assert [1, 2, 100] == await _sequences(events, ws, whole_feed=True, n=3)
+
+
+async def _sequences(events: Any, ws: str, *, whole_feed: bool, n: int) -> list[int] | None:
+    """The workspace's event sequences in feed order (from its own feed or the unfiltered
+    one), once there are n."""
+    found, token = [], ""
+    while True:
+        request = epb.ListEventsRequest(page_size=1000, page_token=token)
+        if not whole_feed:
+            request.workspace_id = ws
+        page_ = await events.ListEvents(request)
+        found += [e.sequence for e in page_.events if e.workspace_id == ws]
         if not page_.events:
-            break
+            return found if len(found) >= n else None
         token = page_.next_page_token
-    assert [1, 2, 100] == everything
 
 
 async def test_a_token_from_another_query_is_refused(events, ws):

@@ -23,12 +23,11 @@ from meter.cli.remote import (
     TlsKey,
     Token,
     as_dict,
-    connect,
     enum_name,
     err,
     out,
     print_json,
-    reporting,
+    session,
     timestamp,
     when,
 )
@@ -59,10 +58,7 @@ def balance(
 
     Example: meter balance ws-acme --json
     """
-    with (
-        reporting(target),
-        connect(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter,
-    ):
+    with session(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter:
         b = meter.balance(workspace)
     if json:
         return print_json(as_dict(b))
@@ -134,10 +130,7 @@ def grant(
     """
     if (package is None) == (amount is None):
         raise typer.BadParameter("give --package NAME or --amount N, exactly one")
-    with (
-        reporting(target),
-        connect(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter,
-    ):
+    with session(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter:
         done = meter.grant(
             workspace,
             request_id,
@@ -183,10 +176,7 @@ def adjust(
 
     Example: meter adjust ws-acme --amount -20 --reason "duplicate grant" --request-id adj-17
     """
-    with (
-        reporting(target),
-        connect(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter,
-    ):
+    with session(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter:
         done = meter.adjust(workspace, request_id, amount, reason)
     if json:
         return print_json(as_dict(done))
@@ -247,10 +237,7 @@ def history(
             pb.EntryKind.Value(f"ENTRY_KIND_{k}")
     except ValueError:
         raise typer.BadParameter("--kind is grant, charge, expire, adjust or refund") from None
-    with (
-        reporting(target),
-        connect(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter,
-    ):
+    with session(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter:
         entries = meter.history(
             workspace,
             kinds=kinds,
@@ -320,10 +307,7 @@ def usage(
     """
     if by not in ("operation", "actor", "day", "week"):
         raise typer.BadParameter("--by is operation, actor, day or week")
-    with (
-        reporting(target),
-        connect(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter,
-    ):
+    with session(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter:
         report = meter.usage(workspace, by, since=when(since), until=when(until))
     if json:
         return print_json(as_dict(report))
@@ -372,10 +356,7 @@ def holds(
         states = [pb.HoldState.Value(f"HOLD_STATE_{s.upper()}") for s in state or ()]
     except ValueError:
         raise typer.BadParameter("--state is held, committed, released or expired") from None
-    with (
-        reporting(target),
-        connect(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter,
-    ):
+    with session(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter:
         found = list(meter.holds(workspace, states=states))
     if json:
         return print_json(as_dict(pb.ListHoldsResponse(holds=found)))
@@ -412,8 +393,7 @@ def audit(
     Example: meter audit            (every workspace)
     """
     with (
-        reporting(target),
-        connect(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter,
+        session(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter,
         Progress(
             SpinnerColumn(),
             TextColumn("auditing every workspace"),

@@ -17,11 +17,10 @@ from meter.cli.remote import (
     TlsKey,
     Token,
     as_dict,
-    connect,
     enum_name,
     out,
     print_json,
-    reporting,
+    session,
     timestamp,
 )
 from meterpb.v1 import meter_pb2 as pb
@@ -48,7 +47,7 @@ def confirm(
 
     Example: meter confirm ws-acme pay_8412
     """
-    with reporting(target), connect(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter:
+    with session(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter:
         done = meter.confirm_grant(workspace, request_id)
     if json:
         return print_json(as_dict(done))
@@ -74,7 +73,7 @@ def void(
 
     Example: meter void ws-acme pay_8412 --reason "card declined"
     """
-    with reporting(target), connect(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter:
+    with session(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter:
         done = meter.void_grant(workspace, request_id, reason=reason)
     if json:
         return print_json(as_dict(done))
@@ -109,7 +108,7 @@ def limits(
         raise typer.BadParameter("--limit and --remove need --member")
     if period.lower() not in PERIODS:
         raise typer.BadParameter(f"--period must be one of {', '.join(PERIODS)}")
-    with reporting(target), connect(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter:
+    with session(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter:
         if setting:
             assert member is not None
             meter.set_member_limit(workspace, member, period, None if remove else limit)
@@ -163,7 +162,7 @@ def topup(
     """
     if threshold is not None and (package is None) == (amount is None):
         raise typer.BadParameter("with --threshold give --package NAME or --amount N, exactly one")
-    with reporting(target), connect(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter:
+    with session(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter:
         if failed is not None:
             rule = meter.report_topup_failed(workspace, failed, reason)
         elif disable:

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from meterpb.v1 import catalog_pb2 as cpb
+from meterpb.v1 import events_pb2 as epb
 from meterpb.v1 import meter_pb2 as pb
 
 ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -319,3 +320,56 @@ def document_format(name: str | None) -> cpb.DocumentFormat.ValueType:
 def new_request_id(prefix: str) -> str:
     """A fresh request id, for calls whose caller gave none."""
     return f"{prefix}:{uuid.uuid4()}"
+
+
+def endpoint_update(
+    endpoint_id: str,
+    *,
+    url: str | None,
+    event_types: Iterable[str] | None,
+    workspace_ids: Iterable[str] | None,
+    description: str | None,
+    enabled: bool | None,
+) -> epb.UpdateWebhookEndpointRequest:
+    """An UpdateWebhookEndpoint request whose update_mask names the arguments given."""
+    e = epb.WebhookEndpoint(endpoint_id=endpoint_id)
+    paths = []
+    if url is not None:
+        e.url = url
+        paths.append("url")
+    if description is not None:
+        e.description = description
+        paths.append("description")
+    if event_types is not None:
+        e.event_types.extend(event_types)
+        paths.append("event_types")
+    if workspace_ids is not None:
+        e.workspace_ids.extend(workspace_ids)
+        paths.append("workspace_ids")
+    if enabled is not None:
+        e.enabled = enabled
+        paths.append("enabled")
+    if not paths:
+        raise ValueError(
+            "nothing to change: give url, event_types, workspace_ids, description or enabled"
+        )
+    request = epb.UpdateWebhookEndpointRequest(endpoint=e)
+    request.update_mask.paths.extend(paths)
+    return request
+
+
+def replay(
+    endpoint_id: str, since: datetime | None, event_ids: Iterable[str], request_id: str | None
+) -> epb.ReplayEventsRequest:
+    """A ReplayEvents request: the events since a time, or the listed ones (exactly one)."""
+    ids = list(event_ids)
+    if (since is None) == (not ids):
+        raise ValueError("replay takes since or event_ids, exactly one")
+    request = epb.ReplayEventsRequest(
+        endpoint_id=endpoint_id,
+        event_ids=ids,
+        request_id=request_id or new_request_id("replay"),
+    )
+    if since is not None:
+        request.start_time.CopyFrom(timestamp(since))
+    return request

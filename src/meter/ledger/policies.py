@@ -102,7 +102,10 @@ class Members:
         return self.limits.get(("", period)) if found is None else found
 
     def breach(self, actor_id: str, amount: int, now: datetime) -> Breach | None:
-        """The first period whose limit `amount` more would exceed; changes nothing."""
+        """The first period whose limit `amount` more would exceed; changes nothing. Nothing
+        (a free operation) exceeds no limit, even for a member past it by a late commit."""
+        if amount == 0:
+            return None
         spend = self.spend.get(actor_id)
         for p in Period:
             limit = self.limit(actor_id, p)

@@ -46,6 +46,7 @@ from meter.ledger.model import (
     VoidGrantCmd,
 )
 from meter.ledger.policies import Members, Spend
+from meter.storage import ledger_rows
 from meter.storage import ledger_sql as sql
 from meter.storage.db import translated
 
@@ -172,16 +173,16 @@ async def _load(
     assert answer is not None
     (now, accounts, hold_rows, overdue, lot_rows, entry_rows, rid_lot_rows, limit_rows,
      spend_rows, topup_rows) = sql.loads(answer[0])  # fmt: skip
-    now = clock.at(sql.dt(now))
+    now = clock.at(ledger_rows.dt(now))
     ws_holds: dict[str, dict[str, Hold]] = defaultdict(dict)
     for r in hold_rows + overdue:
-        ws_holds[r[0]][r[2]] = sql.hold(r)
+        ws_holds[r[0]][r[2]] = ledger_rows.hold(r)
     ws_lots: dict[str, list[Lot]] = defaultdict(list)
     seen = set()
     for r in lot_rows + rid_lot_rows:
         if (r[0], r[1]) not in seen:
             seen.add((r[0], r[1]))
-            ws_lots[r[0]].append(sql.lot(r))
+            ws_lots[r[0]].append(ledger_rows.lot(r))
     spent = {
         (wid, lot_id) for wid, hs in ws_holds.items() for h in hs.values() for lot_id, _ in h.draws
     } - seen
@@ -191,21 +192,21 @@ async def _load(
         # their own instead of a wider read on every batch.
         found = await conn.execute(sql.LOTS.sql, sql.LOTS.rows(list(spent)), binary=True)
         for r in await found.fetchall():
-            ws_lots[r[0]].append(sql.lot(r))
+            ws_lots[r[0]].append(ledger_rows.lot(r))
     ws_entries: dict[str, dict[str, Entry]] = defaultdict(dict)
     for r in entry_rows:
-        ws_entries[r[0]][r[7]] = sql.entry(r)
+        ws_entries[r[0]][r[7]] = ledger_rows.entry(r)
     ws_limits: dict[str, dict[tuple[str, Period], int]] = defaultdict(dict)
     for r in limit_rows:
-        actor_id, period, limit = sql.limit_key(r)
+        actor_id, period, limit = ledger_rows.limit_key(r)
         ws_limits[r[0]][(actor_id, period)] = limit
     ws_spend: dict[str, dict[str, Spend]] = defaultdict(dict)
     for r in spend_rows:
-        ws_spend[r[0]][r[1]] = sql.spend(r)
-    topups = {r[0]: sql.topup(r) for r in topup_rows}
+        ws_spend[r[0]][r[1]] = ledger_rows.spend(r)
+    topups = {r[0]: ledger_rows.topup(r) for r in topup_rows}
     books = {}
     for r in accounts:
-        account = sql.account(r)
+        account = ledger_rows.account(r)
         wid = account.workspace_id
         members = Members(ws_limits[wid], ws_spend[wid]) if account.member_limits else None
         book = Book(
@@ -238,27 +239,27 @@ async def _write(conn: AsyncConnection[Any], books: dict[str, Book]) -> list[Boo
         book.finish()
         if not book.account_dirty and not book.dirty_holds:
             continue
-        new_lots += [sql.lot_row(wid, lt) for lt in book.new_lots]
+        new_lots += [ledger_rows.lot_row(wid, lt) for lt in book.new_lots]
         if book.revised:
             for i in book.dirty_lots:
                 if i in book.revised:
-                    revised.append(sql.revised_lot_row(wid, book.lots[i]))
+                    revised.append(ledger_rows.revised_lot_row(wid, book.lots[i]))
                 else:
                     lots.append((wid, i, book.lots[i].remaining))
         else:
             lots += [(wid, i, book.lots[i].remaining) for i in book.dirty_lots]
-        new_holds += [sql.hold_row(wid, h) for h in book.new_holds]
-        holds += [sql.hold_update_row(wid, h) for h in book.dirty_holds.values()]
-        entries += [sql.entry_row(wid, e) for e in book.entries]
-        alerts += [sql.alert_row(wid, a) for a in book.alerts]
-        events += [sql.event_row(wid, e) for e in book.events]
+        new_holds += [ledger_rows.hold_row(wid, h) for h in book.new_holds]
+        holds += [ledger_rows.hold_update_row(wid, h) for h in book.dirty_holds.values()]
+        entries += [ledger_rows.entry_row(wid, e) for e in book.entries]
+        alerts += [ledger_rows.alert_row(wid, a) for a in book.alerts]
+        events += [ledger_rows.event_row(wid, e) for e in book.events]
         if book.members is not None and book.members.dirty:
-            spend += [sql.spend_row(wid, s) for s in book.members.dirty.values()]
+            spend += [ledger_rows.spend_row(wid, s) for s in book.members.dirty.values()]
         if book.topup_dirty and book.topup is not None:
-            topups.append(sql.topup_row(wid, book.topup))
+            topups.append(ledger_rows.topup_row(wid, book.topup))
         if book.account_dirty:
             changed.append(book)
-            workspaces.append(sql.workspace_row(book.account))
+            workspaces.append(ledger_rows.workspace_row(book.account))
     if not changed and not holds:
         await conn.execute("COMMIT")
         return changed

@@ -25,7 +25,7 @@ from meter.ledger.policies import (
     limit_views,
     period_start,
 )
-from meter.storage import ledger_sql as sql
+from meter.storage import ledger_rows
 from meter.storage.db import translating
 
 
@@ -99,7 +99,7 @@ class PoliciesRepo:
                 raise errors.workspace_not_found(workspace_id)
             found = (await conn.execute(_TOPUP, {"w": workspace_id})).one_or_none()
         now = self.clock.at(row.now)
-        t = TopUp(False, 0, "", 0, 0) if found is None else sql.topup(tuple(found))
+        t = TopUp(False, 0, "", 0, 0) if found is None else ledger_rows.topup(tuple(found))
         return TopUpView(
             workspace_id,
             t.enabled,
@@ -122,7 +122,7 @@ class PoliciesRepo:
         }
         names = sorted({a for a, _ in limits} | set(actors or ())) if actors is None else actors
         spend = {
-            r[1]: sql.spend(tuple(r))
+            r[1]: ledger_rows.spend(tuple(r))
             for r in await conn.execute(_SPEND, {"w": workspace_id, "actors": names})
         }
         return limits, spend

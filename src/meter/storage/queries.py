@@ -23,11 +23,11 @@ from meter.ledger.model import (
 )
 from meter.ledger.usage import UsageGrouping, UsageReport, UsageRow
 from meter.storage.db import translating
-from meter.storage.ledger_sql import ACCOUNT_COLUMNS, LOT_COLUMNS, ordered
-from meter.storage.ledger_sql import account as _account
-from meter.storage.ledger_sql import entry as _entry
-from meter.storage.ledger_sql import hold as _hold
-from meter.storage.ledger_sql import lot as _lot
+from meter.storage.ledger_rows import ACCOUNT_COLUMNS, LOT_COLUMNS, ordered
+from meter.storage.ledger_rows import account as _account
+from meter.storage.ledger_rows import entry as _entry
+from meter.storage.ledger_rows import hold as _hold
+from meter.storage.ledger_rows import lot as _lot
 from meter.storage.tables import alerts, holds, journal, workspaces
 
 
