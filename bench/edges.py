@@ -498,6 +498,8 @@ async def soak(srv: server.Server, url: str, minutes: float, window_s: float) ->
 
 
 async def main(args: argparse.Namespace) -> None:
+    global PROCESSES
+    PROCESSES = args.processes
     only = set(args.only.split(","))
     url = db.fresh_database(args.database_url)
     srv = server.Server(url)
@@ -527,6 +529,7 @@ def parse() -> argparse.Namespace:
     db.add_database_url(p)
     p.add_argument("--only", default="opens,streams,watchers")
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--processes", type=int, default=PROCESSES, help="client processes")
     p.add_argument("--opens", type=int, default=1000)
     p.add_argument("--streams", type=int, default=1000)
     p.add_argument("--watchers", type=int, default=10000)
