@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from meter import logs
-from meter.cli import catalog, events, ledger, tokens
+from meter.cli import catalog, database, events, ledger, tokens
 from meter.config import Settings, StartupError, duration, durations
 
 app = typer.Typer(
@@ -108,6 +108,7 @@ def serve(
 ) -> None:
     """Run the gRPC server (example: meter serve --listen 127.0.0.1:50051)."""
     logs.configure(log_level, log_format)
+    database.check_url("serve", database_url)
     overrides: dict[str, Any] = {}
     try:
         base = Settings()
@@ -136,7 +137,8 @@ def serve(
     from meter.app import serve as run
 
     try:
-        asyncio.run(run(settings))
+        with database.reaching("serve"):
+            asyncio.run(run(settings))
     except StartupError as e:
         typer.echo(f"meter serve: refusing to start: {e}", err=True)
         raise typer.Exit(1) from None
@@ -146,12 +148,11 @@ def serve(
 def migrate(database_url: DatabaseUrl = None, data_dir: DataDir = None) -> None:
     """Bring the database schema up to date, and exit (example: meter migrate)."""
     logs.configure()
-    from meter.app import database_url as resolve
     from meter.storage.db import migrate as run
 
-    base = Settings()
-    url = resolve(Settings(database_url=database_url or None, data_dir=data_dir or base.data_dir))
-    run(url)
+    url = database.resolve("migrate", database_url, data_dir)
+    with database.reaching("migrate"):
+        run(url)
     typer.echo("migrated")
 
 

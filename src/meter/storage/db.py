@@ -13,10 +13,11 @@ import psycopg
 import psycopg_pool
 from sqlalchemy import create_engine, text
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from meter import errors
+from meter.storage.dburl import DatabaseUrl
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -31,16 +32,39 @@ MIGRATION_LOCK = 0x6D65746572  # "meter"
 
 
 def normalize_url(url: str) -> str:
-    """Accept libpq URIs (postgresql://, postgres://) and use the psycopg 3 driver."""
-    parsed = make_url(url)
-    if parsed.drivername in ("postgresql", "postgres", "postgresql+psycopg2"):
-        parsed = parsed.set(drivername="postgresql+psycopg")
-    return parsed.render_as_string(hide_password=False)
+    """Any spelling of a PostgreSQL URL (libpq's or SQLAlchemy's, multi-host or not) as the
+    one canonical string Meter passes around (see meter.storage.dburl).
+
+    Raises:
+        DatabaseUrlError: a URL neither libpq nor SQLAlchemy reads.
+    """
+    return DatabaseUrl.parse(url).sqlalchemy()
 
 
 def libpq_url(url: str) -> str:
     """The same database as a plain libpq URI (for psql, pgbench, LISTEN connections)."""
-    return normalize_url(url).replace("postgresql+psycopg://", "postgresql://", 1)
+    return DatabaseUrl.parse(url).libpq()
+
+
+# SQLAlchemy's engines get no URL to parse: the connection's libpq keywords go straight to
+# psycopg (so a multi-host list reaches libpq exactly as the URL gave it).
+_NO_URL = URL.create("postgresql+psycopg")
+
+
+def _session(url: str, options: str = _OPTIONS, **ours: Any) -> dict[str, Any]:
+    """libpq keywords for one of Meter's connections: the URL's own, then Meter's. The URL's
+    `connect_timeout` and `application_name` win; its `options` come first and Meter's
+    bounded waits after them (so they hold whatever the URL says)."""
+    params: dict[str, Any] = dict(DatabaseUrl.parse(url).params)
+    params.setdefault("connect_timeout", 5)
+    params.setdefault("application_name", f"meter-{os.getpid()}")
+    params["options"] = f"{params['options']} {options}" if "options" in params else options
+    return {**params, **ours}
+
+
+def sync_engine(url: str, **kw: Any) -> Engine:
+    """A plain engine (migrations, tools), connected as the server's engines are."""
+    return create_engine(_NO_URL, connect_args=_session(url), **kw)
 
 
 def start_embedded(data_dir: Path) -> str:
@@ -64,16 +88,12 @@ def async_engine(
 ) -> AsyncEngine:
     """The server's engine: bounded pool waits and statement timeouts, so nothing hangs."""
     return create_async_engine(
-        normalize_url(url),
+        _NO_URL,
         pool_size=pool_size,
         max_overflow=0,
         pool_timeout=pool_timeout,
         pool_recycle=1800,
-        connect_args={
-            "connect_timeout": 5,
-            "options": _OPTIONS,
-            "application_name": f"meter-{os.getpid()}",
-        },
+        connect_args=_session(url),
         **kw,
     )
 
@@ -96,22 +116,21 @@ def ledger_pool(url: str, size: int, timeout: float = 5.0) -> psycopg_pool.Async
     sends its own BEGIN and COMMIT in its two messages); the bounded wait for a connection
     turns into UNAVAILABLE, never a hang."""
     return psycopg_pool.AsyncConnectionPool(
-        libpq_url(url),
+        "",
         min_size=size,
         max_size=size,
         timeout=timeout,
         open=False,
-        kwargs={
-            "connect_timeout": 5,
-            "options": _OPTIONS + _PINNED_PLANS + " -c standard_conforming_strings=on",
-            "application_name": f"meter-{os.getpid()}",
+        kwargs=_session(
+            url,
+            options=_OPTIONS + _PINNED_PLANS + " -c standard_conforming_strings=on",
             # Transactions are explicit (BEGIN ... COMMIT inside the batch's two messages).
-            "autocommit": True,
+            autocommit=True,
             # Nothing for the driver to prepare: a batch's messages carry their data inline
             # and run statements the server has prepared (ledger_sql.Writer), so the
             # driver's bookkeeping of statements it might prepare would be wasted work.
-            "prepare_threshold": None,
-        },
+            prepare_threshold=None,
+        ),
         name="meter-ledger",
     )
 
@@ -121,7 +140,7 @@ def migrate(url: str) -> None:
     from alembic import command
     from alembic.config import Config
 
-    engine = create_engine(normalize_url(url), future=True)
+    engine = sync_engine(url)
     try:
         with engine.connect() as conn:
             conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": MIGRATION_LOCK})
