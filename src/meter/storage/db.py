@@ -111,6 +111,15 @@ _PINNED_PLANS = (
 )
 
 
+# How long the ledger pool keeps retrying one lost connection on its own schedule. The pool
+# retries with exponential backoff (1 s, 2 s, 4 s ...): after a 30 s failover its next try
+# could come 16 s after the new primary took writes. Giving up after a quarter of a second
+# hands reconnection to demand instead: every call that waits for a connection (and the
+# sweeper's, each second) starts a new attempt at once, so connections come back within
+# about this long of the database taking them again.
+LEDGER_RECONNECT_S = 0.25
+
+
 def ledger_pool(url: str, size: int, timeout: float = 5.0) -> psycopg_pool.AsyncConnectionPool[Any]:
     """The hot path's own pool of plain psycopg connections, in autocommit mode (a batch
     sends its own BEGIN and COMMIT in its two messages); the bounded wait for a connection
@@ -120,6 +129,7 @@ def ledger_pool(url: str, size: int, timeout: float = 5.0) -> psycopg_pool.Async
         min_size=size,
         max_size=size,
         timeout=timeout,
+        reconnect_timeout=LEDGER_RECONNECT_S,
         open=False,
         kwargs=_session(
             url,
