@@ -70,6 +70,14 @@ def serve(
             help="Authenticate every call (always on when listening beyond loopback).",
         ),
     ] = False,
+    require_sync_standby: Annotated[
+        bool,
+        typer.Option(
+            "--require-sync-standby",
+            envvar="METER_REQUIRE_SYNC_STANDBY",
+            help="Commit credits only while a synchronous standby streams (HA clusters).",
+        ),
+    ] = False,
     tls_cert: TlsCert = None,
     tls_key: TlsKey = None,
     tls_client_ca: TlsClientCa = None,
@@ -127,6 +135,7 @@ def serve(
         data_dir=data_dir or base.data_dir,
         listen=listen,
         require_auth=require_auth,
+        require_sync_standby=require_sync_standby,
         tls_cert=tls_cert,
         tls_key=tls_key,
         tls_client_ca=tls_client_ca,

@@ -120,10 +120,19 @@ _PINNED_PLANS = (
 LEDGER_RECONNECT_S = 0.25
 
 
-def ledger_pool(url: str, size: int, timeout: float = 5.0) -> psycopg_pool.AsyncConnectionPool[Any]:
+def ledger_pool(
+    url: str, size: int, timeout: float = 5.0, *, require_sync_standby: bool = False
+) -> psycopg_pool.AsyncConnectionPool[Any]:
     """The hot path's own pool of plain psycopg connections, in autocommit mode (a batch
     sends its own BEGIN and COMMIT in its two messages); the bounded wait for a connection
-    turns into UNAVAILABLE, never a hang."""
+    turns into UNAVAILABLE, never a hang. With `require_sync_standby` each connection gets
+    the function its batches check a synchronous standby with (ledger_sql.SYNC_GUARD)."""
+
+    async def configure(conn: psycopg.AsyncConnection[Any]) -> None:
+        from meter.storage.ledger_sql import CREATE_SYNC_GUARD
+
+        await conn.execute(CREATE_SYNC_GUARD)
+
     return psycopg_pool.AsyncConnectionPool(
         "",
         min_size=size,
@@ -141,8 +150,17 @@ def ledger_pool(url: str, size: int, timeout: float = 5.0) -> psycopg_pool.Async
             # driver's bookkeeping of statements it might prepare would be wasted work.
             prepare_threshold=None,
         ),
+        configure=configure if require_sync_standby else None,
         name="meter-ledger",
     )
+
+
+async def check_sync_standby_visible(engine: AsyncEngine) -> bool:
+    """Whether this role sees pg_stat_replication's sync_state (superusers and members of
+    pg_read_all_stats, e.g. through pg_monitor, do); --require-sync-standby needs it."""
+    async with engine.connect() as conn:
+        seen = await conn.scalar(text("SELECT pg_has_role('pg_read_all_stats', 'USAGE')"))
+    return bool(seen)
 
 
 def migrate(url: str) -> None:
@@ -195,6 +213,8 @@ def _translate(orig: BaseException | None, invalidated: bool) -> Exception:
         return errors.aborted(
             "REQUEST_IN_PROGRESS", "the workspace is busy with the same work; retry", 0.2
         )
+    if state == "MTR01":  # ledger_sql.SYNC_GUARD_STATE
+        return errors.unavailable("no synchronous standby would have the write; retry", 1.0)
     if state == "57014":
         return errors.MeterError(
             errors.Kind.DEADLINE, "QUERY_TIMEOUT", "the database took too long to answer"
