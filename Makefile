@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test check lint types proto proto-check bench faults clean
+.PHONY: serve test check lint types proto proto-check bench faults ha clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,11 @@ bench: $(STAMP)
 
 faults: $(STAMP)
 	$(BIN)/pytest tests/faults
+
+# Failover, switchover, a lost standby and a rejoin on a pg_auto_failover cluster of its own
+# (Debian's packages; skipped with a message naming them when they are missing).
+ha: $(STAMP)
+	$(BIN)/pytest tests/ha -m ha
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
