@@ -47,6 +47,9 @@ FAST_MONITOR = {
 # demotes itself. It must stay below primary_demote_timeout (default 20 s, against 30 s), or
 # a cut-off primary could still be taking writes when its secondary is promoted.
 FAST_KEEPER = {"timeout.network_partition_timeout": "2"}
+# METER_HA_DEFAULT_TIMINGS=1 keeps pg_auto_failover's own defaults instead (slow: about 30 s
+# per failover), to measure what a cluster nobody tuned gives.
+DEFAULT_TIMINGS = bool(os.environ.get("METER_HA_DEFAULT_TIMINGS"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,7 +215,7 @@ class Cluster:
             f"host=127.0.0.1 port={m.port} dbname=pg_auto_failover user={self.user}",
             autocommit=True,
         ) as conn:
-            for name, value in FAST_MONITOR.items():
+            for name, value in ({} if DEFAULT_TIMINGS else FAST_MONITOR).items():
                 await conn.execute(f"ALTER SYSTEM SET {name} = {value}")
             await conn.execute("SELECT pg_reload_conf()")
         for i, node in enumerate(self.nodes.values()):
@@ -221,7 +224,7 @@ class Cluster:
                 "--listen", "127.0.0.1", "--name", node.name, "--dbname", "meter",
                 "--monitor", self.monitor_url, *common,
             )  # fmt: skip
-            for key, value in FAST_KEEPER.items():
+            for key, value in ({} if DEFAULT_TIMINGS else FAST_KEEPER).items():
                 await self.autoctl("config", "set", "--pgdata", str(node.pgdata), key, value)
             await self.run(node)
             if i == 0:
