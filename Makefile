@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test check lint types proto proto-check bench faults ha clean
+.PHONY: serve console test check lint types proto proto-check client client-check bench faults ha client-wheel clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,10 +16,14 @@ $(STAMP): pyproject.toml
 serve: $(STAMP)
 	$(BIN)/meter serve
 
+# The web console on 127.0.0.1:8080, a client of the server `make serve` starts.
+console: $(STAMP)
+	$(BIN)/meter console
+
 test: $(STAMP) check
 	$(BIN)/pytest
 
-check: lint types proto-check
+check: lint types proto-check client-check
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -39,6 +43,16 @@ proto-check: $(STAMP)
 	diff -r generated/meterpb /tmp/meter-proto-check/generated/meterpb \
 	  --exclude=__pycache__ || { echo "generated/ is stale: run make proto"; exit 1; }
 
+# The blocking client is generated from the asyncio one (src/meter/client/_async -> _sync).
+client: $(STAMP)
+	$(BIN)/python scripts/client.py
+
+client-check: $(STAMP)
+	rm -rf /tmp/meter-client-check
+	$(BIN)/python scripts/client.py /tmp/meter-client-check
+	diff -r src/meter/client/_sync /tmp/meter-client-check \
+	  --exclude=__pycache__ || { echo "src/meter/client/_sync is stale: run make client"; exit 1; }
+
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
 
@@ -49,6 +63,10 @@ faults: $(STAMP)
 # (Debian's packages; skipped with a message naming them when they are missing).
 ha: $(STAMP)
 	$(BIN)/pytest tests/ha -m ha
+
+# The client-only distribution (clients/python): what AI workers install instead of the server.
+client-wheel: $(STAMP)
+	$(BIN)/pip wheel --quiet --no-deps --wheel-dir dist clients/python
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -64,7 +64,16 @@ async def fails(call: Any) -> Failure:
 class Db:
     """Direct reads of the tables, for what the API does not show."""
 
-    TABLES = ("workspaces", "lots", "holds", "journal", "alerts")
+    TABLES = (
+        "workspaces",
+        "lots",
+        "holds",
+        "journal",
+        "alerts",
+        "member_limits",
+        "member_spend",
+        "auto_topups",
+    )
 
     def __init__(self, url: str) -> None:
         self.engine = sync_engine(url, pool_size=2)

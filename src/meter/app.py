@@ -17,8 +17,10 @@ from meter.catalog.service import CatalogService
 from meter.config import Settings, StartupError
 from meter.events.dispatcher import Dispatcher
 from meter.ledger.batcher import Batcher
+from meter.ledger.clock import Clock
 from meter.ledger.model import Command, SweepCmd
 from meter.ledger.notify import Notices
+from meter.ledger.policy_service import PolicyService
 from meter.ledger.service import LedgerService
 from meter.ledger.sweeper import Sweeper
 from meter.ledger.watch import BalanceWatch
@@ -35,6 +37,7 @@ from meter.storage.deliveries_repo import DeliveriesRepo
 from meter.storage.events_repo import EventsRepo
 from meter.storage.ledger_repo import LedgerRepo, Result
 from meter.storage.listener import Listener
+from meter.storage.policies_repo import PoliciesRepo
 from meter.storage.queries import LedgerQueries
 from meter.storage.stats import holds_held
 from meter.storage.sweeps import SweepQueries
@@ -126,7 +129,11 @@ class App:
                 self.metrics.observe_events(events)
                 self.dispatcher.wake()
 
-        repo = LedgerRepo(self.pool, committed, require_sync_standby=s.require_sync_standby)
+        # The ledger's time; tests shift it (meter.ledger.clock).
+        self.clock = Clock()
+        repo = LedgerRepo(
+            self.pool, committed, self.clock, require_sync_standby=s.require_sync_standby
+        )
         self.queries = LedgerQueries(self.engine)
         self.catalog = CatalogService(CatalogRepo(self.engine))
         await self.catalog.start()
@@ -149,6 +156,7 @@ class App:
         self.listener = Listener(db.libpq_url(self.url), self.notices, self.dispatcher.wake)
         await self.listener.start()
         self.ledger = LedgerService(self.batcher, self.catalog, funds=self.notices)
+        policies = PolicyService(self.ledger, PoliciesRepo(self.engine, self.clock), self.catalog)
         # Watchers read through their own small pool: however many there are, they never
         # take a connection the writers need.
         self.watch_engine = db.async_engine(self.url, pool_size=WATCH_POOL_SIZE)
@@ -165,7 +173,7 @@ class App:
         self.sweeper = Sweeper(SweepQueries(self.engine).due, sweep, s.sweep_interval_s)
         paging = Paging()
         self.server, self.health = rpc_server.build(
-            MeterServicer(self.ledger, self.queries, paging, watch),
+            MeterServicer(self.ledger, self.queries, paging, policies, watch),
             CatalogServicer(self.catalog, self.queries),
             EventsServicer(events, webhooks, self.dispatcher, paging),
             guard=guard,

@@ -11,9 +11,17 @@ import psycopg
 
 from meter.storage.db import libpq_url
 from meterpb.v1 import meter_pb2 as pb
-from tests.support import grant, reserve, rid
+from tests.support import grant, rid
 
-TABLES = ("workspaces", "holds", "lots", "journal")
+TABLES = (
+    "workspaces",
+    "holds",
+    "lots",
+    "journal",
+    "member_limits",
+    "member_spend",
+    "auto_topups",
+)
 
 
 def _scans(conn: psycopg.Connection[tuple[object, ...]]) -> dict[str, tuple[int, int]]:
@@ -28,9 +36,22 @@ def _scans(conn: psycopg.Connection[tuple[object, ...]]) -> dict[str, tuple[int,
 
 async def test_meter_load_finds_rows_by_key_without_scanning_a_table(stub, ws, database_url):
     await grant(stub, ws, 1000)
+    # With the policies, so that their reads run too.
+    await stub.SetMemberLimit(
+        pb.SetMemberLimitRequest(
+            workspace_id=ws, actor_id="", period=pb.LIMIT_PERIOD_DAY, limit=10_000
+        )
+    )
+    await stub.SetAutoTopUp(
+        pb.SetAutoTopUpRequest(
+            workspace_id=ws, enabled=True, threshold=5, package="Starter", monthly_limit=2
+        )
+    )
     jobs = [rid() for _ in range(40)]
     for job in jobs:
-        await reserve(stub, ws, job, 1)
+        await stub.Reserve(
+            pb.ReserveRequest(workspace_id=ws, request_id=job, amount=1, actor_id="ana")
+        )
     await stub.Commit(pb.CommitRequest(workspace_id=ws, request_id=jobs[0], amount=1))
     keys = "{" + ",".join([*jobs, "never-seen"]) + "}"
     with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
@@ -43,20 +64,25 @@ async def test_meter_load_finds_rows_by_key_without_scanning_a_table(stub, ws, d
             conn.execute("BEGIN")
             before = _scans(conn)
             doc = conn.execute(
-                "SELECT meter_load(%s, '{}', %s, %s, %s, %s, '{}', false)",
+                "SELECT meter_load(%s, '{}', %s, %s, %s, %s, '{}', false, %s, %s, %s, %s)",
                 [
                     "{" + ws + "}",
                     "{" + ",".join([ws] * (len(jobs) + 1)) + "}",
                     keys,
                     "{" + ",".join([ws] * (len(jobs) + 1)) + "}",
                     keys,
+                    "{" + ws + "}",
+                    "{ana}",
+                    "{" + ws + "}",
+                    "{" + jobs[0] + "}",
                 ],
             ).fetchone()
             after = _scans(conn)
             conn.execute("ROLLBACK")
             assert doc is not None
-            _, workspaces, holds, _, lots, entries = doc[0]
+            _, workspaces, holds, _, lots, entries, _, limits, spend, topups = doc[0]
             assert (1, len(jobs), 1, 0) == (len(workspaces), len(holds), len(lots), len(entries))
+            assert (1, 1, 1) == (len(limits), len(spend), len(topups))
             for table in TABLES:
                 seq = after.get(table, (0, 0))[0] - before.get(table, (0, 0))[0]
                 assert 0 == seq, f"meter_load scanned {table}"

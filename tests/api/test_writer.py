@@ -13,7 +13,29 @@ from meter.storage.db import libpq_url
 
 def _workspace_update(ws: str, held: int) -> list[list[tuple[object, ...]]]:
     """WRITE_PARTS' rows for a batch that only changes a workspace's row."""
-    row = (ws, 100, held, 0, 100, 100, 10, 1, 0, 0, 1, 0, 0, None, None, None, None, 0, "")
+    row = (
+        ws,
+        100,
+        held,
+        0,
+        100,
+        100,
+        10,
+        1,
+        0,
+        0,
+        1,
+        0,
+        0,
+        None,
+        None,
+        None,
+        None,
+        0,
+        "",
+        False,
+        False,
+    )
     return [[] for _ in sql.WRITE_PARTS[:-1]] + [[row]]
 
 

@@ -153,7 +153,42 @@ async def test_estimate_json_is_the_estimate_campaign_result(app, catalog, stub,
 
     assert 0 == code
     assert expected == json_format.ParseDict(json.loads(out), cpb.EstimateCampaignResponse())
-    assert not expected.sufficient
+    assert (False, True) == (expected.sufficient, "sufficient" in json.loads(out))
+
+
+async def test_estimate_without_a_workspace_says_nothing_about_affording_it(app, catalog):
+    request = cpb.EstimateCampaignRequest(platforms=2, duration_days=14)
+    expected = await catalog.EstimateCampaign(request)
+
+    code, out, _ = await meter(app, "estimate", "--platforms", "2", "--days", "14")
+    json_code, json_out, _ = await meter(
+        app, "estimate", "--platforms", "2", "--days", "14", "--json"
+    )
+
+    assert (0, 0) == (code, json_code)
+    assert f"2 platform(s), 14 days: {expected.min}-{expected.max} credits" in out
+    assert [] == [word for word in ("afford", "short", "available") if word in out]
+    fields = json.loads(json_out)
+    assert [] == [
+        f for f in ("sufficient", "shortfall", "available", "suggested_package") if f in fields
+    ]
+    assert expected == json_format.ParseDict(fields, cpb.EstimateCampaignResponse())
+
+
+async def test_estimate_for_a_workspace_says_whether_it_can_afford_it(app, stub, ws):
+    await grant(stub, ws, 500)
+
+    code, out, _ = await meter(
+        app, "estimate", "--platforms", "2", "--days", "14", "--workspace", ws
+    )
+    json_code, json_out, _ = await meter(
+        app, "estimate", "--platforms", "2", "--days", "14", "--workspace", ws, "--json"
+    )
+
+    assert (0, 0) == (code, json_code)
+    assert f"{ws} can afford it: 500 credits available" in out
+    fields = json.loads(json_out)
+    assert (True, 0, 500) == (fields["sufficient"], fields["shortfall"], fields["available"])
 
 
 async def test_audit_json_of_one_workspace_finds_nothing_wrong(app, stub, ws):
@@ -197,7 +232,8 @@ async def test_every_command_shows_an_example_in_its_help(app):
         ["balance"], ["grant"], ["adjust"], ["history"], ["usage"], ["holds"], ["audit"],
         ["packages"], ["estimate"], ["catalog", "show"], ["catalog", "publish"], ["events"],
         ["webhooks", "add"], ["webhooks", "list"], ["webhooks", "replay"],
-        ["catalog", "diff"], ["serve"], ["migrate"],
+        ["catalog", "diff"], ["serve"], ["migrate"], ["confirm"], ["void"], ["limits"],
+        ["topup"],
     ]  # fmt: skip
 
     async def help_of(command: list[str]) -> str:

@@ -66,6 +66,11 @@ class Receiver:
             def do_POST(self) -> None:
                 length = int(self.headers.get("content-length", "0"))
                 body = self.rfile.read(length)
+                if len(body) < length:
+                    # The sender went away mid-request (a killed replica): a real receiver
+                    # never sees this as a delivery, so neither does this one.
+                    self.close_connection = True
+                    return
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 mode, status = receiver.mode, receiver.status
                 with receiver.lock:

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
@@ -14,6 +15,7 @@ import psycopg
 
 from meter.app import App
 from meter.config import Settings
+from meter.storage import ledger_sql as sql
 from meter.storage.db import normalize_url
 from meterpb.v1 import events_pb2 as epb
 from meterpb.v1 import meter_pb2 as pb
@@ -129,6 +131,44 @@ async def test_an_event_that_commits_late_with_a_smaller_position_is_not_skipped
 
         await eventually(both)
     assert [late, early] == seen
+
+
+async def test_a_transaction_that_took_its_id_first_and_the_workspace_second_sorts_after(
+    stub, events, pg_url, ws
+):
+    """A batch that locked another workspace first has the smaller transaction id, yet
+    writes its event of this workspace after another batch's: the workspace's events must
+    still come in sequence order."""
+    await stub.GrantCredits(pb.GrantCreditsRequest(workspace_id=ws, request_id=rid(), amount=5))
+    first = (await events.ListEvents(epb.ListEventsRequest(workspace_id=ws))).events
+    with psycopg.connect(pg_url) as early:
+        early.execute("SELECT pg_current_xact_id()")  # its id, before the next grant's
+        await stub.GrantCredits(pb.GrantCreditsRequest(workspace_id=ws, request_id=rid(), amount=5))
+        now = datetime.now(UTC)
+        row = (ws, 100, "credits.adjusted", now, json.dumps({"workspace_id": ws}))
+        early.execute(sql.INSERT_EVENTS.sql, sql.INSERT_EVENTS.rows([row]))
+        early.commit()
+    # The feed shows an event once every older transaction has ended: wait for all three.
+    got = await eventually(
+        lambda: _sequences(events, ws, whole_feed=False, n=3), within=10, interval=0.05
+    )
+    assert [e.sequence for e in first] + [2, 100] == got
+    assert [1, 2, 100] == await _sequences(events, ws, whole_feed=True, n=3)
+
+
+async def _sequences(events: Any, ws: str, *, whole_feed: bool, n: int) -> list[int] | None:
+    """The workspace's event sequences in feed order (from its own feed or the unfiltered
+    one), once there are n."""
+    found, token = [], ""
+    while True:
+        request = epb.ListEventsRequest(page_size=1000, page_token=token)
+        if not whole_feed:
+            request.workspace_id = ws
+        page_ = await events.ListEvents(request)
+        found += [e.sequence for e in page_.events if e.workspace_id == ws]
+        if not page_.events:
+            return found if len(found) >= n else None
+        token = page_.next_page_token
 
 
 async def test_a_token_from_another_query_is_refused(events, ws):

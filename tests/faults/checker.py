@@ -26,6 +26,7 @@ FINAL_REFUSALS = {
     ("INVALID_ARGUMENT", "REQUEST_ID_REUSED"),
     ("FAILED_PRECONDITION", "HOLD_RELEASED"),
     ("FAILED_PRECONDITION", "HOLD_COMMITTED"),
+    ("FAILED_PRECONDITION", "MEMBER_LIMIT_REACHED"),
 }
 
 
@@ -93,16 +94,22 @@ def _replay(ws: str, db: Db, history: History, balance: Any, fig: Figures) -> li
         if c.outcome == "refused" and (c.code, c.reason) not in FINAL_REFUSALS:
             out.append(f"{ws}/{c.request_id}: {c.kind} refused {c.code} {c.reason}")
     holds = db.rows(
-        "SELECT hold_id, request_id, kind, state, amount, charged, shortfall, late "
+        "SELECT hold_id, request_id, kind, state, amount, charged, shortfall, late, actor_id "
         "FROM holds WHERE workspace_id = :w ORDER BY hold_id",
         w=ws,
+    )
+    limits = dict(
+        db.rows("SELECT actor_id, credit_limit FROM member_limits WHERE workspace_id = :w", w=ws)
     )
     entries = db.rows(
         "SELECT entry_id, kind, amount, balance_after, request_id, shortfall, late "
         "FROM journal WHERE workspace_id = :w ORDER BY entry_id",
         w=ws,
     )
-    ledger = m.Ledger(ws)
+    ledger = m.Ledger(ws, limits=limits)
+    for c in (c for cs in calls.values() for c in cs):
+        if c.reason == "MEMBER_LIMIT_REACHED" and c.params[-1] not in limits:
+            out.append(f"{ws}/{c.request_id}: MEMBER_LIMIT_REACHED for {c.params[-1]!r}")
     by_rid = {h.request_id: h for h in holds}
     pending = list(holds)
 
@@ -113,7 +120,7 @@ def _replay(ws: str, db: Db, history: History, balance: Any, fig: Figures) -> li
             asked = [c for c in calls[h.request_id] if c.kind == kind]
             if not any(c.params[0] == h.amount for c in asked):
                 out.append(f"{ws}/{h.request_id}: a hold of {h.amount} nobody asked for")
-            got = ledger.hold(h.request_id, h.kind, h.amount)
+            got = ledger.hold(h.request_id, h.kind, h.amount, h.actor_id)
             if got.hold_id != h.hold_id:
                 out.append(f"{ws}/{h.request_id}: hold id {h.hold_id}, model {got.hold_id}")
 
@@ -163,6 +170,7 @@ def _replay(ws: str, db: Db, history: History, balance: Any, fig: Figures) -> li
             ledger.expire(h.request_id)
         if mh.state != h.state:
             out.append(f"{ws}/{h.request_id}: state {h.state}, model {mh.state}")
+    out += [f"{ws}: {problem}" for problem in ledger.over_limits()]
     out += _answers(ws, calls, ledger, fig)
     want = (ledger.available, ledger.held, ledger.lifetime_used, ledger.lifetime_granted)
     got = (balance.available, balance.held, balance.lifetime_used, balance.lifetime_granted)
@@ -190,7 +198,7 @@ def _answers(ws: str, calls: dict[str, list[Call]], ledger: m.Ledger, fig: Figur
                 if c.reason == "HOLD_COMMITTED" and (h is None or h.state != m.COMMITTED):
                     out.append(f"{where}: HOLD_COMMITTED but the hold is {h}")
                 continue
-            if c.kind == "grant":
+            if c.kind in ("grant", "confirm"):
                 continue
             if h is None:
                 out.append(f"{where}: answered {c.answer} but no hold exists")

@@ -2,9 +2,11 @@
 
 It knows nothing of batches, lots, SQL or retries: holds set credits aside, commits charge the
 actual cost (the held amount plus whatever `available` covers of any excess), releases give
-a hold back, expiry gives it back too, and a late commit is charged from `available`. The
-checker replays the server's own orders (holds by hold id, the journal by entry id, both
-dense and commit-ordered per workspace) through it and compares.
+a hold back, expiry gives it back too, and a late commit is charged from `available`. A
+pending grant adds nothing until its confirmation, whose entry is the grant's. A member with
+a limit never has more charged and held than it (DESIGN.md §10). The checker replays the
+server's own orders (holds by hold id, the journal by entry id, both dense and
+commit-ordered per workspace) through it and compares.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ class Hold:
     charged: int = 0
     shortfall: int = 0
     late: bool = False
+    actor: str = ""
 
     @property
     def released(self) -> int:
@@ -49,6 +52,7 @@ class Ledger:
     lifetime_granted: int = 0
     holds: dict[str, Hold] = field(default_factory=dict)
     entries: int = 0
+    limits: dict[str, int] = field(default_factory=dict)  # actor -> credits per period
 
     @property
     def held(self) -> int:
@@ -65,13 +69,31 @@ class Ledger:
         self.lifetime_granted += amount
         return self.balance
 
-    def hold(self, request_id: str, kind: int, amount: int) -> Hold:
+    def spent(self, actor: str) -> int:
+        """What a member holds, and was charged within its holds (the run stays in one
+        period). A commit above its hold or after it expired is honoured beyond the limit,
+        as it is beyond the balance: the work was done; only reserves are refused."""
+        return sum(
+            min(h.charged, h.amount) if h.state == COMMITTED else h.amount
+            for h in self.holds.values()
+            if h.actor == actor and (h.state == HELD or (h.state == COMMITTED and not h.late))
+        )
+
+    def over_limits(self) -> list[str]:
+        """Members whose charged and held credits exceed their limits."""
+        return [
+            f"{actor} spent {self.spent(actor)} of a limit of {limit}"
+            for actor, limit in sorted(self.limits.items())
+            if self.spent(actor) > limit
+        ]
+
+    def hold(self, request_id: str, kind: int, amount: int, actor: str = "") -> Hold:
         """Take a hold (a Reserve) or record a Charge's; returns it with its dense id."""
         if request_id in self.holds:
             raise AssertionError(f"{request_id}: a second hold for one request id")
         if kind == RESERVE and amount > self.available:
             raise AssertionError(f"{request_id}: held {amount} with {self.available} available")
-        h = Hold(request_id, len(self.holds) + 1, kind, amount)
+        h = Hold(request_id, len(self.holds) + 1, kind, amount, actor=actor)
         self.holds[request_id] = h
         return h
 

@@ -167,7 +167,8 @@ async def test_two_replicas_on_one_database_share_workspaces_safely(fresh_url, f
     history = History()
     try:
         await asyncio.gather(first.start(), second.start())
-        mix = Mix(ttl=1.5, think=1.0, race=0.2)
+        # Members with a monthly limit that their jobs run into, racing on both replicas.
+        mix = Mix(ttl=1.5, think=1.0, race=0.2, limit=100)
         async with load(
             [first.target, second.target], history, workspaces(2), tag="dual", mix=mix, workers=16
         ):
@@ -175,8 +176,11 @@ async def test_two_replicas_on_one_database_share_workspaces_safely(fresh_url, f
         figures = await check("two replicas, same workspaces", first.target, fresh_db, history)
     finally:
         await asyncio.gather(first.stop(), second.stop())
+    limited = sum(1 for c in history.calls if c.reason == "MEMBER_LIMIT_REACHED")
+    figures.notes.append(f"{limited} refused at a member limit")
     report(figures.line())
     assert (0, 0) == (figures.lost, figures.doubled)
+    assert limited > 0
 
 
 async def test_a_paused_server_past_the_deadlines_resumes_without_harm(fresh_url, fresh_db):

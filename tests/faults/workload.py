@@ -36,6 +36,8 @@ RETRYABLE = {"UNAVAILABLE", "DEADLINE_EXCEEDED", "ABORTED", "RESOURCE_EXHAUSTED"
 # Grants are the setup, not the subject: they are given far more credits than the jobs use,
 # so no job is ever refused for funds and every answer is predictable by the model.
 GRANT = 1_000_000
+# The members jobs run for: "" is no member; a scenario may limit the others.
+ACTORS = ("", "ana", "bo", "cy")
 
 
 @dataclass
@@ -74,7 +76,7 @@ class Client:
     async def _attempt(self, target: int, kind: str, request: Any, attempt: int) -> Any:
         """One attempt; raises an AioRpcError or a meter.client MeterError when it fails.
         Over Stream, every attempt's deadline is the policy's first one."""
-        if not self.sessions or kind == "grant":
+        if not self.sessions or kind in ("grant", "confirm"):
             p = self.policy
             return await getattr(self.stubs[target], _METHODS[kind])(
                 request,
@@ -118,6 +120,7 @@ _METHODS = {
     "release": "Release",
     "charge": "Charge",
     "grant": "GrantCredits",
+    "confirm": "ConfirmGrant",
 }
 
 
@@ -169,13 +172,13 @@ def _answer(kind: str, a: Any) -> dict[str, Any]:
 
 
 def reserve(
-    ws: str, rid: str, amount: int, ttl: float
+    ws: str, rid: str, amount: int, ttl: float, actor: str = ""
 ) -> tuple[pb.ReserveRequest, tuple[Any, ...]]:
     d = Duration()
     d.FromMilliseconds(int(ttl * 1000))
     return (
-        pb.ReserveRequest(workspace_id=ws, request_id=rid, amount=amount, ttl=d),
-        (amount, ttl),
+        pb.ReserveRequest(workspace_id=ws, request_id=rid, amount=amount, ttl=d, actor_id=actor),
+        (amount, ttl, actor),
     )
 
 
@@ -187,12 +190,26 @@ def release(ws: str, rid: str) -> tuple[pb.ReleaseRequest, tuple[Any, ...]]:
     return pb.ReleaseRequest(workspace_id=ws, request_id=rid), ()
 
 
-def charge(ws: str, rid: str, amount: int) -> tuple[pb.ChargeRequest, tuple[Any, ...]]:
-    return pb.ChargeRequest(workspace_id=ws, request_id=rid, amount=amount), (amount,)
+def charge(
+    ws: str, rid: str, amount: int, actor: str = ""
+) -> tuple[pb.ChargeRequest, tuple[Any, ...]]:
+    return (
+        pb.ChargeRequest(workspace_id=ws, request_id=rid, amount=amount, actor_id=actor),
+        (amount, actor),
+    )
 
 
-def grant(ws: str, rid: str, amount: int = GRANT) -> tuple[pb.GrantCreditsRequest, tuple[Any, ...]]:
-    return pb.GrantCreditsRequest(workspace_id=ws, request_id=rid, amount=amount), (amount,)
+def grant(
+    ws: str, rid: str, amount: int = GRANT, pending: bool = False
+) -> tuple[pb.GrantCreditsRequest, tuple[Any, ...]]:
+    request = pb.GrantCreditsRequest(
+        workspace_id=ws, request_id=rid, amount=amount, pending=pending
+    )
+    return request, (amount,)
+
+
+def confirm(ws: str, rid: str) -> tuple[pb.ConfirmGrantRequest, tuple[Any, ...]]:
+    return pb.ConfirmGrantRequest(workspace_id=ws, request_id=rid), ()
 
 
 @dataclass
@@ -205,6 +222,7 @@ class Mix:
     race: float = 0.0  # fire a commit and a release (or two commits) at once
     think: float = 0.0  # the "work" between Reserve and Commit, in seconds (upper bound)
     abandon: float = 0.0  # share of holds whose worker dies: never finished, left to expire
+    limit: int = 0  # each member's monthly limit (0: none), which its jobs then run into
 
 
 class Jobs:
@@ -220,8 +238,23 @@ class Jobs:
 
     async def setup(self) -> None:
         for ws in self.workspaces:
-            c = await self.client.call("grant", *grant(ws, f"{self.tag}-grant-{ws}"))
+            # A purchase that is pending until its payment is confirmed, both retried.
+            payment = f"{self.tag}-grant-{ws}"
+            c = await self.client.call("grant", *grant(ws, payment, pending=True))
             assert "ok" == c.outcome, c
+            c = await self.client.call("confirm", *confirm(ws, payment))
+            assert "ok" == c.outcome, c
+            if self.mix.limit:
+                for actor in ACTORS[1:]:
+                    await self.client.stubs[0].SetMemberLimit(
+                        pb.SetMemberLimitRequest(
+                            workspace_id=ws,
+                            actor_id=actor,
+                            period=pb.LIMIT_PERIOD_MONTH,
+                            limit=self.mix.limit,
+                        ),
+                        timeout=10,
+                    )
 
     async def run(self, workers: int, max_jobs: int) -> None:
         async def worker() -> None:
@@ -248,16 +281,18 @@ class Jobs:
         ws = random.choice(self.workspaces)
         rid = f"{self.tag}-{n}"
         m = self.mix
+        actor = random.choice(ACTORS)
         roll = random.random()
         if roll < 0.2:
             amount = random.randint(1, 9)
-            req = charge(ws, rid, amount)
+            req = charge(ws, rid, amount, actor)
             c = await self.call("charge", req)
             if c.outcome == "ok":
-                await self.maybe_repeat("charge", req, ("charge", charge(ws, rid, amount + 1)))
+                changed = charge(ws, rid, amount + 1, actor)
+                await self.maybe_repeat("charge", req, ("charge", changed))
             return
         amount = random.randint(2, 12)
-        req = reserve(ws, rid, amount, m.ttl)
+        req = reserve(ws, rid, amount, m.ttl, actor)
         if random.random() < m.race:
             # Duplicates racing: exactly one hold, the same answer to both.
             c, _ = await asyncio.gather(self.call("reserve", req), self.call("reserve", req))
@@ -265,7 +300,8 @@ class Jobs:
             c = await self.call("reserve", req)
         if c.outcome != "ok":
             return
-        await self.maybe_repeat("reserve", req, ("reserve", reserve(ws, rid, amount + 1, m.ttl)))
+        changed_r = reserve(ws, rid, amount + 1, m.ttl, actor)
+        await self.maybe_repeat("reserve", req, ("reserve", changed_r))
         if random.random() < m.abandon:
             return
         if m.think:

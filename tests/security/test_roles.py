@@ -41,9 +41,20 @@ ALLOWED: dict[str, set[str]] = {
         "GetUsage",
         "ListAlerts",
         "ListEvents",
+        "ListMemberLimits",
+        "GetAutoTopUp",
     },
-    # DESIGN.md §9: app and billing may ListEvents; admin manages endpoints.
-    "billing": {"GrantCredits", "ListEvents"},
+    # DESIGN.md §9: app and billing may ListEvents; admin manages endpoints. §10: billing
+    # grants, confirms and voids, and runs auto top-up; admin sets member limits.
+    "billing": {
+        "GrantCredits",
+        "ListEvents",
+        "ConfirmGrant",
+        "VoidGrant",
+        "SetAutoTopUp",
+        "GetAutoTopUp",
+        "ReportTopUpFailed",
+    },
 }
 
 Request = Callable[[str], Any]
@@ -73,6 +84,16 @@ METER: dict[str, Request] = {
         workspace_id=ws, low=50, critical=5
     ),
     "Audit": lambda ws: pb.AuditRequest(workspace_id=ws),
+    # Refused past the guard (no such grant, no outstanding top-up): nothing changes.
+    "ConfirmGrant": lambda ws: pb.ConfirmGrantRequest(workspace_id=ws, request_id="nope"),
+    "VoidGrant": lambda ws: pb.VoidGrantRequest(workspace_id=ws, request_id="nope"),
+    "SetMemberLimit": lambda ws: pb.SetMemberLimitRequest(
+        workspace_id=ws, actor_id="ana", period=pb.LIMIT_PERIOD_DAY, limit=1000
+    ),
+    "ListMemberLimits": lambda ws: pb.ListMemberLimitsRequest(workspace_id=ws),
+    "SetAutoTopUp": lambda ws: pb.SetAutoTopUpRequest(workspace_id=ws, enabled=False),
+    "GetAutoTopUp": lambda ws: pb.GetAutoTopUpRequest(workspace_id=ws),
+    "ReportTopUpFailed": lambda ws: pb.ReportTopUpFailedRequest(workspace_id=ws, request_id="nope"),
 }
 CATALOG: dict[str, Request] = {
     "ListOperations": lambda ws: cpb.ListOperationsRequest(),

@@ -368,10 +368,13 @@ class EstimateCampaignResponse(_message.Message):
     expected: _builtins.int
     max: _builtins.int
     sufficient: _builtins.bool
-    """With a workspace: available covers `max`."""
+    """With a workspace: available covers `max`. Unset without a workspace (HasField is
+    false), so that "no workspace asked about" never reads as "not sufficient".
+    """
     shortfall: _builtins.int
-    """With a workspace: max - available when positive."""
+    """With a workspace: max - available when positive, else 0. Unset without a workspace."""
     available: _builtins.int
+    """With a workspace: its available credits. Unset without a workspace."""
     catalog_version: _builtins.int
     @_builtins.property
     def breakdown(self) -> _containers.RepeatedCompositeFieldContainer[Global___EstimateLine]: ...
@@ -386,17 +389,28 @@ class EstimateCampaignResponse(_message.Message):
         expected: _builtins.int = ...,
         max: _builtins.int = ...,
         breakdown: _abc.Iterable[Global___EstimateLine] | None = ...,
-        sufficient: _builtins.bool = ...,
-        shortfall: _builtins.int = ...,
+        sufficient: _builtins.bool | None = ...,
+        shortfall: _builtins.int | None = ...,
         suggested_package: Global___Package | None = ...,
-        available: _builtins.int = ...,
+        available: _builtins.int | None = ...,
         catalog_version: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["suggested_package", b"suggested_package"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_available", b"_available", "_shortfall", b"_shortfall", "_sufficient", b"_sufficient", "available", b"available", "shortfall", b"shortfall", "sufficient", b"sufficient", "suggested_package", b"suggested_package"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["available", b"available", "breakdown", b"breakdown", "catalog_version", b"catalog_version", "expected", b"expected", "max", b"max", "min", b"min", "shortfall", b"shortfall", "sufficient", b"sufficient", "suggested_package", b"suggested_package"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_available", b"_available", "_shortfall", b"_shortfall", "_sufficient", b"_sufficient", "available", b"available", "breakdown", b"breakdown", "catalog_version", b"catalog_version", "expected", b"expected", "max", b"max", "min", b"min", "shortfall", b"shortfall", "sufficient", b"sufficient", "suggested_package", b"suggested_package"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__available: _TypeAlias = _typing.Literal["available"]  # noqa: Y015
+    _WhichOneofArgType__available: _TypeAlias = _typing.Literal["_available", b"_available"]  # noqa: Y015
+    _WhichOneofReturnType__shortfall: _TypeAlias = _typing.Literal["shortfall"]  # noqa: Y015
+    _WhichOneofArgType__shortfall: _TypeAlias = _typing.Literal["_shortfall", b"_shortfall"]  # noqa: Y015
+    _WhichOneofReturnType__sufficient: _TypeAlias = _typing.Literal["sufficient"]  # noqa: Y015
+    _WhichOneofArgType__sufficient: _TypeAlias = _typing.Literal["_sufficient", b"_sufficient"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__available) -> _WhichOneofReturnType__available | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__shortfall) -> _WhichOneofReturnType__shortfall | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__sufficient) -> _WhichOneofReturnType__sufficient | None: ...
 
 Global___EstimateCampaignResponse: _TypeAlias = EstimateCampaignResponse  # noqa: Y015
 

@@ -26,6 +26,77 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _CreditCategory:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CreditCategoryEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CreditCategory.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CREDIT_CATEGORY_UNSPECIFIED: _CreditCategory.ValueType  # 0
+    CREDIT_CATEGORY_PAID: _CreditCategory.ValueType  # 1
+    """Purchases and packages."""
+    CREDIT_CATEGORY_PROMOTIONAL: _CreditCategory.ValueType  # 2
+    CREDIT_CATEGORY_MANUAL: _CreditCategory.ValueType  # 3
+
+class CreditCategory(_CreditCategory, metaclass=_CreditCategoryEnumTypeWrapper):
+    """What kind of credits a lot holds."""
+
+CREDIT_CATEGORY_UNSPECIFIED: CreditCategory.ValueType  # 0
+CREDIT_CATEGORY_PAID: CreditCategory.ValueType  # 1
+"""Purchases and packages."""
+CREDIT_CATEGORY_PROMOTIONAL: CreditCategory.ValueType  # 2
+CREDIT_CATEGORY_MANUAL: CreditCategory.ValueType  # 3
+Global___CreditCategory: _TypeAlias = CreditCategory  # noqa: Y015
+
+class _LotState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _LotStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_LotState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    LOT_STATE_UNSPECIFIED: _LotState.ValueType  # 0
+    LOT_STATE_ACTIVE: _LotState.ValueType  # 1
+    """Spendable from its grant."""
+    LOT_STATE_PENDING: _LotState.ValueType  # 2
+    """Granted with pending = true: not spendable until ConfirmGrant."""
+    LOT_STATE_CONFIRMED: _LotState.ValueType  # 3
+    """Was pending; spendable."""
+    LOT_STATE_VOIDED: _LotState.ValueType  # 4
+    """Was pending; removed by VoidGrant."""
+
+class LotState(_LotState, metaclass=_LotStateEnumTypeWrapper): ...
+
+LOT_STATE_UNSPECIFIED: LotState.ValueType  # 0
+LOT_STATE_ACTIVE: LotState.ValueType  # 1
+"""Spendable from its grant."""
+LOT_STATE_PENDING: LotState.ValueType  # 2
+"""Granted with pending = true: not spendable until ConfirmGrant."""
+LOT_STATE_CONFIRMED: LotState.ValueType  # 3
+"""Was pending; spendable."""
+LOT_STATE_VOIDED: LotState.ValueType  # 4
+"""Was pending; removed by VoidGrant."""
+Global___LotState: _TypeAlias = LotState  # noqa: Y015
+
+class _LimitPeriod:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _LimitPeriodEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_LimitPeriod.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    LIMIT_PERIOD_UNSPECIFIED: _LimitPeriod.ValueType  # 0
+    LIMIT_PERIOD_DAY: _LimitPeriod.ValueType  # 1
+    LIMIT_PERIOD_WEEK: _LimitPeriod.ValueType  # 2
+    LIMIT_PERIOD_MONTH: _LimitPeriod.ValueType  # 3
+
+class LimitPeriod(_LimitPeriod, metaclass=_LimitPeriodEnumTypeWrapper):
+    """A member limit's period: a UTC calendar day, week (from Monday) or month."""
+
+LIMIT_PERIOD_UNSPECIFIED: LimitPeriod.ValueType  # 0
+LIMIT_PERIOD_DAY: LimitPeriod.ValueType  # 1
+LIMIT_PERIOD_WEEK: LimitPeriod.ValueType  # 2
+LIMIT_PERIOD_MONTH: LimitPeriod.ValueType  # 3
+Global___LimitPeriod: _TypeAlias = LimitPeriod  # noqa: Y015
+
 class _Complexity:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -896,6 +967,8 @@ class Balance(_message.Message):
     EXPIRING_SOON_FIELD_NUMBER: _builtins.int
     THRESHOLDS_FIELD_NUMBER: _builtins.int
     TOTAL_FIELD_NUMBER: _builtins.int
+    PENDING_FIELD_NUMBER: _builtins.int
+    BY_CATEGORY_FIELD_NUMBER: _builtins.int
     workspace_id: _builtins.str
     available: _builtins.int
     """Spendable now."""
@@ -906,12 +979,18 @@ class Balance(_message.Message):
     level: Global___BalanceLevel.ValueType
     total: _builtins.int
     """available + held: what the journal sums to."""
+    pending: _builtins.int
+    """Credits of pending grants: not spendable, not in available or total."""
     @_builtins.property
     def last_transaction(self) -> Global___LastTransaction: ...
     @_builtins.property
     def expiring_soon(self) -> Global___ExpiringSoon: ...
     @_builtins.property
     def thresholds(self) -> Global___AlertThresholds: ...
+    @_builtins.property
+    def by_category(self) -> _containers.RepeatedCompositeFieldContainer[Global___CategoryBalance]:
+        """available, per category of the lots it is in."""
+
     def __init__(
         self,
         *,
@@ -925,14 +1004,38 @@ class Balance(_message.Message):
         expiring_soon: Global___ExpiringSoon | None = ...,
         thresholds: Global___AlertThresholds | None = ...,
         total: _builtins.int = ...,
+        pending: _builtins.int = ...,
+        by_category: _abc.Iterable[Global___CategoryBalance] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["expiring_soon", b"expiring_soon", "last_transaction", b"last_transaction", "thresholds", b"thresholds"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["available", b"available", "expiring_soon", b"expiring_soon", "held", b"held", "last_transaction", b"last_transaction", "level", b"level", "lifetime_granted", b"lifetime_granted", "lifetime_used", b"lifetime_used", "thresholds", b"thresholds", "total", b"total", "workspace_id", b"workspace_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["available", b"available", "by_category", b"by_category", "expiring_soon", b"expiring_soon", "held", b"held", "last_transaction", b"last_transaction", "level", b"level", "lifetime_granted", b"lifetime_granted", "lifetime_used", b"lifetime_used", "pending", b"pending", "thresholds", b"thresholds", "total", b"total", "workspace_id", b"workspace_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Balance: _TypeAlias = Balance  # noqa: Y015
+
+@_typing.final
+class CategoryBalance(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CATEGORY_FIELD_NUMBER: _builtins.int
+    AVAILABLE_FIELD_NUMBER: _builtins.int
+    category: Global___CreditCategory.ValueType
+    available: _builtins.int
+    def __init__(
+        self,
+        *,
+        category: Global___CreditCategory.ValueType = ...,
+        available: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["available", b"available", "category", b"category"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CategoryBalance: _TypeAlias = CategoryBalance  # noqa: Y015
 
 @_typing.final
 class GetBalanceRequest(_message.Message):
@@ -1081,6 +1184,7 @@ class JournalEntry(_message.Message):
     LATE_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     PACKAGE_FIELD_NUMBER: _builtins.int
+    CATEGORY_FIELD_NUMBER: _builtins.int
     entry_id: _builtins.str
     workspace_id: _builtins.str
     kind: Global___EntryKind.ValueType
@@ -1099,6 +1203,8 @@ class JournalEntry(_message.Message):
     """ADJUST, REFUND: why; GRANT: the source."""
     package: _builtins.str
     """GRANT: the package bought, if any."""
+    category: Global___CreditCategory.ValueType
+    """The category of the lots the entry moved; unspecified when they are of several."""
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     @_builtins.property
@@ -1120,10 +1226,11 @@ class JournalEntry(_message.Message):
         late: _builtins.bool = ...,
         reason: _builtins.str = ...,
         package: _builtins.str = ...,
+        category: Global___CreditCategory.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor_id", b"actor_id", "amount", b"amount", "balance_after", b"balance_after", "create_time", b"create_time", "entry_id", b"entry_id", "kind", b"kind", "labels", b"labels", "late", b"late", "operation", b"operation", "package", b"package", "reason", b"reason", "request_id", b"request_id", "shortfall", b"shortfall", "workspace_id", b"workspace_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor_id", b"actor_id", "amount", b"amount", "balance_after", b"balance_after", "category", b"category", "create_time", b"create_time", "entry_id", b"entry_id", "kind", b"kind", "labels", b"labels", "late", b"late", "operation", b"operation", "package", b"package", "reason", b"reason", "request_id", b"request_id", "shortfall", b"shortfall", "workspace_id", b"workspace_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1239,6 +1346,7 @@ class UsageRow(_message.Message):
     PERIOD_START_FIELD_NUMBER: _builtins.int
     CREDITS_FIELD_NUMBER: _builtins.int
     COUNT_FIELD_NUMBER: _builtins.int
+    LIMITS_FIELD_NUMBER: _builtins.int
     key: _builtins.str
     """The operation or actor; empty for time groupings."""
     credits: _builtins.int
@@ -1249,6 +1357,10 @@ class UsageRow(_message.Message):
     def period_start(self) -> _timestamp_pb2.Timestamp:
         """The day or week (UTC, weeks start on Monday) for time groupings."""
 
+    @_builtins.property
+    def limits(self) -> _containers.RepeatedCompositeFieldContainer[Global___MemberLimit]:
+        """By actor: the member's limits as they stand now."""
+
     def __init__(
         self,
         *,
@@ -1256,10 +1368,11 @@ class UsageRow(_message.Message):
         period_start: _timestamp_pb2.Timestamp | None = ...,
         credits: _builtins.int = ...,
         count: _builtins.int = ...,
+        limits: _abc.Iterable[Global___MemberLimit] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["period_start", b"period_start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "credits", b"credits", "key", b"key", "period_start", b"period_start"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "credits", b"credits", "key", b"key", "limits", b"limits", "period_start", b"period_start"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1404,11 +1517,20 @@ class Lot(_message.Message):
     SOURCE_FIELD_NUMBER: _builtins.int
     PACKAGE_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    CATEGORY_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     lot_id: _builtins.str
     amount: _builtins.int
     remaining: _builtins.int
     source: _builtins.str
     package: _builtins.str
+    category: Global___CreditCategory.ValueType
+    priority: _builtins.int
+    """0-100: lower burns first."""
+    state: Global___LotState.ValueType
+    request_id: _builtins.str
     @_builtins.property
     def expires_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -1423,10 +1545,14 @@ class Lot(_message.Message):
         source: _builtins.str = ...,
         package: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        category: Global___CreditCategory.ValueType = ...,
+        priority: _builtins.int = ...,
+        state: Global___LotState.ValueType = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "expires_at", b"expires_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "create_time", b"create_time", "expires_at", b"expires_at", "lot_id", b"lot_id", "package", b"package", "remaining", b"remaining", "source", b"source"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "category", b"category", "create_time", b"create_time", "expires_at", b"expires_at", "lot_id", b"lot_id", "package", b"package", "priority", b"priority", "remaining", b"remaining", "request_id", b"request_id", "source", b"source", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1464,6 +1590,9 @@ class GrantCreditsRequest(_message.Message):
     SOURCE_FIELD_NUMBER: _builtins.int
     ACTOR_ID_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
+    CATEGORY_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    PENDING_FIELD_NUMBER: _builtins.int
     workspace_id: _builtins.str
     request_id: _builtins.str
     """The payment id for purchases."""
@@ -1474,6 +1603,12 @@ class GrantCreditsRequest(_message.Message):
     source: _builtins.str
     """purchase, promotion, manual, ... (default: purchase for packages, manual otherwise)."""
     actor_id: _builtins.str
+    category: Global___CreditCategory.ValueType
+    """Default: PAID for packages and purchases, PROMOTIONAL for promotion sources, else MANUAL."""
+    priority: _builtins.int
+    """0-100, lower burns first; default 50."""
+    pending: _builtins.bool
+    """Record the lot now, spendable only after ConfirmGrant (a payment still processing)."""
     @_builtins.property
     def expires_at(self) -> _timestamp_pb2.Timestamp:
         """Default: 12 months for packages, never for explicit amounts."""
@@ -1491,12 +1626,17 @@ class GrantCreditsRequest(_message.Message):
         source: _builtins.str = ...,
         actor_id: _builtins.str = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        category: Global___CreditCategory.ValueType = ...,
+        priority: _builtins.int | None = ...,
+        pending: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_priority", b"_priority", "expires_at", b"expires_at", "priority", b"priority"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor_id", b"actor_id", "amount", b"amount", "expires_at", b"expires_at", "labels", b"labels", "package", b"package", "request_id", b"request_id", "source", b"source", "workspace_id", b"workspace_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_priority", b"_priority", "actor_id", b"actor_id", "amount", b"amount", "category", b"category", "expires_at", b"expires_at", "labels", b"labels", "package", b"package", "pending", b"pending", "priority", b"priority", "request_id", b"request_id", "source", b"source", "workspace_id", b"workspace_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__priority: _TypeAlias = _typing.Literal["priority"]  # noqa: Y015
+    _WhichOneofArgType__priority: _TypeAlias = _typing.Literal["_priority", b"_priority"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__priority) -> _WhichOneofReturnType__priority | None: ...
 
 Global___GrantCreditsRequest: _TypeAlias = GrantCreditsRequest  # noqa: Y015
 
@@ -1508,7 +1648,9 @@ class GrantCreditsResponse(_message.Message):
     LOT_FIELD_NUMBER: _builtins.int
     BALANCE_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def entry(self) -> Global___JournalEntry: ...
+    def entry(self) -> Global___JournalEntry:
+        """Absent while the grant is pending, and for a voided one."""
+
     @_builtins.property
     def lot(self) -> Global___Lot: ...
     @_builtins.property
@@ -1749,3 +1891,306 @@ class AuditResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AuditResponse: _TypeAlias = AuditResponse  # noqa: Y015
+
+@_typing.final
+class ConfirmGrantRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKSPACE_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    ACTOR_ID_FIELD_NUMBER: _builtins.int
+    workspace_id: _builtins.str
+    request_id: _builtins.str
+    """The pending grant's request_id (the payment id)."""
+    actor_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        workspace_id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+        actor_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor_id", b"actor_id", "request_id", b"request_id", "workspace_id", b"workspace_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConfirmGrantRequest: _TypeAlias = ConfirmGrantRequest  # noqa: Y015
+
+@_typing.final
+class VoidGrantRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKSPACE_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    ACTOR_ID_FIELD_NUMBER: _builtins.int
+    workspace_id: _builtins.str
+    request_id: _builtins.str
+    """The pending grant's request_id (the payment id)."""
+    reason: _builtins.str
+    actor_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        workspace_id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        actor_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor_id", b"actor_id", "reason", b"reason", "request_id", b"request_id", "workspace_id", b"workspace_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VoidGrantRequest: _TypeAlias = VoidGrantRequest  # noqa: Y015
+
+@_typing.final
+class MemberLimit(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKSPACE_ID_FIELD_NUMBER: _builtins.int
+    ACTOR_ID_FIELD_NUMBER: _builtins.int
+    PERIOD_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    USED_FIELD_NUMBER: _builtins.int
+    REMAINING_FIELD_NUMBER: _builtins.int
+    RESETS_AT_FIELD_NUMBER: _builtins.int
+    workspace_id: _builtins.str
+    actor_id: _builtins.str
+    """Empty: the default for every member without a limit of its own for the period."""
+    period: Global___LimitPeriod.ValueType
+    limit: _builtins.int
+    """Unset: no limit (SetMemberLimit's answer when it removed one)."""
+    used: _builtins.int
+    """A named member's spend this period: charged plus held."""
+    remaining: _builtins.int
+    @_builtins.property
+    def resets_at(self) -> _timestamp_pb2.Timestamp:
+        """The end of the current period."""
+
+    def __init__(
+        self,
+        *,
+        workspace_id: _builtins.str = ...,
+        actor_id: _builtins.str = ...,
+        period: Global___LimitPeriod.ValueType = ...,
+        limit: _builtins.int | None = ...,
+        used: _builtins.int = ...,
+        remaining: _builtins.int = ...,
+        resets_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_limit", b"_limit", "limit", b"limit", "resets_at", b"resets_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_limit", b"_limit", "actor_id", b"actor_id", "limit", b"limit", "period", b"period", "remaining", b"remaining", "resets_at", b"resets_at", "used", b"used", "workspace_id", b"workspace_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__limit: _TypeAlias = _typing.Literal["limit"]  # noqa: Y015
+    _WhichOneofArgType__limit: _TypeAlias = _typing.Literal["_limit", b"_limit"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__limit) -> _WhichOneofReturnType__limit | None: ...
+
+Global___MemberLimit: _TypeAlias = MemberLimit  # noqa: Y015
+
+@_typing.final
+class SetMemberLimitRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKSPACE_ID_FIELD_NUMBER: _builtins.int
+    ACTOR_ID_FIELD_NUMBER: _builtins.int
+    PERIOD_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    workspace_id: _builtins.str
+    actor_id: _builtins.str
+    period: Global___LimitPeriod.ValueType
+    limit: _builtins.int
+    """Unset removes the limit."""
+    def __init__(
+        self,
+        *,
+        workspace_id: _builtins.str = ...,
+        actor_id: _builtins.str = ...,
+        period: Global___LimitPeriod.ValueType = ...,
+        limit: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_limit", b"_limit", "limit", b"limit"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_limit", b"_limit", "actor_id", b"actor_id", "limit", b"limit", "period", b"period", "workspace_id", b"workspace_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__limit: _TypeAlias = _typing.Literal["limit"]  # noqa: Y015
+    _WhichOneofArgType__limit: _TypeAlias = _typing.Literal["_limit", b"_limit"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__limit) -> _WhichOneofReturnType__limit | None: ...
+
+Global___SetMemberLimitRequest: _TypeAlias = SetMemberLimitRequest  # noqa: Y015
+
+@_typing.final
+class ListMemberLimitsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKSPACE_ID_FIELD_NUMBER: _builtins.int
+    workspace_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        workspace_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["workspace_id", b"workspace_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListMemberLimitsRequest: _TypeAlias = ListMemberLimitsRequest  # noqa: Y015
+
+@_typing.final
+class ListMemberLimitsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LIMITS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def limits(self) -> _containers.RepeatedCompositeFieldContainer[Global___MemberLimit]: ...
+    def __init__(
+        self,
+        *,
+        limits: _abc.Iterable[Global___MemberLimit] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListMemberLimitsResponse: _TypeAlias = ListMemberLimitsResponse  # noqa: Y015
+
+@_typing.final
+class AutoTopUp(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKSPACE_ID_FIELD_NUMBER: _builtins.int
+    ENABLED_FIELD_NUMBER: _builtins.int
+    THRESHOLD_FIELD_NUMBER: _builtins.int
+    PACKAGE_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    MONTHLY_LIMIT_FIELD_NUMBER: _builtins.int
+    FAILURES_FIELD_NUMBER: _builtins.int
+    OUTSTANDING_REQUEST_ID_FIELD_NUMBER: _builtins.int
+    REQUESTED_AT_FIELD_NUMBER: _builtins.int
+    REQUESTED_THIS_MONTH_FIELD_NUMBER: _builtins.int
+    workspace_id: _builtins.str
+    enabled: _builtins.bool
+    threshold: _builtins.int
+    """A request is made when available falls below it."""
+    package: _builtins.str
+    """What to buy: a package name, or an amount of credits."""
+    amount: _builtins.int
+    monthly_limit: _builtins.int
+    """At most this many requests per calendar month (UTC)."""
+    failures: _builtins.int
+    """Failed payments in a row; 3 disable the rule."""
+    outstanding_request_id: _builtins.str
+    """The request waiting for its GrantCredits (topup:<workspace>:<n>); empty when none."""
+    requested_this_month: _builtins.int
+    @_builtins.property
+    def requested_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        workspace_id: _builtins.str = ...,
+        enabled: _builtins.bool = ...,
+        threshold: _builtins.int = ...,
+        package: _builtins.str = ...,
+        amount: _builtins.int = ...,
+        monthly_limit: _builtins.int = ...,
+        failures: _builtins.int = ...,
+        outstanding_request_id: _builtins.str = ...,
+        requested_at: _timestamp_pb2.Timestamp | None = ...,
+        requested_this_month: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["requested_at", b"requested_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "enabled", b"enabled", "failures", b"failures", "monthly_limit", b"monthly_limit", "outstanding_request_id", b"outstanding_request_id", "package", b"package", "requested_at", b"requested_at", "requested_this_month", b"requested_this_month", "threshold", b"threshold", "workspace_id", b"workspace_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AutoTopUp: _TypeAlias = AutoTopUp  # noqa: Y015
+
+@_typing.final
+class SetAutoTopUpRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKSPACE_ID_FIELD_NUMBER: _builtins.int
+    ENABLED_FIELD_NUMBER: _builtins.int
+    THRESHOLD_FIELD_NUMBER: _builtins.int
+    PACKAGE_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    MONTHLY_LIMIT_FIELD_NUMBER: _builtins.int
+    workspace_id: _builtins.str
+    enabled: _builtins.bool
+    """false with no package and no amount disables the rule and keeps it as it is."""
+    threshold: _builtins.int
+    package: _builtins.str
+    """Either package or amount."""
+    amount: _builtins.int
+    monthly_limit: _builtins.int
+    def __init__(
+        self,
+        *,
+        workspace_id: _builtins.str = ...,
+        enabled: _builtins.bool = ...,
+        threshold: _builtins.int = ...,
+        package: _builtins.str = ...,
+        amount: _builtins.int = ...,
+        monthly_limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "enabled", b"enabled", "monthly_limit", b"monthly_limit", "package", b"package", "threshold", b"threshold", "workspace_id", b"workspace_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetAutoTopUpRequest: _TypeAlias = SetAutoTopUpRequest  # noqa: Y015
+
+@_typing.final
+class GetAutoTopUpRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKSPACE_ID_FIELD_NUMBER: _builtins.int
+    workspace_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        workspace_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["workspace_id", b"workspace_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetAutoTopUpRequest: _TypeAlias = GetAutoTopUpRequest  # noqa: Y015
+
+@_typing.final
+class ReportTopUpFailedRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKSPACE_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    workspace_id: _builtins.str
+    request_id: _builtins.str
+    """The outstanding request's id, as the topup.requested event gave it."""
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        workspace_id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "request_id", b"request_id", "workspace_id", b"workspace_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportTopUpFailedRequest: _TypeAlias = ReportTopUpFailedRequest  # noqa: Y015

@@ -120,6 +120,41 @@ class MeterStub:
                 request_serializer=meterpb_dot_v1_dot_meter__pb2.AuditRequest.SerializeToString,
                 response_deserializer=meterpb_dot_v1_dot_meter__pb2.AuditResponse.FromString,
                 _registered_method=True)
+        self.ConfirmGrant = channel.unary_unary(
+                '/meter.v1.Meter/ConfirmGrant',
+                request_serializer=meterpb_dot_v1_dot_meter__pb2.ConfirmGrantRequest.SerializeToString,
+                response_deserializer=meterpb_dot_v1_dot_meter__pb2.GrantCreditsResponse.FromString,
+                _registered_method=True)
+        self.VoidGrant = channel.unary_unary(
+                '/meter.v1.Meter/VoidGrant',
+                request_serializer=meterpb_dot_v1_dot_meter__pb2.VoidGrantRequest.SerializeToString,
+                response_deserializer=meterpb_dot_v1_dot_meter__pb2.GrantCreditsResponse.FromString,
+                _registered_method=True)
+        self.SetMemberLimit = channel.unary_unary(
+                '/meter.v1.Meter/SetMemberLimit',
+                request_serializer=meterpb_dot_v1_dot_meter__pb2.SetMemberLimitRequest.SerializeToString,
+                response_deserializer=meterpb_dot_v1_dot_meter__pb2.MemberLimit.FromString,
+                _registered_method=True)
+        self.ListMemberLimits = channel.unary_unary(
+                '/meter.v1.Meter/ListMemberLimits',
+                request_serializer=meterpb_dot_v1_dot_meter__pb2.ListMemberLimitsRequest.SerializeToString,
+                response_deserializer=meterpb_dot_v1_dot_meter__pb2.ListMemberLimitsResponse.FromString,
+                _registered_method=True)
+        self.SetAutoTopUp = channel.unary_unary(
+                '/meter.v1.Meter/SetAutoTopUp',
+                request_serializer=meterpb_dot_v1_dot_meter__pb2.SetAutoTopUpRequest.SerializeToString,
+                response_deserializer=meterpb_dot_v1_dot_meter__pb2.AutoTopUp.FromString,
+                _registered_method=True)
+        self.GetAutoTopUp = channel.unary_unary(
+                '/meter.v1.Meter/GetAutoTopUp',
+                request_serializer=meterpb_dot_v1_dot_meter__pb2.GetAutoTopUpRequest.SerializeToString,
+                response_deserializer=meterpb_dot_v1_dot_meter__pb2.AutoTopUp.FromString,
+                _registered_method=True)
+        self.ReportTopUpFailed = channel.unary_unary(
+                '/meter.v1.Meter/ReportTopUpFailed',
+                request_serializer=meterpb_dot_v1_dot_meter__pb2.ReportTopUpFailedRequest.SerializeToString,
+                response_deserializer=meterpb_dot_v1_dot_meter__pb2.AutoTopUp.FromString,
+                _registered_method=True)
 
 
 class MeterServicer:
@@ -245,6 +280,56 @@ class MeterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ConfirmGrant(self, request, context):
+        """Credit policies.
+        Makes a pending grant spendable (the payment went through). Idempotent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VoidGrant(self, request, context):
+        """Removes a pending grant (the payment failed). Idempotent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetMemberLimit(self, request, context):
+        """Sets or removes a member's spend limit for a period (empty actor_id: every member).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListMemberLimits(self, request, context):
+        """A workspace's member limits, with what each named member has used of them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetAutoTopUp(self, request, context):
+        """Sets the auto top-up rule: below `threshold`, a topup.requested event asks for a purchase.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetAutoTopUp(self, request, context):
+        """The auto top-up rule and where it stands.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReportTopUpFailed(self, request, context):
+        """The payment handler could not charge for a top-up request.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MeterServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -332,6 +417,41 @@ def add_MeterServicer_to_server(servicer, server):
                     servicer.Audit,
                     request_deserializer=meterpb_dot_v1_dot_meter__pb2.AuditRequest.FromString,
                     response_serializer=meterpb_dot_v1_dot_meter__pb2.AuditResponse.SerializeToString,
+            ),
+            'ConfirmGrant': grpc.unary_unary_rpc_method_handler(
+                    servicer.ConfirmGrant,
+                    request_deserializer=meterpb_dot_v1_dot_meter__pb2.ConfirmGrantRequest.FromString,
+                    response_serializer=meterpb_dot_v1_dot_meter__pb2.GrantCreditsResponse.SerializeToString,
+            ),
+            'VoidGrant': grpc.unary_unary_rpc_method_handler(
+                    servicer.VoidGrant,
+                    request_deserializer=meterpb_dot_v1_dot_meter__pb2.VoidGrantRequest.FromString,
+                    response_serializer=meterpb_dot_v1_dot_meter__pb2.GrantCreditsResponse.SerializeToString,
+            ),
+            'SetMemberLimit': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetMemberLimit,
+                    request_deserializer=meterpb_dot_v1_dot_meter__pb2.SetMemberLimitRequest.FromString,
+                    response_serializer=meterpb_dot_v1_dot_meter__pb2.MemberLimit.SerializeToString,
+            ),
+            'ListMemberLimits': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListMemberLimits,
+                    request_deserializer=meterpb_dot_v1_dot_meter__pb2.ListMemberLimitsRequest.FromString,
+                    response_serializer=meterpb_dot_v1_dot_meter__pb2.ListMemberLimitsResponse.SerializeToString,
+            ),
+            'SetAutoTopUp': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetAutoTopUp,
+                    request_deserializer=meterpb_dot_v1_dot_meter__pb2.SetAutoTopUpRequest.FromString,
+                    response_serializer=meterpb_dot_v1_dot_meter__pb2.AutoTopUp.SerializeToString,
+            ),
+            'GetAutoTopUp': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAutoTopUp,
+                    request_deserializer=meterpb_dot_v1_dot_meter__pb2.GetAutoTopUpRequest.FromString,
+                    response_serializer=meterpb_dot_v1_dot_meter__pb2.AutoTopUp.SerializeToString,
+            ),
+            'ReportTopUpFailed': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportTopUpFailed,
+                    request_deserializer=meterpb_dot_v1_dot_meter__pb2.ReportTopUpFailedRequest.FromString,
+                    response_serializer=meterpb_dot_v1_dot_meter__pb2.AutoTopUp.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -794,6 +914,195 @@ class Meter:
             '/meter.v1.Meter/Audit',
             meterpb_dot_v1_dot_meter__pb2.AuditRequest.SerializeToString,
             meterpb_dot_v1_dot_meter__pb2.AuditResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ConfirmGrant(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meter.v1.Meter/ConfirmGrant',
+            meterpb_dot_v1_dot_meter__pb2.ConfirmGrantRequest.SerializeToString,
+            meterpb_dot_v1_dot_meter__pb2.GrantCreditsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VoidGrant(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meter.v1.Meter/VoidGrant',
+            meterpb_dot_v1_dot_meter__pb2.VoidGrantRequest.SerializeToString,
+            meterpb_dot_v1_dot_meter__pb2.GrantCreditsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetMemberLimit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meter.v1.Meter/SetMemberLimit',
+            meterpb_dot_v1_dot_meter__pb2.SetMemberLimitRequest.SerializeToString,
+            meterpb_dot_v1_dot_meter__pb2.MemberLimit.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListMemberLimits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meter.v1.Meter/ListMemberLimits',
+            meterpb_dot_v1_dot_meter__pb2.ListMemberLimitsRequest.SerializeToString,
+            meterpb_dot_v1_dot_meter__pb2.ListMemberLimitsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetAutoTopUp(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meter.v1.Meter/SetAutoTopUp',
+            meterpb_dot_v1_dot_meter__pb2.SetAutoTopUpRequest.SerializeToString,
+            meterpb_dot_v1_dot_meter__pb2.AutoTopUp.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAutoTopUp(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meter.v1.Meter/GetAutoTopUp',
+            meterpb_dot_v1_dot_meter__pb2.GetAutoTopUpRequest.SerializeToString,
+            meterpb_dot_v1_dot_meter__pb2.AutoTopUp.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportTopUpFailed(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meter.v1.Meter/ReportTopUpFailed',
+            meterpb_dot_v1_dot_meter__pb2.ReportTopUpFailedRequest.SerializeToString,
+            meterpb_dot_v1_dot_meter__pb2.AutoTopUp.FromString,
             options,
             channel_credentials,
             insecure,

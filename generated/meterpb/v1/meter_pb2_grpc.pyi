@@ -71,6 +71,22 @@ class MeterStub:
     """Per-workspace alert thresholds."""
     Audit: _grpc.UnaryUnaryMultiCallable[_meter_pb2.AuditRequest, _meter_pb2.AuditResponse]
     """Recomputes balances from the journal, lots and holds and reports every discrepancy."""
+    ConfirmGrant: _grpc.UnaryUnaryMultiCallable[_meter_pb2.ConfirmGrantRequest, _meter_pb2.GrantCreditsResponse]
+    """Credit policies.
+    Makes a pending grant spendable (the payment went through). Idempotent.
+    """
+    VoidGrant: _grpc.UnaryUnaryMultiCallable[_meter_pb2.VoidGrantRequest, _meter_pb2.GrantCreditsResponse]
+    """Removes a pending grant (the payment failed). Idempotent."""
+    SetMemberLimit: _grpc.UnaryUnaryMultiCallable[_meter_pb2.SetMemberLimitRequest, _meter_pb2.MemberLimit]
+    """Sets or removes a member's spend limit for a period (empty actor_id: every member)."""
+    ListMemberLimits: _grpc.UnaryUnaryMultiCallable[_meter_pb2.ListMemberLimitsRequest, _meter_pb2.ListMemberLimitsResponse]
+    """A workspace's member limits, with what each named member has used of them."""
+    SetAutoTopUp: _grpc.UnaryUnaryMultiCallable[_meter_pb2.SetAutoTopUpRequest, _meter_pb2.AutoTopUp]
+    """Sets the auto top-up rule: below `threshold`, a topup.requested event asks for a purchase."""
+    GetAutoTopUp: _grpc.UnaryUnaryMultiCallable[_meter_pb2.GetAutoTopUpRequest, _meter_pb2.AutoTopUp]
+    """The auto top-up rule and where it stands."""
+    ReportTopUpFailed: _grpc.UnaryUnaryMultiCallable[_meter_pb2.ReportTopUpFailedRequest, _meter_pb2.AutoTopUp]
+    """The payment handler could not charge for a top-up request."""
 
 @_typing.type_check_only
 class MeterAsyncStub(MeterStub):
@@ -111,6 +127,22 @@ class MeterAsyncStub(MeterStub):
     """Per-workspace alert thresholds."""
     Audit: _aio.UnaryUnaryMultiCallable[_meter_pb2.AuditRequest, _meter_pb2.AuditResponse]  # type: ignore[assignment]
     """Recomputes balances from the journal, lots and holds and reports every discrepancy."""
+    ConfirmGrant: _aio.UnaryUnaryMultiCallable[_meter_pb2.ConfirmGrantRequest, _meter_pb2.GrantCreditsResponse]  # type: ignore[assignment]
+    """Credit policies.
+    Makes a pending grant spendable (the payment went through). Idempotent.
+    """
+    VoidGrant: _aio.UnaryUnaryMultiCallable[_meter_pb2.VoidGrantRequest, _meter_pb2.GrantCreditsResponse]  # type: ignore[assignment]
+    """Removes a pending grant (the payment failed). Idempotent."""
+    SetMemberLimit: _aio.UnaryUnaryMultiCallable[_meter_pb2.SetMemberLimitRequest, _meter_pb2.MemberLimit]  # type: ignore[assignment]
+    """Sets or removes a member's spend limit for a period (empty actor_id: every member)."""
+    ListMemberLimits: _aio.UnaryUnaryMultiCallable[_meter_pb2.ListMemberLimitsRequest, _meter_pb2.ListMemberLimitsResponse]  # type: ignore[assignment]
+    """A workspace's member limits, with what each named member has used of them."""
+    SetAutoTopUp: _aio.UnaryUnaryMultiCallable[_meter_pb2.SetAutoTopUpRequest, _meter_pb2.AutoTopUp]  # type: ignore[assignment]
+    """Sets the auto top-up rule: below `threshold`, a topup.requested event asks for a purchase."""
+    GetAutoTopUp: _aio.UnaryUnaryMultiCallable[_meter_pb2.GetAutoTopUpRequest, _meter_pb2.AutoTopUp]  # type: ignore[assignment]
+    """The auto top-up rule and where it stands."""
+    ReportTopUpFailed: _aio.UnaryUnaryMultiCallable[_meter_pb2.ReportTopUpFailedRequest, _meter_pb2.AutoTopUp]  # type: ignore[assignment]
+    """The payment handler could not charge for a top-up request."""
 
 class MeterServicer(metaclass=_abc_1.ABCMeta):
     """Holds, charges, balances and history of workspaces' credits."""
@@ -250,5 +282,63 @@ class MeterServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_meter_pb2.AuditResponse, _abc.Awaitable[_meter_pb2.AuditResponse]]:
         """Recomputes balances from the journal, lots and holds and reports every discrepancy."""
+
+    @_abc_1.abstractmethod
+    def ConfirmGrant(
+        self,
+        request: _meter_pb2.ConfirmGrantRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_meter_pb2.GrantCreditsResponse, _abc.Awaitable[_meter_pb2.GrantCreditsResponse]]:
+        """Credit policies.
+        Makes a pending grant spendable (the payment went through). Idempotent.
+        """
+
+    @_abc_1.abstractmethod
+    def VoidGrant(
+        self,
+        request: _meter_pb2.VoidGrantRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_meter_pb2.GrantCreditsResponse, _abc.Awaitable[_meter_pb2.GrantCreditsResponse]]:
+        """Removes a pending grant (the payment failed). Idempotent."""
+
+    @_abc_1.abstractmethod
+    def SetMemberLimit(
+        self,
+        request: _meter_pb2.SetMemberLimitRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_meter_pb2.MemberLimit, _abc.Awaitable[_meter_pb2.MemberLimit]]:
+        """Sets or removes a member's spend limit for a period (empty actor_id: every member)."""
+
+    @_abc_1.abstractmethod
+    def ListMemberLimits(
+        self,
+        request: _meter_pb2.ListMemberLimitsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_meter_pb2.ListMemberLimitsResponse, _abc.Awaitable[_meter_pb2.ListMemberLimitsResponse]]:
+        """A workspace's member limits, with what each named member has used of them."""
+
+    @_abc_1.abstractmethod
+    def SetAutoTopUp(
+        self,
+        request: _meter_pb2.SetAutoTopUpRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_meter_pb2.AutoTopUp, _abc.Awaitable[_meter_pb2.AutoTopUp]]:
+        """Sets the auto top-up rule: below `threshold`, a topup.requested event asks for a purchase."""
+
+    @_abc_1.abstractmethod
+    def GetAutoTopUp(
+        self,
+        request: _meter_pb2.GetAutoTopUpRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_meter_pb2.AutoTopUp, _abc.Awaitable[_meter_pb2.AutoTopUp]]:
+        """The auto top-up rule and where it stands."""
+
+    @_abc_1.abstractmethod
+    def ReportTopUpFailed(
+        self,
+        request: _meter_pb2.ReportTopUpFailedRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_meter_pb2.AutoTopUp, _abc.Awaitable[_meter_pb2.AutoTopUp]]:
+        """The payment handler could not charge for a top-up request."""
 
 def add_MeterServicer_to_server(servicer: MeterServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

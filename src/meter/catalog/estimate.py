@@ -6,31 +6,38 @@ An estimate is built from the catalog's own rules (a published catalog changes i
 |-------------------|----------------------------|---------------------------------------------|
 | strategy          | `campaign.create_strategy` | 1                                           |
 | posts             | `content.generate_post`    | ceil(platforms * posts_per_week * days / 7) |
-| posts, usual rate | `content.generate_post`    | ceil((2 * platforms + 1) * days / 7)        |
+| posts, usual rate | `content.generate_post`    | ceil((2 * platforms + 2) * days / 7)        |
 | regenerations     | `content.regenerate`       | as given, or usually ceil(posts / 5)        |
 | strategy analysis | `strategy.analyze`         | 1 when asked for                            |
 | RSS items         | `rss.process_item`         | rss_items                                   |
 
-The usual rate (``posts_per_week = 0``) is 3 posts a week on the first platform and 2 on
+The usual rate (``posts_per_week = 0``) is 4 posts a week on the first platform and 2 on
 each further one: further platforms mostly carry the same campaign adapted. Every counted
-call is one unit (one post on one platform, one RSS item), so a line costs
-``count * quote(rule, Usage(complexity=plan.complexity))`` (see meter.catalog.pricing):
+call is one unit (one post on one platform, one RSS item):
 
-* complexity not given: ``min`` prices every call at the bottom of its range, ``max`` at the
-  top, ``expected`` in the middle. ``max`` is a real upper bound: a workspace holding it can
-  run the whole campaign whatever the content turns out to be.
-* complexity given: every call is priced at that tier, so ``min = expected = max``, exactly
-  what the same calls would be quoted one by one.
+* complexity given: every call is priced at that tier, ``count * quote(rule,
+  Usage(complexity))`` (see meter.catalog.pricing), so ``min = expected = max``, exactly what
+  the same calls would be quoted one by one. These are the extremes: a campaign estimated
+  as all complex is the most it can cost.
+* complexity not given: a campaign's content is a mix, not every call at one end of its
+  range. ``expected`` is ``count * quote(rule, Usage()).expected``, every call in the middle
+  of its range (what the standard tier costs, and what a commit without a tier charges);
+  ``min`` is the campaign with one call in four simple and the rest standard, 3/8 of the
+  way up every range, and ``max`` one call in four complex, 5/8: a line's min is
+  ``count * rule.min + count * (rule.max - rule.min) * 3/8`` rounded half up, never above
+  its expected (max likewise, never below). This is the range the pricing page shows for
+  its typical campaigns (DESIGN.md §4 and §10); ``max`` is the likely top, not a bound:
+  the all-complex estimate is.
 
 Lines with a count of 0 are left out. With the default catalog:
 
 | campaign                                     | min | expected | max |
 |----------------------------------------------|-----|----------|-----|
-| 1 platform, 7 days                           | 7   | 15       | 22  |
-| 2 platforms, 14 days                         | 15  | 31       | 46  |
-| 3 platforms, 14 days                         | 20  | 41       | 61  |
-| 3 platforms, 30 days, strategy analysis      | 41  | 83       | 123 |
-| 4 platforms, 30 days, strategy analysis      | 52  | 105      | 156 |
+| 1 platform, 7 days                           | 15  | 17       | 18  |
+| 2 platforms, 14 days                         | 32  | 37       | 41  |
+| 3 platforms, 14 days                         | 41  | 47       | 52  |
+| 4 platforms, 30 days                         | 97  | 111      | 124 |
+| 4 platforms, 30 days, strategy analysis      | 100 | 115      | 128 |
 """
 
 from __future__ import annotations
@@ -48,9 +55,14 @@ REGENERATION = "content.regenerate"
 ANALYSIS = "strategy.analyze"
 RSS_ITEM = "rss.process_item"
 
-USUAL_POSTS_PER_WEEK_FIRST_PLATFORM = 3
+USUAL_POSTS_PER_WEEK_FIRST_PLATFORM = 4
 USUAL_POSTS_PER_WEEK_OTHER_PLATFORM = 2
 USUAL_POSTS_PER_REGENERATION = 5
+
+# Where an unknown complexity puts min and max in each rule's range, in eighths: one call in
+# four simple and the rest standard (1/4 * 0 + 3/4 * 1/2), one call in four complex.
+MIN_EIGHTHS = 3
+MAX_EIGHTHS = 5
 
 MAX_PLATFORMS = 20
 MAX_DURATION_DAYS = 366
@@ -129,7 +141,7 @@ def estimate_campaign(catalog_rules: Mapping[str, Rule], plan: CampaignPlan) -> 
             OPERATION_NOT_FOUND when the catalog lacks an operation the plan needs.
     """
     validate_plan(plan)
-    usage = Usage(complexity=Complexity(plan.complexity))
+    complexity = Complexity(plan.complexity)
     lines = []
     for operation, count in _counts(plan):
         if count == 0:
@@ -137,16 +149,31 @@ def estimate_campaign(catalog_rules: Mapping[str, Rule], plan: CampaignPlan) -> 
         rule = catalog_rules.get(operation)
         if rule is None:
             raise errors.operation_not_found(operation)
-        one = quote(rule, usage)
-        lines.append(
-            EstimateLine(operation, count, one.min * count, one.expected * count, one.max * count)
-        )
+        lines.append(_line(operation, rule, count, complexity))
     return Estimate(
         min=sum(line.min for line in lines),
         expected=sum(line.expected for line in lines),
         max=sum(line.max for line in lines),
         lines=tuple(lines),
     )
+
+
+def _line(operation: str, rule: Rule, count: int, complexity: Complexity) -> EstimateLine:
+    one = quote(rule, Usage(complexity=complexity))
+    low, expected, high = one.min * count, one.expected * count, one.max * count
+    if complexity is Complexity.UNSPECIFIED:
+        # Expected stays what the calls will be charged one by one (a commit without a tier
+        # costs the rounded middle); min and max never cross it, where that rounding puts a
+        # call's middle past 5/8 of its range (a 1-2 rule's middle is 2).
+        low = min(_share(rule, count, MIN_EIGHTHS), expected)
+        high = max(_share(rule, count, MAX_EIGHTHS), expected)
+    return EstimateLine(operation, count, low, expected, high)
+
+
+def _share(rule: Rule, count: int, eighths: int) -> int:
+    # Rounded once per line, not per call: 3/8 (or 5/8) of one 1-3 post rounds to 2, and
+    # so would every post count's min and max, the range collapsing onto expected.
+    return count * rule.min + (count * (rule.max - rule.min) * eighths + 4) // 8
 
 
 def _counts(plan: CampaignPlan) -> tuple[tuple[str, int], ...]:

@@ -21,12 +21,11 @@ from meter.cli.remote import (
     TlsKey,
     Token,
     as_dict,
-    connect,
     enum_name,
     err,
     out,
     print_json,
-    reporting,
+    session,
 )
 from meterpb.v1 import catalog_pb2 as cpb
 
@@ -78,10 +77,7 @@ def show(
 
     Example: meter catalog show --version 3
     """
-    with (
-        reporting(target),
-        connect(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter,
-    ):
+    with session(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter:
         found = meter.list_operations(version)
     if json:
         return print_json(as_dict(found))
@@ -109,10 +105,7 @@ def publish(
     """
     text = document.read_text()
     fmt = "json" if document.suffix.lower() == ".json" else "toml"
-    with (
-        reporting(target),
-        connect(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter,
-    ):
+    with session(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter:
         done = meter.publish_catalog(
             text, format=fmt, description=description, request_id=request_id
         )
@@ -144,10 +137,7 @@ def diff(
     except domain.MeterError as e:
         err.print(f"[red]invalid document:[/] {e.message}")
         raise typer.Exit(REFUSED) from None
-    with (
-        reporting(target),
-        connect(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter,
-    ):
+    with session(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter:
         current = meter.list_operations()
     before = {op.operation: _shape(op.min, op.max, _unit(op.unit), op.display_name)
               for op in current.operations}  # fmt: skip
@@ -198,10 +188,7 @@ def packages(
 
     Example: meter packages --json
     """
-    with (
-        reporting(target),
-        connect(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter,
-    ):
+    with session(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter:
         found = meter.list_packages()
     if json:
         return print_json(as_dict(cpb.ListPackagesResponse(packages=found)))
@@ -243,10 +230,7 @@ def estimate(
     """
     if complexity and complexity not in ("simple", "standard", "complex"):
         raise typer.BadParameter("--complexity is simple, standard or complex")
-    with (
-        reporting(target),
-        connect(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter,
-    ):
+    with session(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter:
         e = meter.estimate_campaign(
             platforms=platforms,
             days=days,
@@ -267,7 +251,9 @@ def estimate(
     for line in e.breakdown:
         t.add_row(line.operation, str(line.count), str(line.min), str(line.expected), str(line.max))
     out.print(t)
-    if workspace:
+    # The answer, not the flag, says whether sufficiency was asked about: without a
+    # workspace the fields are unset and nothing is said about affording it.
+    if e.HasField("sufficient"):
         if e.sufficient:
             out.print(f"{workspace} can afford it: {e.available} credits available")
         else:

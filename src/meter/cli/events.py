@@ -25,11 +25,10 @@ from meter.cli.remote import (
     TlsKey,
     Token,
     as_dict,
-    connect,
     enum_name,
     out,
     print_json,
-    reporting,
+    session,
     timestamp,
     when,
 )
@@ -80,10 +79,7 @@ def events(
         _follow(workspace, types, json, target, token, (tls_ca, tls_cert, tls_key), timeout)
         return
     found: list[epb.Event] = []
-    with (
-        reporting(target),
-        connect(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter,
-    ):
+    with session(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter:
         cursor = ""
         while True:
             page = meter.list_events(workspace, types=types, page_size=PAGE, page_token=cursor)
@@ -120,7 +116,7 @@ def _follow(
     """Print the events there are, then poll from the last position; Ctrl-C ends it (0)."""
     cursor = ""
     try:
-        with reporting(target), connect(target, token, timeout, tls_files) as meter:
+        with session(target, token, timeout, tls_files) as meter:
             while True:
                 page = meter.list_events(workspace, types=types, page_size=PAGE, page_token=cursor)
                 for e in page.events:
@@ -212,10 +208,7 @@ def add(
 
     Example: meter webhooks add https://hooks.example.com/meter --type balance.low
     """
-    with (
-        reporting(target),
-        connect(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter,
-    ):
+    with session(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter:
         done = meter.create_webhook_endpoint(
             url,
             event_types=type_ or (),
@@ -242,10 +235,7 @@ def list_(
 
     Example: meter webhooks list --json
     """
-    with (
-        reporting(target),
-        connect(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter,
-    ):
+    with session(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter:
         found = meter.list_webhook_endpoints()
     if json:
         return print_json(as_dict(epb.ListWebhookEndpointsResponse(endpoints=found)))
@@ -261,7 +251,7 @@ def _set_enabled(
     tls_files: tuple[Path | None, Path | None, Path | None],
     timeout: float,
 ) -> None:
-    with reporting(target), connect(target, token, timeout, tls_files) as meter:
+    with session(target, token, timeout, tls_files) as meter:
         e = meter.update_webhook_endpoint(endpoint, enabled=enabled)
     if json:
         return print_json(as_dict(e))
@@ -318,10 +308,7 @@ def delete(
 
     Example: meter webhooks delete ep_3f9c2a
     """
-    with (
-        reporting(target),
-        connect(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter,
-    ):
+    with session(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter:
         meter.delete_webhook_endpoint(endpoint)
     out.print(f"deleted {escape(endpoint)}")
 
@@ -341,10 +328,7 @@ def rotate(
 
     Example: meter webhooks rotate ep_3f9c2a
     """
-    with (
-        reporting(target),
-        connect(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter,
-    ):
+    with session(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter:
         done = meter.rotate_webhook_secret(endpoint)
     if json:
         return print_json(as_dict(done))
@@ -375,10 +359,7 @@ def deliveries(
     """
     found: list[epb.DeliveryAttempt] = []
     cursor = ""
-    with (
-        reporting(target),
-        connect(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter,
-    ):
+    with session(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter:
         while len(found) < limit:
             page = meter.list_deliveries(
                 endpoint, page_size=min(limit - len(found), PAGE), page_token=cursor
@@ -439,10 +420,7 @@ def replay(
     if (since is None) == (not event):
         raise typer.BadParameter("give --since TIME or --event ID (repeatable), exactly one")
     start = when(since)
-    with (
-        reporting(target),
-        connect(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter,
-    ):
+    with session(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter:
         queued = meter.replay_events(endpoint, since=start, event_ids=event or ())
     if json:
         return print_json(as_dict(epb.ReplayEventsResponse(queued=queued)))
@@ -464,10 +442,7 @@ def send_test(
 
     Example: meter webhooks test ep_3f9c2a
     """
-    with (
-        reporting(target),
-        connect(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter,
-    ):
+    with session(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter:
         a = meter.send_test_event(endpoint)
     delivered = a.state == epb.DELIVERY_STATE_DELIVERED
     if json:

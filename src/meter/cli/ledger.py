@@ -23,12 +23,11 @@ from meter.cli.remote import (
     TlsKey,
     Token,
     as_dict,
-    connect,
     enum_name,
     err,
     out,
     print_json,
-    reporting,
+    session,
     timestamp,
     when,
 )
@@ -59,10 +58,7 @@ def balance(
 
     Example: meter balance ws-acme --json
     """
-    with (
-        reporting(target),
-        connect(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter,
-    ):
+    with session(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter:
         b = meter.balance(workspace)
     if json:
         return print_json(as_dict(b))
@@ -70,7 +66,14 @@ def balance(
     t.add_column(style="bold")
     t.add_column(justify="right")
     t.add_row("available", str(b.available))
+    for c in b.by_category:
+        t.add_row(
+            f"  {enum_name(pb.CreditCategory.Name(c.category), 'CREDIT_CATEGORY_')}",
+            str(c.available),
+        )
     t.add_row("held", str(b.held))
+    if b.pending:
+        t.add_row("pending", f"{b.pending} (not spendable until confirmed)")
     t.add_row("total", str(b.total))
     t.add_row("level", enum_name(pb.BalanceLevel.Name(b.level), "BALANCE_LEVEL_"))
     t.add_row("lifetime granted", str(b.lifetime_granted))
@@ -104,6 +107,15 @@ def grant(
         typer.Option("--expires", help="Expiry date (default: 12 months for packages)."),
     ] = None,
     source: Annotated[str, typer.Option("--source", help="purchase, promotion, manual...")] = "",
+    category: Annotated[
+        str, typer.Option("--category", help="paid, promotional or manual (default: by source).")
+    ] = "",
+    priority: Annotated[
+        int | None, typer.Option("--priority", help="0-100, lower burns first (default 50).")
+    ] = None,
+    pending: Annotated[
+        bool, typer.Option("--pending", help="Not spendable until `meter confirm`.")
+    ] = False,
     json: Json = False,
     target: Target = DEFAULT_TARGET,
     token: Token = None,
@@ -118,10 +130,7 @@ def grant(
     """
     if (package is None) == (amount is None):
         raise typer.BadParameter("give --package NAME or --amount N, exactly one")
-    with (
-        reporting(target),
-        connect(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter,
-    ):
+    with session(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter:
         done = meter.grant(
             workspace,
             request_id,
@@ -129,10 +138,19 @@ def grant(
             amount=amount,
             expires_at=when(expires),
             source=source,
+            category=category,
+            priority=priority,
+            pending=pending,
         )
     if json:
         return print_json(as_dict(done))
     expiry = timestamp(done.lot.expires_at) or "never"
+    if not done.HasField("entry"):
+        state = enum_name(pb.LotState.Name(done.lot.state), "LOT_STATE_")
+        return out.print(
+            f"{done.lot.amount} credits for {workspace} are {state} (request {request_id}); "
+            f"`meter confirm {workspace} {request_id}` makes them spendable"
+        )
     out.print(
         f"granted {done.entry.amount} credits to {workspace} (expires {expiry}); "
         f"available now {done.balance.available}"
@@ -158,10 +176,7 @@ def adjust(
 
     Example: meter adjust ws-acme --amount -20 --reason "duplicate grant" --request-id adj-17
     """
-    with (
-        reporting(target),
-        connect(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter,
-    ):
+    with session(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter:
         done = meter.adjust(workspace, request_id, amount, reason)
     if json:
         return print_json(as_dict(done))
@@ -170,6 +185,7 @@ def adjust(
 
 HISTORY_COLUMNS = (
     "time", "kind", "amount", "balance_after", "operation", "actor_id", "request_id", "reason",
+    "category",
 )  # fmt: skip
 
 
@@ -183,6 +199,7 @@ def _history_row(e: pb.JournalEntry) -> list[str]:
         e.actor_id,
         e.request_id,
         e.reason or e.package,
+        enum_name(pb.CreditCategory.Name(e.category), "CREDIT_CATEGORY_") if e.category else "",
     ]
 
 
@@ -220,10 +237,7 @@ def history(
             pb.EntryKind.Value(f"ENTRY_KIND_{k}")
     except ValueError:
         raise typer.BadParameter("--kind is grant, charge, expire, adjust or refund") from None
-    with (
-        reporting(target),
-        connect(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter,
-    ):
+    with session(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter:
         entries = meter.history(
             workspace,
             kinds=kinds,
@@ -293,10 +307,7 @@ def usage(
     """
     if by not in ("operation", "actor", "day", "week"):
         raise typer.BadParameter("--by is operation, actor, day or week")
-    with (
-        reporting(target),
-        connect(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter,
-    ):
+    with session(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter:
         report = meter.usage(workspace, by, since=when(since), until=when(until))
     if json:
         return print_json(as_dict(report))
@@ -345,10 +356,7 @@ def holds(
         states = [pb.HoldState.Value(f"HOLD_STATE_{s.upper()}") for s in state or ()]
     except ValueError:
         raise typer.BadParameter("--state is held, committed, released or expired") from None
-    with (
-        reporting(target),
-        connect(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter,
-    ):
+    with session(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter:
         found = list(meter.holds(workspace, states=states))
     if json:
         return print_json(as_dict(pb.ListHoldsResponse(holds=found)))
@@ -385,8 +393,7 @@ def audit(
     Example: meter audit            (every workspace)
     """
     with (
-        reporting(target),
-        connect(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter,
+        session(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter,
         Progress(
             SpinnerColumn(),
             TextColumn("auditing every workspace"),

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from meter import logs
-from meter.cli import catalog, database, events, ledger, tokens
+from meter.cli import catalog, console, database, events, ledger, policies, tokens
 from meter.config import Settings, StartupError, duration, durations
 
 app = typer.Typer(
@@ -166,9 +166,11 @@ def migrate(database_url: DatabaseUrl = None, data_dir: DataDir = None) -> None:
 
 
 ledger.register(app)
+policies.register(app)
 tokens.register(app)
 catalog.register(app)
 events.register(app)
+console.register(app)
 
 if __name__ == "__main__":
     app()

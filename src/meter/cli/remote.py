@@ -121,6 +121,19 @@ def reporting(target: str) -> Iterator[None]:
         raise typer.Exit(REFUSED) from None
 
 
+@contextmanager
+def session(
+    target: str,
+    token: str | None,
+    timeout: float,
+    tls_files: tuple[Path | None, Path | None, Path | None] = (None, None, None),
+) -> Iterator[MeterClient]:
+    """What every command does around its calls: connect (see `connect`), and turn the
+    client's exceptions into a printed reason and the exit code (see `reporting`)."""
+    with reporting(target), connect(target, token, timeout, tls_files) as meter:
+        yield meter
+
+
 def as_dict(message: Message) -> dict[str, Any]:
     """The proto3 JSON of a message with field names as in the proto and int64 as numbers.
 

@@ -122,6 +122,31 @@ class InsufficientCredits(FailedPrecondition):
         return self.metadata.get("suggested_package") or None
 
 
+class MemberLimitReached(FailedPrecondition):
+    """The member (actor_id) would go past one of its spend limits; nothing was held."""
+
+    @property
+    def limit(self) -> int:
+        return _int(self.metadata.get("limit"))
+
+    @property
+    def used(self) -> int:
+        return _int(self.metadata.get("used"))
+
+    @property
+    def remaining(self) -> int:
+        return _int(self.metadata.get("remaining"))
+
+    @property
+    def resets_at(self) -> str:
+        """When the period ends (ISO 8601, UTC)."""
+        return self.metadata.get("resets_at", "")
+
+
+class GrantNotFound(NotFound):
+    pass
+
+
 class HoldReleased(FailedPrecondition):
     pass
 
@@ -193,6 +218,8 @@ _BY_REASON: dict[str, type[MeterError]] = {
     "OPERATION_NOT_FOUND": OperationNotFound,
     "PACKAGE_NOT_FOUND": PackageNotFound,
     "INSUFFICIENT_CREDITS": InsufficientCredits,
+    "MEMBER_LIMIT_REACHED": MemberLimitReached,
+    "GRANT_NOT_FOUND": GrantNotFound,
     "HOLD_RELEASED": HoldReleased,
     "HOLD_COMMITTED": HoldCommitted,
     "HOLD_EXPIRED": HoldExpired,

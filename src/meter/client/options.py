@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,3 +57,21 @@ class Connection:
 
     def metadata(self) -> tuple[tuple[str, str], ...]:
         return (("authorization", f"Bearer {self.token}"),) if self.token else ()
+
+
+# The settings a client was given, the defaults (METER_TARGET, METER_TOKEN) for the rest.
+def connection(
+    target: str | None,
+    token: str | None,
+    tls: Tls | None,
+    retry: RetryPolicy | None,
+    options: Iterable[tuple[str, int | str]],
+) -> Connection:
+    base = Connection()
+    return Connection(
+        target=target or base.target,
+        token=token if token is not None else base.token,
+        tls=tls,
+        retry=retry or base.retry,
+        options=tuple(options),
+    )

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from meterpb.v1 import catalog_pb2 as cpb
+from meterpb.v1 import events_pb2 as epb
 from meterpb.v1 import meter_pb2 as pb
 
 ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -166,6 +167,9 @@ def grant(
     source: str,
     actor: str,
     labels: Labels | None,
+    category: str | int = 0,
+    priority: int | None = None,
+    pending: bool = False,
 ) -> pb.GrantCreditsRequest:
     if (package is None) == (amount is None):
         raise ValueError("grant takes a package or an amount, exactly one")
@@ -177,10 +181,42 @@ def grant(
         source=source,
         actor_id=actor,
         labels=dict(labels or {}),
+        category=credit_category(category),
+        priority=priority,
+        pending=pending,
     )
     if expires_at is not None:
         r.expires_at.CopyFrom(timestamp(expires_at))
     return r
+
+
+def member_limit(
+    workspace: str, actor: str, period: str | int, limit: int | None
+) -> pb.SetMemberLimitRequest:
+    return pb.SetMemberLimitRequest(
+        workspace_id=workspace, actor_id=actor, period=limit_period(period), limit=limit
+    )
+
+
+def auto_topup(
+    workspace: str,
+    *,
+    enabled: bool,
+    threshold: int,
+    package: str | None,
+    amount: int | None,
+    monthly_limit: int,
+) -> pb.SetAutoTopUpRequest:
+    if enabled and (package is None) == (amount is None):
+        raise ValueError("an auto top-up buys a package or an amount, exactly one")
+    return pb.SetAutoTopUpRequest(
+        workspace_id=workspace,
+        enabled=enabled,
+        threshold=threshold,
+        package=package or "",
+        amount=amount or 0,
+        monthly_limit=monthly_limit,
+    )
 
 
 def transactions(
@@ -215,6 +251,24 @@ def entry_kind(kind: str | int) -> pb.EntryKind.ValueType:
         return kind  # type: ignore[return-value]
     name = kind.upper().removeprefix("ENTRY_KIND_")
     return pb.EntryKind.Value(f"ENTRY_KIND_{name}")
+
+
+def credit_category(category: str | int) -> pb.CreditCategory.ValueType:
+    """PAID, PROMOTIONAL, MANUAL (any case), the enum value, or 0/"" for the default."""
+    if isinstance(category, int):
+        return category  # type: ignore[return-value]
+    if not category:
+        return pb.CREDIT_CATEGORY_UNSPECIFIED
+    name = category.upper().removeprefix("CREDIT_CATEGORY_")
+    return pb.CreditCategory.Value(f"CREDIT_CATEGORY_{name}")
+
+
+def limit_period(period: str | int) -> pb.LimitPeriod.ValueType:
+    """DAY, WEEK, MONTH (any case) or the enum value."""
+    if isinstance(period, int):
+        return period  # type: ignore[return-value]
+    name = period.upper().removeprefix("LIMIT_PERIOD_")
+    return pb.LimitPeriod.Value(f"LIMIT_PERIOD_{name}")
 
 
 def hold_state(state: str | int) -> pb.HoldState.ValueType:
@@ -266,3 +320,56 @@ def document_format(name: str | None) -> cpb.DocumentFormat.ValueType:
 def new_request_id(prefix: str) -> str:
     """A fresh request id, for calls whose caller gave none."""
     return f"{prefix}:{uuid.uuid4()}"
+
+
+def endpoint_update(
+    endpoint_id: str,
+    *,
+    url: str | None,
+    event_types: Iterable[str] | None,
+    workspace_ids: Iterable[str] | None,
+    description: str | None,
+    enabled: bool | None,
+) -> epb.UpdateWebhookEndpointRequest:
+    """An UpdateWebhookEndpoint request whose update_mask names the arguments given."""
+    e = epb.WebhookEndpoint(endpoint_id=endpoint_id)
+    paths = []
+    if url is not None:
+        e.url = url
+        paths.append("url")
+    if description is not None:
+        e.description = description
+        paths.append("description")
+    if event_types is not None:
+        e.event_types.extend(event_types)
+        paths.append("event_types")
+    if workspace_ids is not None:
+        e.workspace_ids.extend(workspace_ids)
+        paths.append("workspace_ids")
+    if enabled is not None:
+        e.enabled = enabled
+        paths.append("enabled")
+    if not paths:
+        raise ValueError(
+            "nothing to change: give url, event_types, workspace_ids, description or enabled"
+        )
+    request = epb.UpdateWebhookEndpointRequest(endpoint=e)
+    request.update_mask.paths.extend(paths)
+    return request
+
+
+def replay(
+    endpoint_id: str, since: datetime | None, event_ids: Iterable[str], request_id: str | None
+) -> epb.ReplayEventsRequest:
+    """A ReplayEvents request: the events since a time, or the listed ones (exactly one)."""
+    ids = list(event_ids)
+    if (since is None) == (not ids):
+        raise ValueError("replay takes since or event_ids, exactly one")
+    request = epb.ReplayEventsRequest(
+        endpoint_id=endpoint_id,
+        event_ids=ids,
+        request_id=request_id or new_request_id("replay"),
+    )
+    if since is not None:
+        request.start_time.CopyFrom(timestamp(since))
+    return request

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import grpc
 
@@ -26,11 +26,24 @@ from meter.client.errors import (
     from_rpc_error,
     from_status,
 )
+from meter.client.options import Connection
 from meter.client.retry import Attempts, RetryPolicy
 from meterpb.v1 import meter_pb2 as pb
+from meterpb.v1 import meter_pb2_grpc
 
-if TYPE_CHECKING:
-    from meter.client.aio import AsyncMeterClient
+
+class StreamClient(Protocol):
+    """What a session uses of its AsyncMeterClient (a protocol, so that this module and
+    meter.client.aio, which makes sessions, do not import each other)."""
+
+    connection: Connection
+
+    @property
+    def stub(self) -> meter_pb2_grpc.MeterStub: ...
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]: ...
+
 
 Key = tuple[str, str]
 # Which oneof of StreamResult carries each kind's answer.
@@ -63,7 +76,7 @@ class StreamSession:
     """
 
     def __init__(
-        self, client: AsyncMeterClient, *, max_batch: int = 500, retry: RetryPolicy | None = None
+        self, client: StreamClient, *, max_batch: int = 500, retry: RetryPolicy | None = None
     ) -> None:
         self._client = client
         self._max_batch = max_batch

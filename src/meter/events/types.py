@@ -22,13 +22,19 @@ CREDITS_ADJUSTED = "credits.adjusted"
 HOLD_EXPIRED = "hold.expired"
 RESERVATION_REFUSED = "reservation.refused"
 COMMIT_SHORTFALL = "commit.shortfall"
+MEMBER_LIMIT_REACHED = "member.limit_reached"
+TOPUP_REQUESTED = "topup.requested"
+TOPUP_FAILED = "topup.failed"
+TOPUP_DISABLED = "topup.disabled"
+GRANT_PENDING = "grant.pending"
+GRANT_CONFIRMED = "grant.confirmed"
+GRANT_VOIDED = "grant.voided"
 CATALOG_PUBLISHED = "catalog.published"
 WEBHOOK_ENDPOINT_DISABLED = "webhook.endpoint_disabled"
 # Sent by SendTestEvent only; never stored.
 WEBHOOK_TEST = "webhook.test"
 
-# Every type of the contract, in DESIGN.md's order. The credit-policy types are part of the
-# contract (endpoints may subscribe to them) before anything writes them.
+# Every type of the contract, in DESIGN.md's order.
 TYPES = (
     BALANCE_LOW,
     BALANCE_CRITICAL,
@@ -42,13 +48,13 @@ TYPES = (
     HOLD_EXPIRED,
     RESERVATION_REFUSED,
     COMMIT_SHORTFALL,
-    "member.limit_reached",
-    "topup.requested",
-    "topup.failed",
-    "topup.disabled",
-    "grant.pending",
-    "grant.confirmed",
-    "grant.voided",
+    MEMBER_LIMIT_REACHED,
+    TOPUP_REQUESTED,
+    TOPUP_FAILED,
+    TOPUP_DISABLED,
+    GRANT_PENDING,
+    GRANT_CONFIRMED,
+    GRANT_VOIDED,
     CATALOG_PUBLISHED,
     WEBHOOK_ENDPOINT_DISABLED,
 )
@@ -79,6 +85,9 @@ def lot(lt: Lot) -> dict[str, Any]:
         "source": lt.source,
         "package": lt.package,
         "request_id": lt.request_id,
+        "category": lt.category.name.lower(),
+        "priority": lt.priority,
+        "state": lt.state.name.lower(),
     }
 
 

@@ -56,6 +56,35 @@ def level_of(available: int, low: int, critical: int) -> Level:
     return Level.OK
 
 
+class Category(IntEnum):
+    """A lot's kind of credits (DESIGN.md §10); values equal the proto enum numbers."""
+
+    PAID = 1
+    PROMOTIONAL = 2
+    MANUAL = 3
+
+
+class LotState(IntEnum):
+    """A lot's life: spendable from the start, or pending until its payment is confirmed."""
+
+    ACTIVE = 0
+    PENDING = 1
+    CONFIRMED = 2  # was pending; spendable
+    VOIDED = 3  # was pending; never spendable
+
+
+class Period(IntEnum):
+    """A member limit's UTC calendar period; values equal the proto enum numbers."""
+
+    DAY = 1
+    WEEK = 2
+    MONTH = 3
+
+
+DEFAULT_PRIORITY = 50
+MAX_PRIORITY = 100
+
+
 class AlertKind(IntEnum):
     LOW = 1
     CRITICAL = 2
@@ -86,6 +115,10 @@ class Account:
     created_at: datetime | None = None
     event_seq: int = 0
     next_notice_at: datetime | None = None  # when a lot's credits.expiring event is due
+    # The policies of DESIGN.md §10 in force: member limits and an auto top-up rule. A book
+    # loads their rows only when these say there are some.
+    member_limits: bool = False
+    auto_topup: bool = False
 
     @property
     def available(self) -> int:
@@ -105,13 +138,21 @@ class Lot:
     package: str
     created_at: datetime
     expiring_noticed: bool = False  # its credits.expiring event was written
+    category: Category = Category.PAID
+    priority: int = DEFAULT_PRIORITY
+    state: LotState = LotState.ACTIVE
+    fingerprint: str = ""  # a pending grant's, for its replays (others replay from the journal)
 
-    def burn_key(self) -> tuple[bool, datetime | None, int]:
-        """Earliest expiry first, then oldest; lots without expiry last."""
-        return (self.expires_at is None, self.expires_at, self.lot_id)
+    def burn_key(self) -> tuple[int, bool, datetime | None, int]:
+        """Lowest priority first, then earliest expiry, then oldest; lots without expiry last."""
+        return (self.priority, self.expires_at is None, self.expires_at, self.lot_id)
 
     def expired(self, now: datetime) -> bool:
         return self.expires_at is not None and self.expires_at <= now
+
+    @property
+    def spendable(self) -> bool:
+        return self.state is LotState.ACTIVE or self.state is LotState.CONFIRMED
 
 
 @dataclass(slots=True)
@@ -157,6 +198,7 @@ class Entry:
     reason: str = ""
     package: str = ""
     fingerprint: str = ""
+    category: Category | None = None  # the lots' category, when they share one
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +246,8 @@ class BalanceView:
     last_transaction: LastTransaction | None = None
     expiring_soon_credits: int = 0
     expiring_soon_earliest: datetime | None = None
+    pending: int = 0  # pending grants' credits: not spendable until confirmed
+    by_category: tuple[tuple[Category, int], ...] = ()  # available, per category
 
     @property
     def total(self) -> int:
@@ -317,6 +361,49 @@ class GrantCmd:
     actor_id: str
     labels: Mapping[str, str]
     fingerprint: str
+    category: Category = Category.PAID
+    priority: int = DEFAULT_PRIORITY
+    pending: bool = False  # not spendable until ConfirmGrant
+
+
+@dataclass(frozen=True, slots=True)
+class ConfirmGrantCmd:
+    """Make a pending grant spendable (idempotent: a confirmed grant confirms again)."""
+
+    workspace_id: str
+    request_id: str  # the grant's
+    actor_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class VoidGrantCmd:
+    """Remove a pending grant (idempotent: a voided grant voids again)."""
+
+    workspace_id: str
+    request_id: str  # the grant's
+    reason: str
+    actor_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class SetAutoTopUpCmd:
+    """Set a workspace's auto top-up rule (idempotent by nature: it names the end state)."""
+
+    workspace_id: str
+    enabled: bool
+    threshold: int
+    package: str
+    amount: int
+    monthly_limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReportTopUpFailedCmd:
+    """The payment for a top-up request failed (idempotent for the last failed request)."""
+
+    workspace_id: str
+    request_id: str
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -367,6 +454,10 @@ Command = (
     | RefundCmd
     | SetThresholdsCmd
     | SweepCmd
+    | ConfirmGrantCmd
+    | VoidGrantCmd
+    | SetAutoTopUpCmd
+    | ReportTopUpFailedCmd
 )
 
 
@@ -391,11 +482,28 @@ class ReleaseOutcome:
 
 @dataclass(frozen=True, slots=True)
 class EntryOutcome:
-    """GrantCredits, AdjustCredits, Refund: the entry written (or replayed) and the balance."""
+    """GrantCredits, AdjustCredits, Refund, ConfirmGrant, VoidGrant: the entry written (or
+    replayed; none for a grant that is pending or was voided), the balance, and the lot."""
 
-    entry: Entry
+    entry: Entry | None
     balance: BalanceView
     lot: Lot | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TopUpView:
+    """A workspace's auto top-up rule as callers see it."""
+
+    workspace_id: str
+    enabled: bool
+    threshold: int
+    package: str
+    amount: int
+    monthly_limit: int
+    failures: int
+    outstanding: str
+    requested_at: datetime | None
+    requested_this_month: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -404,4 +512,12 @@ class SweepOutcome:
     credits_expired: int
 
 
-Outcome = HoldView | CommitOutcome | ReleaseOutcome | EntryOutcome | SweepOutcome | BalanceView
+Outcome = (
+    HoldView
+    | CommitOutcome
+    | ReleaseOutcome
+    | EntryOutcome
+    | SweepOutcome
+    | BalanceView
+    | TopUpView
+)

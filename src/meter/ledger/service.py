@@ -20,11 +20,14 @@ from meter.catalog.pricing import quote, validate_usage
 from meter.catalog.service import CatalogService
 from meter.ledger.batcher import Batcher, Done
 from meter.ledger.model import (
+    DEFAULT_PRIORITY,
     DEFAULT_TTL_S,
+    MAX_PRIORITY,
     MAX_TTL_S,
     MAX_WAIT_FOR_FUNDS_S,
     AdjustCmd,
     BalanceView,
+    Category,
     ChargeCmd,
     Command,
     CommitCmd,
@@ -202,8 +205,13 @@ class LedgerService:
         source: str,
         actor_id: str,
         labels: Mapping[str, str],
+        category: Category | None = None,
+        priority: int | None = None,
+        pending: bool = False,
     ) -> GrantCmd:
         v = self._common(workspace_id, request_id, actor_id, labels)
+        if priority is not None and not 0 <= priority <= MAX_PRIORITY:
+            v.add("priority", f"must be between 0 and {MAX_PRIORITY}")
         if amount and package:
             v.add("amount", "give either amount or package, not both")
         elif not amount and not package:
@@ -216,8 +224,20 @@ class LedgerService:
         if expires_at is not None and expires_at <= now:
             v.add("expires_at", "must be in the future")
         _raise(v)
+        # The policy fields join the digest only when given, so that grants made before they
+        # existed replay as they did.
+        policy = (
+            (category, priority, pending) if category or priority is not None or pending else ()
+        )
         fp = fingerprint(
-            "grant", amount, package.casefold(), expires_at, source, actor_id, _labels_key(labels)
+            "grant",
+            amount,
+            package.casefold(),
+            expires_at,
+            source,
+            actor_id,
+            _labels_key(labels),
+            *policy,
         )
         name = ""
         if package:
@@ -225,16 +245,22 @@ class LedgerService:
             amount, name = pkg.credits, pkg.name
             if expires_at is None:
                 expires_at = now + PACKAGE_VALIDITY
+        source = source or ("purchase" if package else "manual")
+        if category is None:
+            category = _default_category(source, package)
         return GrantCmd(
             workspace_id,
             request_id,
             amount,
             expires_at,
-            source or ("purchase" if package else "manual"),
+            source,
             name,
             actor_id,
             dict(labels),
             fp,
+            category,
+            DEFAULT_PRIORITY if priority is None else priority,
+            pending,
         )
 
     def build_adjust(
@@ -403,6 +429,15 @@ class LedgerService:
             if amount is None:
                 return quote(rule, usage or Usage()).max, catalog.version
         return amount or 0, catalog.version
+
+
+def _default_category(source: str, package: str) -> Category:
+    """PAID for packages and purchases, PROMOTIONAL for promotions, MANUAL otherwise."""
+    if package or source == "purchase":
+        return Category.PAID
+    if source.startswith("promo"):
+        return Category.PROMOTIONAL
+    return Category.MANUAL
 
 
 def _check_usage(v: Violations, usage: Usage | None) -> None:

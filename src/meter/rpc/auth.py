@@ -79,8 +79,16 @@ RULES: dict[str, Rule] = {
     M + "ListTransactions": _rule(Scope.WORKSPACE, A),
     M + "GetUsage": _rule(Scope.WORKSPACE, A),
     M + "ListAlerts": _rule(Scope.WORKSPACE, A),
-    # The payment handler.
+    # The payment handler: purchases, their confirmation or failure, and auto top-up.
     M + "GrantCredits": _rule(Scope.WORKSPACE, B),
+    M + "ConfirmGrant": _rule(Scope.WORKSPACE, B),
+    M + "VoidGrant": _rule(Scope.WORKSPACE, B),
+    M + "SetAutoTopUp": _rule(Scope.WORKSPACE, B),
+    M + "ReportTopUpFailed": _rule(Scope.WORKSPACE, B),
+    M + "GetAutoTopUp": _rule(Scope.WORKSPACE, B, A),
+    # Admins control members' spend; the web app shows it.
+    M + "SetMemberLimit": _rule(Scope.WORKSPACE),
+    M + "ListMemberLimits": _rule(Scope.WORKSPACE, A),
     # Corrections and investigations are for admins.
     M + "ListHolds": _rule(Scope.WORKSPACE),
     M + "Refund": _rule(Scope.WORKSPACE),

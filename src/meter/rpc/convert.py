@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,9 +17,12 @@ from meter.ledger.model import (
     CommitOutcome,
     Discrepancy,
     Entry,
+    EntryOutcome,
     HoldView,
     Lot,
+    TopUpView,
 )
+from meter.ledger.policies import MemberLimitView
 from meter.ledger.usage import UsageReport
 from meterpb.v1 import catalog_pb2 as cpb
 from meterpb.v1 import events_pb2 as epb
@@ -110,6 +113,8 @@ def balance(b: BalanceView) -> pb.Balance:
         expiring_soon=pb.ExpiringSoon(
             credits=b.expiring_soon_credits, earliest=ts(b.expiring_soon_earliest)
         ),
+        pending=b.pending,
+        by_category=[pb.CategoryBalance(category=_enum(c), available=n) for c, n in b.by_category],
     )
     if b.last_transaction is not None:
         t = b.last_transaction
@@ -161,6 +166,7 @@ def entry(workspace_id: str, e: Entry) -> pb.JournalEntry:
         late=e.late,
         reason=e.reason,
         package=e.package,
+        category=_enum(e.category or 0),
     )
 
 
@@ -173,6 +179,45 @@ def lot(lt: Lot) -> pb.Lot:
         source=lt.source,
         package=lt.package,
         create_time=ts(lt.created_at),
+        category=_enum(lt.category),
+        priority=lt.priority,
+        state=_enum(lt.state + 1),  # LotState.ACTIVE is 0, LOT_STATE_ACTIVE 1
+        request_id=lt.request_id,
+    )
+
+
+def member_limit(v: MemberLimitView) -> pb.MemberLimit:
+    return pb.MemberLimit(
+        workspace_id=v.workspace_id,
+        actor_id=v.actor_id,
+        period=_enum(v.period),
+        limit=v.limit,
+        used=v.used,
+        remaining=v.remaining,
+        resets_at=ts(v.resets_at),
+    )
+
+
+def auto_topup(v: TopUpView) -> pb.AutoTopUp:
+    return pb.AutoTopUp(
+        workspace_id=v.workspace_id,
+        enabled=v.enabled,
+        threshold=v.threshold,
+        package=v.package,
+        amount=v.amount,
+        monthly_limit=v.monthly_limit,
+        failures=v.failures,
+        outstanding_request_id=v.outstanding,
+        requested_at=ts(v.requested_at),
+        requested_this_month=v.requested_this_month,
+    )
+
+
+def grant(workspace_id: str, o: EntryOutcome) -> pb.GrantCreditsResponse:
+    return pb.GrantCreditsResponse(
+        entry=entry(workspace_id, o.entry) if o.entry is not None else None,
+        lot=lot(o.lot) if o.lot else None,
+        balance=balance(o.balance),
     )
 
 
@@ -190,11 +235,18 @@ def alert(workspace_id: str, a: AlertEvent) -> pb.AlertEvent:
     )
 
 
-def usage_report(r: UsageReport) -> pb.GetUsageResponse:
+def usage_report(
+    r: UsageReport, limits: Mapping[str, Sequence[MemberLimitView]] | None = None
+) -> pb.GetUsageResponse:
+    """`limits`: by actor, the member limits that apply to each row's actor."""
     return pb.GetUsageResponse(
         rows=[
             pb.UsageRow(
-                key=row.key, period_start=ts(row.period_start), credits=row.credits, count=row.count
+                key=row.key,
+                period_start=ts(row.period_start),
+                credits=row.credits,
+                count=row.count,
+                limits=[member_limit(v) for v in (limits or {}).get(row.key, ())],
             )
             for row in r.rows
         ],

@@ -9,6 +9,8 @@ from typing import Any
 
 from meter import errors
 from meter.ledger.model import HoldState, JournalFilter
+from meter.ledger.policies import MemberLimitView
+from meter.ledger.policy_service import PolicyService
 from meter.ledger.service import LedgerService
 from meter.ledger.usage import UsageGrouping
 from meter.ledger.validation import Violations
@@ -17,21 +19,25 @@ from meter.rpc import convert
 from meter.rpc.errors import abort
 from meter.rpc.handlers import unary
 from meter.rpc.paging import Paging
+from meter.rpc.policies import PolicyRpcs
+from meter.rpc.policies import category as _category
 from meter.rpc.stream import outcome, serve_stream
 from meter.storage.queries import LedgerQueries
 from meterpb.v1 import meter_pb2 as pb
 from meterpb.v1 import meter_pb2_grpc
 
 
-class MeterServicer(meter_pb2_grpc.MeterServicer):
+class MeterServicer(PolicyRpcs, meter_pb2_grpc.MeterServicer):
     def __init__(
         self,
         ledger: LedgerService,
         queries: LedgerQueries,
         paging: Paging,
+        policies: PolicyService,
         watch: BalanceWatch | None = None,
     ) -> None:
         self.ledger = ledger
+        self.policies = policies
         self.queries = queries
         self.paging = paging
         self.watch = watch
@@ -165,10 +171,17 @@ class MeterServicer(meter_pb2_grpc.MeterServicer):
             v.add("end_time", "must be after start_time")
         if v:
             raise errors.invalid(v)
-        report = await self.queries.usage(
-            request.workspace_id, UsageGrouping(request.group_by), start, end
-        )
-        return convert.usage_report(report)
+        grouping = UsageGrouping(request.group_by)
+        report = await self.queries.usage(request.workspace_id, grouping, start, end)
+        limits: dict[str, list[MemberLimitView]] | None = None
+        if grouping is UsageGrouping.ACTOR and report.rows:
+            found = await self.policies.store.member_limits(
+                request.workspace_id, [r.key for r in report.rows]
+            )
+            limits = {}
+            for view in found:
+                limits.setdefault(view.actor_id, []).append(view)
+        return convert.usage_report(report, limits)
 
     @unary
     async def SetAlertThresholds(
@@ -199,13 +212,11 @@ class MeterServicer(meter_pb2_grpc.MeterServicer):
             source=request.source,
             actor_id=request.actor_id,
             labels=convert.labels(request.labels),
+            category=_category(request.category),
+            priority=request.priority if request.HasField("priority") else None,
+            pending=request.pending,
         )
-        out = await self.ledger.grant(cmd)
-        return pb.GrantCreditsResponse(
-            entry=convert.entry(cmd.workspace_id, out.entry),
-            lot=convert.lot(out.lot) if out.lot else None,
-            balance=convert.balance(out.balance),
-        )
+        return convert.grant(cmd.workspace_id, await self.ledger.grant(cmd))
 
     @unary
     async def AdjustCredits(
@@ -219,6 +230,7 @@ class MeterServicer(meter_pb2_grpc.MeterServicer):
             actor_id=request.actor_id,
         )
         out = await self.ledger.adjust(cmd)
+        assert out.entry is not None
         return pb.AdjustCreditsResponse(
             entry=convert.entry(cmd.workspace_id, out.entry), balance=convert.balance(out.balance)
         )
@@ -234,6 +246,7 @@ class MeterServicer(meter_pb2_grpc.MeterServicer):
             actor_id=request.actor_id,
         )
         out = await self.ledger.refund(cmd)
+        assert out.entry is not None
         return pb.RefundResponse(
             entry=convert.entry(cmd.workspace_id, out.entry),
             refunded=out.entry.amount,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
+from google.rpc import error_details_pb2
 from grpc_health.v1 import _async as health_async
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -28,6 +29,12 @@ SERVICES = (
     events_pb2.DESCRIPTOR.services_by_name["Events"].full_name,
 )
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+# Reflection answers from the default descriptor pool, which holds a file once its module is
+# imported. Every refusal's details (ErrorInfo, BadRequest, RetryInfo: meter.rpc.errors) are
+# declared in this file; importing it here keeps it served whatever else the process imports,
+# so that tools which resolve a detail's Any by asking reflection for its type (grpcurl) print
+# reason, metadata and field violations instead of bytes.
+ERROR_DETAILS_FILE = error_details_pb2.DESCRIPTOR.name
 
 
 def build(

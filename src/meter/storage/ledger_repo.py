@@ -21,24 +21,32 @@ from psycopg_pool import AsyncConnectionPool
 from meter import errors
 from meter.ledger.batcher import YIELD_EVERY
 from meter.ledger.book import Book, Pricer
+from meter.ledger.clock import Clock
 from meter.ledger.model import (
     AdjustCmd,
     ChargeCmd,
     Command,
     CommitCmd,
+    ConfirmGrantCmd,
     Entry,
     ExtendCmd,
     GrantCmd,
     Hold,
     Lot,
     Outcome,
+    Period,
     RefundCmd,
     ReleaseCmd,
+    ReportTopUpFailedCmd,
     ReserveCmd,
+    SetAutoTopUpCmd,
     SetThresholdsCmd,
     SweepCmd,
     SweepOutcome,
+    VoidGrantCmd,
 )
+from meter.ledger.policies import Members, Spend
+from meter.storage import ledger_rows
 from meter.storage import ledger_sql as sql
 from meter.storage.db import translated
 
@@ -52,6 +60,7 @@ class LedgerRepo:
         self,
         pool: AsyncConnectionPool[Any],
         committed: Callable[[Iterable[str], Iterable[tuple[int, str]], int], None] | None = None,
+        clock: Clock | None = None,
         *,
         require_sync_standby: bool = False,
     ) -> None:
@@ -61,6 +70,7 @@ class LedgerRepo:
         ledger_sql.SYNC_GUARD: db.ledger_pool(..., require_sync_standby=True))."""
         self.pool = pool
         self.committed = committed
+        self.clock = clock or Clock()
         self.guard = require_sync_standby
 
     async def apply(
@@ -99,7 +109,7 @@ class LedgerRepo:
     ) -> list[Result]:
         # Two round trips: lock and read, then write and commit. A failure leaves the session
         # in a transaction, which the pool rolls back when the connection comes back to it.
-        books = await _load(conn, cmds, skip_locked)
+        books = await _load(conn, cmds, skip_locked, self.clock)
         await asyncio.sleep(0)
         if prepare is not None:
             await prepare({h.catalog_version for b in books.values() for h in b.holds.values()})
@@ -122,15 +132,17 @@ class LedgerRepo:
 
 
 async def _load(
-    conn: AsyncConnection[Any], cmds: Sequence[Command], skip_locked: bool
+    conn: AsyncConnection[Any], cmds: Sequence[Command], skip_locked: bool, clock: Clock
 ) -> dict[str, Book]:
     """Lock the batch's workspaces and read what its commands need: one round trip."""
     keys: dict[tuple[str, str], None] = {}  # (workspace, request id): holds to look up
     entry_keys: dict[tuple[str, str], None] = {}  # and journal entries, when a command needs them
+    lot_keys: dict[tuple[str, str], None] = {}  # and lots by their grant's request id
+    actors: dict[tuple[str, str], None] = {}  # members whose spend a limit may check
     create: set[str] = set()
     sweep: list[str] = []
     for c in cmds:
-        if isinstance(c, SetThresholdsCmd):
+        if isinstance(c, SetThresholdsCmd | SetAutoTopUpCmd | ReportTopUpFailedCmd):
             continue
         if isinstance(c, SweepCmd):
             sweep.append(c.workspace_id)
@@ -140,42 +152,71 @@ async def _load(
         if isinstance(c, CommitCmd | ReleaseCmd | ExtendCmd):
             continue
         entry_keys[key] = None
-        if isinstance(c, GrantCmd):
-            create.add(c.workspace_id)
+        if isinstance(c, ReserveCmd | ChargeCmd):
+            if c.actor_id:
+                actors[(c.workspace_id, c.actor_id)] = None
+        elif isinstance(c, GrantCmd | ConfirmGrantCmd | VoidGrantCmd):
+            lot_keys[key] = None
+            if isinstance(c, GrantCmd):
+                create.add(c.workspace_id)
         elif isinstance(c, RefundCmd):
             keys[(c.workspace_id, c.charge_request_id)] = None
     ids = sorted({c.workspace_id for c in cmds})
-    query = sql.load(ids, sorted(create), list(keys), list(entry_keys), sweep, skip_locked)
+    query = sql.load(
+        ids,
+        sorted(create),
+        list(keys),
+        list(entry_keys),
+        sweep,
+        skip_locked,
+        list(actors),
+        list(lot_keys),
+    )
     cur = await conn.execute(query)
     cur.nextset()
     answer = await cur.fetchone()
     assert answer is not None
-    now, accounts, hold_rows, overdue, lot_rows, entry_rows = sql.loads(answer[0])
-    now = sql.dt(now)
+    (now, accounts, hold_rows, overdue, lot_rows, entry_rows, rid_lot_rows, limit_rows,
+     spend_rows, topup_rows) = sql.loads(answer[0])  # fmt: skip
+    now = clock.at(ledger_rows.dt(now))
     ws_holds: dict[str, dict[str, Hold]] = defaultdict(dict)
     for r in hold_rows + overdue:
-        ws_holds[r[0]][r[2]] = sql.hold(r)
+        ws_holds[r[0]][r[2]] = ledger_rows.hold(r)
     ws_lots: dict[str, list[Lot]] = defaultdict(list)
-    for r in lot_rows:
-        ws_lots[r[0]].append(sql.lot(r))
+    seen = set()
+    for r in lot_rows + rid_lot_rows:
+        if (r[0], r[1]) not in seen:
+            seen.add((r[0], r[1]))
+            ws_lots[r[0]].append(ledger_rows.lot(r))
     spent = {
         (wid, lot_id) for wid, hs in ws_holds.items() for h in hs.values() for lot_id, _ in h.draws
-    } - {(wid, lt.lot_id) for wid, lts in ws_lots.items() for lt in lts}
+    } - seen
     if spent:
         # Lots the loaded holds drew from that have no credits left: only a commit or a
         # release giving credits back to them needs these, so they cost a round trip of
         # their own instead of a wider read on every batch.
         found = await conn.execute(sql.LOTS.sql, sql.LOTS.rows(list(spent)), binary=True)
         for r in await found.fetchall():
-            ws_lots[r[0]].append(sql.lot(r))
+            ws_lots[r[0]].append(ledger_rows.lot(r))
     ws_entries: dict[str, dict[str, Entry]] = defaultdict(dict)
     for r in entry_rows:
-        ws_entries[r[0]][r[7]] = sql.entry(r)
+        ws_entries[r[0]][r[7]] = ledger_rows.entry(r)
+    ws_limits: dict[str, dict[tuple[str, Period], int]] = defaultdict(dict)
+    for r in limit_rows:
+        actor_id, period, limit = ledger_rows.limit_key(r)
+        ws_limits[r[0]][(actor_id, period)] = limit
+    ws_spend: dict[str, dict[str, Spend]] = defaultdict(dict)
+    for r in spend_rows:
+        ws_spend[r[0]][r[1]] = ledger_rows.spend(r)
+    topups = {r[0]: ledger_rows.topup(r) for r in topup_rows}
     books = {}
     for r in accounts:
-        account = sql.account(r)
+        account = ledger_rows.account(r)
         wid = account.workspace_id
-        book = Book(account, ws_lots[wid], ws_holds[wid], ws_entries[wid], now)
+        members = Members(ws_limits[wid], ws_spend[wid]) if account.member_limits else None
+        book = Book(
+            account, ws_lots[wid], ws_holds[wid], ws_entries[wid], now, members, topups.get(wid)
+        )
         book.settle_due()
         books[wid] = book
     return books
@@ -189,36 +230,57 @@ async def _write(conn: AsyncConnection[Any], books: dict[str, Book], guard: bool
     Returns the books whose workspace changed."""
     new_lots: list[tuple[Any, ...]] = []
     lots: list[tuple[Any, ...]] = []
-    noticed: list[tuple[Any, ...]] = []
+    revised: list[tuple[Any, ...]] = []
     new_holds: list[tuple[Any, ...]] = []
     holds: list[tuple[Any, ...]] = []
     entries: list[tuple[Any, ...]] = []
     alerts: list[tuple[Any, ...]] = []
     events: list[tuple[Any, ...]] = []
+    spend: list[tuple[Any, ...]] = []
+    topups: list[tuple[Any, ...]] = []
     workspaces: list[tuple[Any, ...]] = []
     changed = []
     for wid, book in books.items():
         book.finish()
         if not book.account_dirty and not book.dirty_holds:
             continue
-        new_lots += [sql.lot_row(wid, lt) for lt in book.new_lots]
-        if book.noticed:
+        new_lots += [ledger_rows.lot_row(wid, lt) for lt in book.new_lots]
+        if book.revised:
             for i in book.dirty_lots:
-                (noticed if i in book.noticed else lots).append((wid, i, book.lots[i].remaining))
+                if i in book.revised:
+                    revised.append(ledger_rows.revised_lot_row(wid, book.lots[i]))
+                else:
+                    lots.append((wid, i, book.lots[i].remaining))
         else:
             lots += [(wid, i, book.lots[i].remaining) for i in book.dirty_lots]
-        new_holds += [sql.hold_row(wid, h) for h in book.new_holds]
-        holds += [sql.hold_update_row(wid, h) for h in book.dirty_holds.values()]
-        entries += [sql.entry_row(wid, e) for e in book.entries]
-        alerts += [sql.alert_row(wid, a) for a in book.alerts]
-        events += [sql.event_row(wid, e) for e in book.events]
+        new_holds += [ledger_rows.hold_row(wid, h) for h in book.new_holds]
+        holds += [ledger_rows.hold_update_row(wid, h) for h in book.dirty_holds.values()]
+        entries += [ledger_rows.entry_row(wid, e) for e in book.entries]
+        alerts += [ledger_rows.alert_row(wid, a) for a in book.alerts]
+        events += [ledger_rows.event_row(wid, e) for e in book.events]
+        if book.members is not None and book.members.dirty:
+            spend += [ledger_rows.spend_row(wid, s) for s in book.members.dirty.values()]
+        if book.topup_dirty and book.topup is not None:
+            topups.append(ledger_rows.topup_row(wid, book.topup))
         if book.account_dirty:
             changed.append(book)
-            workspaces.append(sql.workspace_row(book.account))
+            workspaces.append(ledger_rows.workspace_row(book.account))
     if not changed and not holds:
         await conn.execute("COMMIT")
         return changed
-    rows = (new_lots, lots, noticed, new_holds, holds, entries, alerts, events, workspaces)
+    rows = (
+        new_lots,
+        lots,
+        revised,
+        new_holds,
+        holds,
+        entries,
+        alerts,
+        events,
+        spend,
+        topups,
+        workspaces,
+    )
     try:
         await conn.execute(_writer.message(conn, rows, guard=guard))
     except BaseException:
@@ -255,6 +317,14 @@ def _run(book: Book | None, cmd: Command, price: Pricer) -> Result:
                 return book.set_thresholds(cmd)
             case SweepCmd():
                 return book.sweep()
+            case ConfirmGrantCmd():
+                return book.confirm_grant(cmd)
+            case VoidGrantCmd():
+                return book.void_grant(cmd)
+            case SetAutoTopUpCmd():
+                return book.set_auto_topup(cmd)
+            case ReportTopUpFailedCmd():
+                return book.report_topup_failed(cmd)
     except errors.MeterError as e:
         return e
     raise AssertionError(f"unknown command {cmd!r}")

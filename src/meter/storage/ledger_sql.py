@@ -4,14 +4,13 @@ A batch reads through meter_load (migration 0004) and writes with statements tha
 whole columns as array parameters (one array per column, `unnest`ed in SQL), so their text
 is fixed however many rows they carry and each connection prepares them once (Writer). The
 statements are built here from the tables of meter.storage.tables, so they follow the schema
-without restating it, and these builders and parsers are the only place that knows how a
-domain object maps to its row.
+without restating it; ledger_rows.py maps domain objects to their rows and back.
 """
 
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -21,18 +20,7 @@ from sqlalchemy import ARRAY, Boolean, DateTime, Integer, Table
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import JSONB
 
-from meter.ledger.model import (
-    Account,
-    AlertEvent,
-    Entry,
-    EntryKind,
-    Event,
-    Hold,
-    HoldKind,
-    HoldState,
-    Level,
-    Lot,
-)
+from meter.storage import ledger_rows as rows
 from meter.storage import tables as t
 
 _DIALECT = postgresql.dialect()  # type: ignore[no-untyped-call]
@@ -97,10 +85,6 @@ class Statement:
         return self.params(list(zip(*rows, strict=True)))
 
 
-def _columns(table: Table) -> list[str]:
-    return [c.name for c in table.columns]
-
-
 # The statements' type names: short ones keep the text PostgreSQL parses at PREPARE small.
 _SHORT = {
     "BIGINT": "int8",
@@ -138,13 +122,28 @@ def _unnest(table: Table, names: Sequence[str]) -> tuple[str, str, tuple[Encode,
     return source, ", ".join(select), tuple(_encoder(table.c[n].type) for n in names)
 
 
-def insert(table: Table, defaulted: Sequence[str] = ()) -> Statement:
+def insert(
+    table: Table, defaulted: Sequence[str] = (), computed: Mapping[str, str] | None = None
+) -> Statement:
     """INSERT of many rows, one array parameter per column in table order; the `defaulted`
-    columns take their server defaults."""
-    names = [n for n in _columns(table) if n not in defaulted]
+    columns take their server defaults, the `computed` ones an SQL expression (over `u`, the
+    row's parameters)."""
+    computed = computed or {}
+    names = [n for n in rows.columns(table) if n not in defaulted and n not in computed]
     source, select, encoders = _unnest(table, names)
+    targets = ", ".join([*names, *computed])
+    select = ", ".join([select, *computed.values()])
     return Statement(
-        f"INSERT INTO {table.name} ({', '.join(names)}) SELECT {select} FROM {source}", encoders
+        f"INSERT INTO {table.name} ({targets}) SELECT {select} FROM {source}", encoders
+    )
+
+
+def upsert(table: Table, key: Sequence[str]) -> Statement:
+    """INSERT of many rows that updates the rows already there (found by key)."""
+    base = insert(table)
+    sets = ", ".join(f"{c} = EXCLUDED.{c}" for c in rows.columns(table) if c not in key)
+    return Statement(
+        f"{base.sql} ON CONFLICT ({', '.join(key)}) DO UPDATE SET {sets}", base.encoders
     )
 
 
@@ -159,7 +158,7 @@ def update(table: Table, key: Sequence[str], columns: Sequence[str], extra: str 
 
 
 def _cols(table: Table, alias: str) -> str:
-    return ", ".join(f"{alias}.{c}" for c in _columns(table))
+    return ", ".join(f"{alias}.{c}" for c in rows.columns(table))
 
 
 # Reads: meter_load (migration 0004) locks a batch's workspaces and reads its state by key.
@@ -177,6 +176,8 @@ def load(
     entries: Sequence[tuple[str, str]],
     sweep: Sequence[str],
     skip_locked: bool,
+    actors: Sequence[tuple[str, str]] = (),
+    lots: Sequence[tuple[str, str]] = (),
 ) -> str:
     """Open the batch's transaction and read its state: one message, one round trip.
 
@@ -192,8 +193,16 @@ def load(
         texts([k[1] for k in entries]),
         texts(sweep),
     ]
+    tail = [
+        texts([k[0] for k in actors]),
+        texts([k[1] for k in actors]),
+        texts([k[0] for k in lots]),
+        texts([k[1] for k in lots]),
+    ]
     call = ", ".join(map(_literal, args))
-    return f"BEGIN; SELECT meter_load({call}, {'true' if skip_locked else 'false'})::text"
+    more = ", ".join(map(_literal, tail))
+    flag = "true" if skip_locked else "false"
+    return f"BEGIN; SELECT meter_load({call}, {flag}, {more})::text"
 
 
 loads = orjson.loads
@@ -211,10 +220,10 @@ LOTS = Statement(
 
 INSERT_LOTS = insert(t.lots)
 UPDATE_LOTS = update(t.lots, ("workspace_id", "lot_id"), ("remaining",))
-# Lots whose credits.expiring event this batch wrote (rare): a part of their own, so that the
-# common one stays as narrow as it was. A lot is in one of the two, never both.
-UPDATE_NOTICED_LOTS = update(
-    t.lots, ("workspace_id", "lot_id"), ("remaining",), extra="expiring_noticed = true"
+# Lots whose state or credits.expiring flag changed (rare): a part of their own, so that the
+# common one stays as narrow as it is. A lot is in one of the two, never both.
+UPDATE_REVISED_LOTS = update(
+    t.lots, ("workspace_id", "lot_id"), ("remaining", "state", "expiring_noticed")
 )
 INSERT_HOLDS = insert(t.holds)
 HOLD_CHANGES = (
@@ -233,9 +242,22 @@ HOLD_CHANGES = (
 UPDATE_HOLDS = update(t.holds, ("workspace_id", "hold_id"), HOLD_CHANGES)
 INSERT_ENTRIES = insert(t.journal)
 INSERT_ALERTS = insert(t.alerts)
-INSERT_EVENTS = insert(t.events, defaulted=("txid",))
+# An event's feed position is its transaction's id, raised to the workspace's last event's:
+# a transaction that took its id before another one and its workspace lock after it (it
+# locked another workspace first) still sorts after that one's events, so the feed keeps
+# each workspace's order. Raising a position never lets a reader pass over it
+# (meter.storage.events_repo): a running transaction's events still sort at or above its id.
+INSERT_EVENTS = insert(
+    t.events,
+    computed={
+        "txid": "greatest(pg_current_xact_id(),"
+        " (SELECT max(e.txid) FROM events e WHERE e.workspace_id = u.workspace_id))"
+    },
+)
+UPSERT_SPEND = upsert(t.member_spend, ("workspace_id", "actor_id"))
+UPSERT_TOPUPS = upsert(t.auto_topups, ("workspace_id",))
 WORKSPACE_CHANGES = tuple(
-    c for c in _columns(t.workspaces) if c not in ("workspace_id", "created_at", "updated_at")
+    c for c in rows.columns(t.workspaces) if c not in ("workspace_id", "created_at", "updated_at")
 )
 UPDATE_WORKSPACES = update(
     t.workspaces, ("workspace_id",), WORKSPACE_CHANGES, extra="updated_at = now()"
@@ -262,12 +284,14 @@ def _prepare(name: str, statement: Statement) -> str:
 WRITE_PARTS = (
     INSERT_LOTS,
     UPDATE_LOTS,
-    UPDATE_NOTICED_LOTS,
+    UPDATE_REVISED_LOTS,
     INSERT_HOLDS,
     UPDATE_HOLDS,
     INSERT_ENTRIES,
     INSERT_ALERTS,
     INSERT_EVENTS,
+    UPSERT_SPEND,
+    UPSERT_TOPUPS,
     UPDATE_WORKSPACES,
 )
 
@@ -314,273 +338,6 @@ class Writer:
     def failed(self, conn: Any) -> None:
         """The connection's last message failed: what it has prepared is unknown."""
         self._prepared[conn] = None
-
-
-def dt(value: Any) -> datetime:
-    """A timestamp from a JSON document (ISO text) or a driver row (datetime).
-
-    A batch's rows repeat their times (holds made in one transaction, a workspace's lots),
-    so recent texts are kept with what they parsed to."""
-    if not isinstance(value, str):
-        return value  # type: ignore[no-any-return]
-    parsed = _parsed.get(value)
-    if parsed is None:
-        if len(_parsed) > 4096:
-            _parsed.clear()
-        parsed = _parsed[value] = datetime.fromisoformat(value)
-    return parsed
-
-
-_parsed: dict[str, datetime] = {}
-
-
-def opt_dt(value: Any) -> datetime | None:
-    return None if value is None else dt(value)
-
-
-def _json(value: dict[str, str] | None) -> str | None:
-    return orjson.dumps(value).decode() if value else None
-
-
-def _int_array(values: Sequence[int]) -> str:
-    return "{" + ",".join(map(str, values)) + "}"
-
-
-# Rows -> domain. A row is a sequence in its table's column order (as the statements above
-# and SQLAlchemy's select(table) return it); `ordered` makes one from a mapping by name.
-
-ACCOUNT_COLUMNS = _columns(t.workspaces)
-LOT_COLUMNS = _columns(t.lots)
-
-Row = Sequence[Any]
-
-
-def ordered(names: Sequence[str], mapping: Any) -> list[Any]:
-    return [mapping[n] for n in names]
-
-
-# Enum members by value: calling an IntEnum class costs several times a dict lookup.
-_LEVEL = Level._value2member_map_
-_ENTRY_KIND = EntryKind._value2member_map_
-_HOLD_KIND = HoldKind._value2member_map_
-_HOLD_STATE = HoldState._value2member_map_
-
-
-def account(r: Row) -> Account:
-    (workspace_id, balance, held, used, granted, low, critical, level, hold_seq, lot_seq,
-     entry_seq, alert_seq, event_seq, next_expiry_at, next_notice_at, last_at, last_kind,
-     last_amount, last_operation, created_at) = r[:20]  # fmt: skip
-    return Account(
-        workspace_id,
-        balance,
-        held,
-        used,
-        granted,
-        low,
-        critical,
-        _LEVEL[level],  # type: ignore[arg-type]
-        hold_seq,
-        lot_seq,
-        entry_seq,
-        alert_seq,
-        opt_dt(next_expiry_at),
-        opt_dt(last_at),
-        _ENTRY_KIND[last_kind] if last_kind else None,  # type: ignore[arg-type]
-        last_amount,
-        last_operation,
-        opt_dt(created_at),
-        event_seq,
-        opt_dt(next_notice_at),
-    )
-
-
-def lot(r: Row) -> Lot:
-    _, lot_id, request_id, amount, remaining, expires_at, source, package, created_at, noticed = r
-    return Lot(
-        lot_id,
-        request_id,
-        amount,
-        remaining,
-        opt_dt(expires_at),
-        source,
-        package,
-        dt(created_at),
-        noticed,
-    )
-
-
-def hold(r: Row) -> Hold:
-    (_, hold_id, request_id, kind, state, amount, charged, shortfall, refunded, late,
-     operation, version, actor_id, labels, draw_lots, draw_amounts, fp, commit_fp,
-     expires_at, created_at, finished_at) = r  # fmt: skip
-    return Hold(
-        hold_id,
-        request_id,
-        _HOLD_KIND[kind],  # type: ignore[arg-type]
-        _HOLD_STATE[state],  # type: ignore[arg-type]
-        amount,
-        operation,
-        version,
-        actor_id,
-        dict(labels) if labels else {},
-        [[a, b] for a, b in zip(draw_lots, draw_amounts, strict=True)],
-        fp,
-        dt(expires_at),
-        dt(created_at),
-        charged,
-        shortfall,
-        refunded,
-        late,
-        commit_fp,
-        opt_dt(finished_at),
-    )
-
-
-def entry(r: Row) -> Entry:
-    (_, entry_id, kind, amount, balance_after, operation, actor_id, request_id, labels,
-     shortfall, late, reason, package, fp, created_at) = r  # fmt: skip
-    return Entry(
-        entry_id=entry_id,
-        kind=_ENTRY_KIND[kind],  # type: ignore[arg-type]
-        amount=amount,
-        balance_after=balance_after,
-        created_at=dt(created_at),
-        operation=operation,
-        actor_id=actor_id,
-        request_id=request_id,
-        labels=dict(labels or {}),
-        shortfall=shortfall,
-        late=late,
-        reason=reason,
-        package=package,
-        fingerprint=fp,
-    )
-
-
-# Domain -> rows, in the column order of the statements above.
-
-
-def hold_row(ws: str, h: Hold) -> tuple[Any, ...]:
-    return (
-        ws,
-        h.hold_id,
-        h.request_id,
-        int(h.kind),
-        int(h.state),
-        h.amount,
-        h.charged,
-        h.shortfall,
-        h.refunded,
-        h.late,
-        h.operation,
-        h.catalog_version,
-        h.actor_id,
-        _json(h.labels),
-        _int_array([d[0] for d in h.draws]),
-        _int_array([d[1] for d in h.draws]),
-        h.fingerprint,
-        h.commit_fingerprint,
-        h.expires_at,
-        h.created_at,
-        h.finished_at,
-    )
-
-
-def hold_update_row(ws: str, h: Hold) -> tuple[Any, ...]:
-    """The key, then HOLD_CHANGES."""
-    return (
-        ws,
-        h.hold_id,
-        int(h.state),
-        h.charged,
-        h.shortfall,
-        h.refunded,
-        h.late,
-        _json(h.labels),
-        _int_array([d[0] for d in h.draws]),
-        _int_array([d[1] for d in h.draws]),
-        h.commit_fingerprint,
-        h.expires_at,
-        h.finished_at,
-    )
-
-
-def lot_row(ws: str, lt: Lot) -> tuple[Any, ...]:
-    return (
-        ws,
-        lt.lot_id,
-        lt.request_id,
-        lt.amount,
-        lt.remaining,
-        lt.expires_at,
-        lt.source,
-        lt.package,
-        lt.created_at,
-        lt.expiring_noticed,
-    )
-
-
-def entry_row(ws: str, e: Entry) -> tuple[Any, ...]:
-    return (
-        ws,
-        e.entry_id,
-        int(e.kind),
-        e.amount,
-        e.balance_after,
-        e.operation,
-        e.actor_id,
-        e.request_id,
-        _json(dict(e.labels)),
-        e.shortfall,
-        e.late,
-        e.reason,
-        e.package,
-        e.fingerprint,
-        e.created_at,
-    )
-
-
-def alert_row(ws: str, a: AlertEvent) -> tuple[Any, ...]:
-    return (
-        ws,
-        a.event_id,
-        int(a.kind),
-        a.available,
-        a.threshold,
-        a.required,
-        a.operation,
-        a.request_id,
-        a.created_at,
-    )
-
-
-def event_row(ws: str, e: Event) -> tuple[Any, ...]:
-    return (ws, e.sequence, e.type, e.created_at, orjson.dumps(e.data).decode())
-
-
-def workspace_row(a: Account) -> tuple[Any, ...]:
-    """The key, then WORKSPACE_CHANGES."""
-    return (
-        a.workspace_id,
-        a.balance,
-        a.held,
-        a.lifetime_used,
-        a.lifetime_granted,
-        a.low_threshold,
-        a.critical_threshold,
-        int(a.alert_level),
-        a.hold_seq,
-        a.lot_seq,
-        a.entry_seq,
-        a.alert_seq,
-        a.event_seq,
-        a.next_expiry_at,
-        a.next_notice_at,
-        a.last_entry_at,
-        int(a.last_entry_kind) if a.last_entry_kind else None,
-        a.last_entry_amount,
-        a.last_entry_operation,
-    )
 
 
 # --require-sync-standby: a batch's writes commit only while a synchronous standby streams,

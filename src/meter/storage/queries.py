@@ -23,11 +23,11 @@ from meter.ledger.model import (
 )
 from meter.ledger.usage import UsageGrouping, UsageReport, UsageRow
 from meter.storage.db import translating
-from meter.storage.ledger_sql import ACCOUNT_COLUMNS, LOT_COLUMNS, ordered
-from meter.storage.ledger_sql import account as _account
-from meter.storage.ledger_sql import entry as _entry
-from meter.storage.ledger_sql import hold as _hold
-from meter.storage.ledger_sql import lot as _lot
+from meter.storage.ledger_rows import ACCOUNT_COLUMNS, LOT_COLUMNS, ordered
+from meter.storage.ledger_rows import account as _account
+from meter.storage.ledger_rows import entry as _entry
+from meter.storage.ledger_rows import hold as _hold
+from meter.storage.ledger_rows import lot as _lot
 from meter.storage.tables import alerts, holds, journal, workspaces
 
 
@@ -211,7 +211,8 @@ class LedgerQueries:
         Checks, per workspace: the journal sums to the balance and its balance_after chain is
         unbroken; lots' remaining credits equal the available balance; HELD holds sum to held
         and their draws to their amounts; no lot gives out more than it had; lifetime totals
-        match the journal; no request id was charged twice; nothing is negative.
+        match the journal; no request id was charged twice; nothing is negative; with member
+        limits, each member's running held total is its HELD holds'.
         """
         found: list[Discrepancy] = []
         async with self.engine.connect() as conn:
@@ -291,6 +292,13 @@ class LedgerQueries:
                     "request ids with more than one CHARGE entry",
                 )
                 check("negative", "amounts", 0, r.negatives, "negative balances, holds or lots")
+                check(
+                    "member_spend",
+                    "member_spend",
+                    0,
+                    r.bad_spend,
+                    "members whose running total of held credits is not their HELD holds'",
+                )
         return len(rows), found
 
     async def _require_workspace(self, conn: Any, workspace_id: str) -> None:
@@ -369,6 +377,7 @@ SELECT w.workspace_id, w.balance, w.held, w.lifetime_used, w.lifetime_granted,
   coalesce(l.overdrawn, 0)::bigint AS overdrawn_lots,
   coalesce(h.held, 0)::bigint AS holds_held,
   coalesce(h.bad_draws, 0)::bigint AS bad_draws,
+  coalesce(s.bad_spend, 0)::bigint AS bad_spend,
   (CASE WHEN w.balance < 0 OR w.held < 0 OR w.balance < w.held THEN 1 ELSE 0 END)
     + coalesce(l.negative, 0)::bigint AS negatives
 FROM workspaces w
@@ -386,7 +395,7 @@ LEFT JOIN LATERAL (
         FROM journal WHERE workspace_id = w.workspace_id) jj
 ) j ON true
 LEFT JOIN LATERAL (
-  SELECT sum(remaining) AS remaining,
+  SELECT sum(remaining) FILTER (WHERE state <> 1) AS remaining,  -- pending lots are not spendable
     count(*) FILTER (WHERE remaining < 0 OR remaining > amount) AS negative,
     count(*) FILTER (WHERE coalesce(d.drawn, 0) > amount - remaining) AS overdrawn
   FROM lots lo
@@ -407,6 +416,16 @@ LEFT JOIN LATERAL (
     ) AS bad_draws
   FROM holds WHERE workspace_id = w.workspace_id
 ) h ON true
+LEFT JOIN LATERAL (
+  -- With member limits: each member's running total of held credits is its HELD holds'.
+  SELECT count(*) AS bad_spend
+  FROM (SELECT actor_id, sum(amount) AS held FROM holds
+        WHERE workspace_id = w.workspace_id AND state = 1 AND actor_id <> ''
+        GROUP BY actor_id) hs
+  FULL JOIN (SELECT actor_id, held FROM member_spend
+             WHERE workspace_id = w.workspace_id) ms USING (actor_id)
+  WHERE w.member_limits AND coalesce(hs.held, 0) <> coalesce(ms.held, 0)
+) s ON true
 WHERE w.workspace_id = ANY(:ids)
 ORDER BY w.workspace_id
 """

@@ -80,6 +80,9 @@ workspaces = Table(
     Column("last_entry_kind", SmallInteger, nullable=True),
     Column("last_entry_amount", BigInteger, nullable=False, server_default="0"),
     Column("last_entry_operation", Text, nullable=False, server_default=""),
+    # The workspace has member limits (member_spend is kept) / an auto top-up rule.
+    Column("member_limits", Boolean, nullable=False, server_default="false"),
+    Column("auto_topup", Boolean, nullable=False, server_default="false"),
     _ts("created_at", server_default=NOW),
     _ts("updated_at", server_default=NOW),
     CheckConstraint("held >= 0", name="held_not_negative"),
@@ -102,7 +105,15 @@ lots = Table(
     _ts("created_at", server_default=NOW),
     # Its credits.expiring event was written (once per lot).
     Column("expiring_noticed", Boolean, nullable=False, server_default="false"),
+    # DESIGN.md §10: 1 paid, 2 promotional, 3 manual; burn order priority first (lower first).
+    Column("category", SmallInteger, nullable=False, server_default="1"),
+    Column("priority", SmallInteger, nullable=False, server_default="50"),
+    # 0 active, 1 pending (not spendable, not in the balance), 2 confirmed, 3 voided.
+    Column("state", SmallInteger, nullable=False, server_default="0"),
+    # A pending grant's request digest: its replays find the lot, not a journal entry.
+    Column("fingerprint", Text, nullable=False, server_default=""),
     PrimaryKeyConstraint("workspace_id", "lot_id"),
+    Index("ix_lots_request", "workspace_id", "request_id"),
     CheckConstraint("amount > 0", name="amount_positive"),
     CheckConstraint("remaining >= 0 AND remaining <= amount", name="remaining_in_range"),
 )
@@ -159,6 +170,8 @@ journal = Table(
     Column("package", Text, nullable=False, server_default=""),
     Column("fingerprint", Text, nullable=False, server_default=""),
     _ts("created_at"),
+    # The category of the lots the entry moved, when they share one (0: several or none).
+    Column("category", SmallInteger, nullable=False, server_default="0"),
     PrimaryKeyConstraint("workspace_id", "entry_id"),
     CheckConstraint("balance_after >= 0", name="balance_not_negative"),
     # GrantCredits, AdjustCredits and Refund are idempotent on their own request ids.
@@ -170,6 +183,56 @@ journal = Table(
         postgresql_where=text("kind IN (1, 4, 5)"),
     ),
     Index("ix_journal_workspace_created", "workspace_id", "created_at"),
+)
+
+# Member limits (DESIGN.md §10): a limit per member (actor_id '' = every member) and period.
+member_limits = Table(
+    "member_limits",
+    metadata,
+    Column("workspace_id", Text, nullable=False),
+    Column("actor_id", Text, nullable=False),
+    Column("period", SmallInteger, nullable=False),  # Period
+    Column("credit_limit", BigInteger, nullable=False),
+    _ts("updated_at", server_default=NOW),
+    PrimaryKeyConstraint("workspace_id", "actor_id", "period"),
+    CheckConstraint("credit_limit >= 0", name="limit"),
+)
+
+# Each member's running spend, kept while the workspace has limits: what its HELD holds hold,
+# and what it was charged in the day, week and month of updated_at (UTC calendar periods).
+member_spend = Table(
+    "member_spend",
+    metadata,
+    Column("workspace_id", Text, nullable=False),
+    Column("actor_id", Text, nullable=False),
+    Column("held", BigInteger, nullable=False, server_default="0"),
+    Column("day_used", BigInteger, nullable=False, server_default="0"),
+    Column("week_used", BigInteger, nullable=False, server_default="0"),
+    Column("month_used", BigInteger, nullable=False, server_default="0"),
+    # Bit p-1 set: period p's member.limit_reached event was written (once per period).
+    Column("noticed", SmallInteger, nullable=False, server_default="0"),
+    _ts("updated_at"),
+    PrimaryKeyConstraint("workspace_id", "actor_id"),
+)
+
+# A workspace's auto top-up rule and its state (DESIGN.md §10).
+auto_topups = Table(
+    "auto_topups",
+    metadata,
+    Column("workspace_id", Text, nullable=False),
+    Column("enabled", Boolean, nullable=False),
+    Column("threshold", BigInteger, nullable=False),
+    Column("package", Text, nullable=False, server_default=""),
+    Column("amount", BigInteger, nullable=False, server_default="0"),
+    Column("monthly_limit", Integer, nullable=False),
+    Column("failures", Integer, nullable=False, server_default="0"),  # in a row
+    Column("seq", BigInteger, nullable=False, server_default="0"),  # n of topup:<ws>:<n>
+    Column("outstanding", Text, nullable=False, server_default=""),  # its request id
+    _ts("requested_at", nullable=True),
+    _ts("month_start", nullable=True),
+    Column("month_count", Integer, nullable=False, server_default="0"),
+    Column("last_failed", Text, nullable=False, server_default=""),
+    PrimaryKeyConstraint("workspace_id"),
 )
 
 alerts = Table(

@@ -1,0 +1,198 @@
+"""Credit-policy commands (DESIGN.md §10): confirm, void, limits, topup."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from meter.cli.remote import (
+    DEFAULT_TARGET,
+    Json,
+    Target,
+    Timeout,
+    TlsCa,
+    TlsCert,
+    TlsKey,
+    Token,
+    as_dict,
+    enum_name,
+    out,
+    print_json,
+    session,
+    timestamp,
+)
+from meterpb.v1 import meter_pb2 as pb
+
+Workspace = Annotated[str, typer.Argument(help="The workspace id.", show_default=False)]
+GrantId = Annotated[
+    str, typer.Argument(help="The pending grant's request id (the payment id).", show_default=False)
+]
+PERIODS = ("day", "week", "month")
+
+
+def confirm(
+    workspace: Workspace,
+    request_id: GrantId,
+    json: Json = False,
+    target: Target = DEFAULT_TARGET,
+    token: Token = None,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    timeout: Timeout = 10.0,
+) -> None:
+    """Make a pending grant spendable (its payment went through).
+
+    Example: meter confirm ws-acme pay_8412
+    """
+    with session(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter:
+        done = meter.confirm_grant(workspace, request_id)
+    if json:
+        return print_json(as_dict(done))
+    out.print(
+        f"confirmed {done.lot.amount} credits of {request_id}; "
+        f"available now {done.balance.available}"
+    )
+
+
+def void(
+    workspace: Workspace,
+    request_id: GrantId,
+    reason: Annotated[str, typer.Option("--reason", help="Why (the payment failed...).")] = "",
+    json: Json = False,
+    target: Target = DEFAULT_TARGET,
+    token: Token = None,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    timeout: Timeout = 10.0,
+) -> None:
+    """Remove a pending grant (its payment failed); its credits never become spendable.
+
+    Example: meter void ws-acme pay_8412 --reason "card declined"
+    """
+    with session(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter:
+        done = meter.void_grant(workspace, request_id, reason=reason)
+    if json:
+        return print_json(as_dict(done))
+    out.print(f"voided {done.lot.amount} pending credits of {request_id}")
+
+
+def limits(
+    workspace: Workspace,
+    member: Annotated[
+        str | None,
+        typer.Option("--member", help='The actor id to limit ("" for every member).'),
+    ] = None,
+    period: Annotated[str, typer.Option("--period", help="day, week or month (UTC).")] = "month",
+    limit: Annotated[int | None, typer.Option("--limit", help="Credits per period.")] = None,
+    remove: Annotated[bool, typer.Option("--remove", help="Remove the member's limit.")] = False,
+    json: Json = False,
+    target: Target = DEFAULT_TARGET,
+    token: Token = None,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    timeout: Timeout = 10.0,
+) -> None:
+    """Show a workspace's member limits, or set one with --member, --period and --limit.
+
+    Example: meter limits ws-acme --member user_42 --period day --limit 50
+    """
+    setting = member is not None
+    if setting and (limit is None) == (not remove):
+        raise typer.BadParameter("with --member give --limit N or --remove, exactly one")
+    if not setting and (limit is not None or remove):
+        raise typer.BadParameter("--limit and --remove need --member")
+    if period.lower() not in PERIODS:
+        raise typer.BadParameter(f"--period must be one of {', '.join(PERIODS)}")
+    with session(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter:
+        if setting:
+            assert member is not None
+            meter.set_member_limit(workspace, member, period, None if remove else limit)
+        found = meter.member_limits(workspace)
+    if json:
+        return print_json([as_dict(x) for x in found])
+    if not found:
+        return out.print(f"{workspace} has no member limits: every member may spend the balance")
+    t = Table(title=f"member limits of {workspace}", title_justify="left")
+    for c in ("member", "period", "limit", "used", "remaining", "resets"):
+        t.add_column(c, justify="right" if c in ("limit", "used", "remaining") else "left")
+    for x in found:
+        t.add_row(
+            x.actor_id or "(every member)",
+            enum_name(pb.LimitPeriod.Name(x.period), "LIMIT_PERIOD_"),
+            str(x.limit),
+            str(x.used) if x.actor_id else "",
+            str(x.remaining) if x.actor_id else "",
+            timestamp(x.resets_at),
+        )
+    out.print(t)
+
+
+def topup(
+    workspace: Workspace,
+    threshold: Annotated[
+        int | None, typer.Option("--threshold", help="Request a top-up below this.")
+    ] = None,
+    package: Annotated[str | None, typer.Option("--package", help="The package to buy.")] = None,
+    amount: Annotated[int | None, typer.Option("--amount", help="Or credits to buy.")] = None,
+    monthly_limit: Annotated[
+        int, typer.Option("--monthly-limit", help="At most this many top-ups a month.")
+    ] = 3,
+    disable: Annotated[bool, typer.Option("--disable", help="Turn the rule off.")] = False,
+    failed: Annotated[
+        str | None,
+        typer.Option("--failed", help="Report that the payment of this request failed."),
+    ] = None,
+    reason: Annotated[str, typer.Option("--reason", help="With --failed: why.")] = "",
+    json: Json = False,
+    target: Target = DEFAULT_TARGET,
+    token: Token = None,
+    tls_ca: TlsCa = None,
+    tls_cert: TlsCert = None,
+    tls_key: TlsKey = None,
+    timeout: Timeout = 10.0,
+) -> None:
+    """Show a workspace's auto top-up rule, set it with --threshold, or turn it off.
+
+    Example: meter topup ws-acme --threshold 50 --package Basic --monthly-limit 2
+    """
+    if threshold is not None and (package is None) == (amount is None):
+        raise typer.BadParameter("with --threshold give --package NAME or --amount N, exactly one")
+    with session(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter:
+        if failed is not None:
+            rule = meter.report_topup_failed(workspace, failed, reason)
+        elif disable:
+            rule = meter.set_auto_topup(workspace, enabled=False)
+        elif threshold is not None:
+            rule = meter.set_auto_topup(
+                workspace,
+                threshold=threshold,
+                package=package,
+                amount=amount,
+                monthly_limit=monthly_limit,
+            )
+        else:
+            rule = meter.auto_topup(workspace)
+    if json:
+        return print_json(as_dict(rule))
+    if not rule.threshold:
+        return out.print(f"{workspace} has no auto top-up rule")
+    buys = rule.package or f"{rule.amount} credits"
+    state = "on" if rule.enabled else "off"
+    out.print(
+        f"auto top-up {state}: below {rule.threshold} buy {buys}, at most {rule.monthly_limit} a "
+        f"month ({rule.requested_this_month} this month); failures in a row {rule.failures}"
+    )
+    if rule.outstanding_request_id:
+        out.print(
+            f"outstanding: {rule.outstanding_request_id} since {timestamp(rule.requested_at)}"
+        )
+
+
+def register(app: typer.Typer) -> None:
+    for command in (confirm, void, limits, topup):
+        app.command()(command)

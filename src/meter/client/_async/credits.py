@@ -1,0 +1,161 @@
+"""Grants, corrections (adjust, refund) and the credit policies (member limits, auto top-up)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from meter.client import requests as rq
+from meter.client._async.transport import AsyncTransport
+from meterpb.v1 import meter_pb2 as pb
+
+
+class AsyncCreditCalls(AsyncTransport):
+    """Grants, corrections and credit policies."""
+
+    async def grant(
+        self,
+        workspace: str,
+        request_id: str,
+        *,
+        package: str | None = None,
+        amount: int | None = None,
+        expires_at: datetime | None = None,
+        source: str = "",
+        actor: str = "",
+        labels: rq.Labels | None = None,
+        category: str | int = "",
+        priority: int | None = None,
+        pending: bool = False,
+    ) -> pb.GrantCreditsResponse:
+        """Add credits by `package` name or explicit `amount`; `request_id` = payment id.
+
+        `category` (paid, promotional, manual) and `priority` (0-100, lower burns first)
+        place the lot in the burn order; `pending` records it unspendable until
+        `confirm_grant` (a payment still processing).
+
+        Raises:
+            PackageNotFound, RequestIdReused, InvalidArgument.
+        """
+        request = rq.grant(
+            workspace,
+            request_id,
+            package=package,
+            amount=amount,
+            expires_at=expires_at,
+            source=source,
+            actor=actor,
+            labels=labels,
+            category=category,
+            priority=priority,
+            pending=pending,
+        )
+        return await self._call(self._meter.GrantCredits, request)
+
+    async def adjust(
+        self, workspace: str, request_id: str, amount: int, reason: str, *, actor: str = ""
+    ) -> pb.AdjustCreditsResponse:
+        """An administrator's signed correction; never below zero.
+
+        Raises:
+            InsufficientCredits: a negative adjustment larger than what is available.
+        """
+        request = pb.AdjustCreditsRequest(
+            workspace_id=workspace, request_id=request_id, amount=amount, reason=reason,
+            actor_id=actor,
+        )  # fmt: skip
+        return await self._call(self._meter.AdjustCredits, request)
+
+    async def refund(
+        self,
+        workspace: str,
+        request_id: str,
+        charge_request_id: str,
+        *,
+        amount: int = 0,
+        reason: str = "",
+        actor: str = "",
+    ) -> pb.RefundResponse:
+        """Give back `amount` (0: all that is left) of the charge `charge_request_id`."""
+        request = pb.RefundRequest(
+            workspace_id=workspace, request_id=request_id, charge_request_id=charge_request_id,
+            amount=amount, reason=reason, actor_id=actor,
+        )  # fmt: skip
+        return await self._call(self._meter.Refund, request)
+
+    # Credit policies.
+
+    async def confirm_grant(
+        self, workspace: str, request_id: str, *, actor: str = ""
+    ) -> pb.GrantCreditsResponse:
+        """Make the pending grant `request_id` spendable. Idempotent.
+
+        Raises:
+            GrantNotFound, FailedPrecondition (GRANT_VOIDED, GRANT_NOT_PENDING).
+        """
+        request = pb.ConfirmGrantRequest(
+            workspace_id=workspace, request_id=request_id, actor_id=actor
+        )
+        return await self._call(self._meter.ConfirmGrant, request)
+
+    async def void_grant(
+        self, workspace: str, request_id: str, *, reason: str = "", actor: str = ""
+    ) -> pb.GrantCreditsResponse:
+        """Remove the pending grant `request_id`. Idempotent.
+
+        Raises:
+            GrantNotFound, FailedPrecondition (GRANT_CONFIRMED, GRANT_NOT_PENDING).
+        """
+        request = pb.VoidGrantRequest(
+            workspace_id=workspace, request_id=request_id, reason=reason, actor_id=actor
+        )
+        return await self._call(self._meter.VoidGrant, request)
+
+    async def set_member_limit(
+        self, workspace: str, actor: str, period: str | int, limit: int | None
+    ) -> pb.MemberLimit:
+        """Limit what `actor` ("" = every member) may spend per day, week or month; a limit of
+        None removes it. A member over its limit gets MemberLimitReached."""
+        request = rq.member_limit(workspace, actor, period, limit)
+        return await self._call(self._meter.SetMemberLimit, request)
+
+    async def member_limits(self, workspace: str) -> list[pb.MemberLimit]:
+        """As `MeterClient.member_limits`."""
+        request = pb.ListMemberLimitsRequest(workspace_id=workspace)
+        return list((await self._call(self._meter.ListMemberLimits, request)).limits)
+
+    async def set_auto_topup(
+        self,
+        workspace: str,
+        *,
+        enabled: bool = True,
+        threshold: int = 0,
+        package: str | None = None,
+        amount: int | None = None,
+        monthly_limit: int = 0,
+    ) -> pb.AutoTopUp:
+        """Below `threshold`, a topup.requested event asks the payment handler to buy
+        `package` (or `amount`), at most `monthly_limit` times a month. enabled=False alone
+        disables the rule and keeps it."""
+        request = rq.auto_topup(
+            workspace,
+            enabled=enabled,
+            threshold=threshold,
+            package=package,
+            amount=amount,
+            monthly_limit=monthly_limit,
+        )
+        return await self._call(self._meter.SetAutoTopUp, request)
+
+    async def auto_topup(self, workspace: str) -> pb.AutoTopUp:
+        """As `MeterClient.auto_topup`."""
+        request = pb.GetAutoTopUpRequest(workspace_id=workspace)
+        return await self._call(self._meter.GetAutoTopUp, request)
+
+    async def report_topup_failed(
+        self, workspace: str, request_id: str, reason: str = ""
+    ) -> pb.AutoTopUp:
+        """The payment for top-up request `request_id` failed; three in a row disable the rule."""
+        request = pb.ReportTopUpFailedRequest(
+            workspace_id=workspace, request_id=request_id, reason=reason
+        )
+        return await self._call(self._meter.ReportTopUpFailed, request)

@@ -1,0 +1,92 @@
+"""Balance alerts: the thresholds, and the alerts and events a change of available fires."""
+
+from __future__ import annotations
+
+from meter.events import types as events
+from meter.ledger.book.state import BookState
+from meter.ledger.model import (
+    AlertEvent,
+    AlertKind,
+    BalanceView,
+    Level,
+    SetThresholdsCmd,
+    level_of,
+)
+
+
+class AlertRules(BookState):
+    """Alert thresholds, and what a change of the available balance fires."""
+
+    __slots__ = ()  # the state's slots are BookState's
+
+    def _touch(self) -> None:
+        """Note an account change and fire the alerts its available balance now calls for."""
+        self.account_dirty = True
+        a = self.account
+        level = level_of(a.available, a.low_threshold, a.critical_threshold)
+        if level > a.alert_level:
+            if a.alert_level < Level.LOW <= level:
+                self._alert(AlertKind.LOW, a.low_threshold)
+            if level is Level.CRITICAL:
+                self._alert(AlertKind.CRITICAL, a.critical_threshold)
+        elif level is Level.OK and a.alert_level is not Level.OK and a.lifetime_used:
+            # Back above the low threshold; a workspace that never spent has not recovered.
+            self._event(events.BALANCE_RECOVERED, threshold=a.low_threshold)
+        a.alert_level = level
+        if a.available == 0 < self.seen_available:
+            self.seen_available = 0
+            self._event(events.BALANCE_DEPLETED)
+        self.seen_available = a.available
+        if self.topup is not None:
+            self._top_up()
+
+    def _alert(
+        self,
+        kind: AlertKind,
+        threshold: int,
+        required: int = 0,
+        operation: str = "",
+        request_id: str = "",
+        actor_id: str = "",
+    ) -> None:
+        self.account.alert_seq += 1
+        self.account_dirty = True
+        if kind is AlertKind.INSUFFICIENT_CREDITS:
+            available = self.account.available
+            self._event(
+                events.RESERVATION_REFUSED,
+                required=required,
+                available=available,
+                shortfall=required - available,
+                operation=operation,
+                request_id=request_id,
+                actor_id=actor_id,
+            )
+        else:
+            self._event(events.ALERT_TYPES[kind], threshold=threshold)
+        self.alerts.append(
+            AlertEvent(
+                self.account.alert_seq,
+                kind,
+                self.account.available,
+                threshold,
+                self.now,
+                required,
+                operation,
+                request_id,
+            )
+        )
+
+    def set_thresholds(self, cmd: SetThresholdsCmd) -> BalanceView:
+        """Set the alert thresholds; the level is re-evaluated without firing an alert.
+
+        Moving a threshold over the balance is a setting, not a crossing: the new level shows
+        at once on the balance, and alerts fire on the next downward crossing after the
+        balance has risen above the threshold again (or at once for a worse level reached by
+        spending).
+        """
+        a = self.account
+        a.low_threshold, a.critical_threshold = cmd.low, cmd.critical
+        a.alert_level = level_of(a.available, a.low_threshold, a.critical_threshold)
+        self.account_dirty = True
+        return self.balance()

@@ -1,0 +1,173 @@
+"""Grants: new lots of credits, and pending grants confirmed or voided later (DESIGN.md §10)."""
+
+from __future__ import annotations
+
+from meter import errors
+from meter.events import types as events
+from meter.ledger.book.state import BookState
+from meter.ledger.model import (
+    ConfirmGrantCmd,
+    EntryKind,
+    EntryOutcome,
+    GrantCmd,
+    Lot,
+    LotState,
+    VoidGrantCmd,
+)
+
+
+class GrantRules(BookState):
+    """Grants, and pending grants' confirmation or voiding."""
+
+    __slots__ = ()  # the state's slots are BookState's
+
+    def grant(self, cmd: GrantCmd) -> EntryOutcome:
+        """Add a lot of credits.
+
+        Raises:
+            MeterError: REQUEST_ID_REUSED.
+        """
+        replay = self._entry_replay(cmd.request_id, cmd.fingerprint)
+        granted = self._lot_of(cmd.request_id)
+        if replay is not None:
+            return EntryOutcome(replay, self.balance(), granted)
+        if granted is not None:
+            # A pending grant (or a voided one) has a lot and no entry yet.
+            if granted.fingerprint != cmd.fingerprint:
+                raise errors.request_id_reused(cmd.request_id)
+            return EntryOutcome(None, self.balance(), granted)
+        state = LotState.PENDING if cmd.pending else LotState.ACTIVE
+        lot = self._new_lot(
+            cmd.request_id,
+            cmd.amount,
+            cmd.expires_at,
+            cmd.source,
+            cmd.package,
+            cmd.category,
+            cmd.priority,
+            state,
+            cmd.fingerprint if cmd.pending else "",
+        )
+        topup = self.topup
+        if topup is not None and topup.outstanding == cmd.request_id:
+            # The payment handler's grant for a top-up request resolves it.
+            topup.outstanding, topup.failures = "", 0
+            self.topup_dirty = True
+        if cmd.pending:
+            self._event(
+                events.GRANT_PENDING,
+                amount=cmd.amount,
+                lot=events.lot(lot),
+                request_id=cmd.request_id,
+                actor_id=cmd.actor_id,
+                labels=dict(cmd.labels),
+            )
+            return EntryOutcome(None, self.balance(), lot)
+        self.account.lifetime_granted += cmd.amount
+        # The event of the change before the entry, whose balance check may fire others.
+        self._event(
+            events.CREDITS_GRANTED,
+            amount=cmd.amount,
+            lot=events.lot(lot),
+            entry_id=self.account.entry_seq + 1,
+            request_id=cmd.request_id,
+            actor_id=cmd.actor_id,
+            labels=dict(cmd.labels),
+        )
+        entry = self._entry(
+            EntryKind.GRANT,
+            cmd.amount,
+            actor_id=cmd.actor_id,
+            request_id=cmd.request_id,
+            labels=cmd.labels,
+            reason=cmd.source,
+            package=cmd.package,
+            fingerprint=cmd.fingerprint,
+            category=lot.category,
+        )
+        return EntryOutcome(entry, self.balance(), lot)
+
+    def confirm_grant(self, cmd: ConfirmGrantCmd) -> EntryOutcome:
+        """Make a pending grant spendable; confirming a confirmed grant replays its answer.
+
+        Raises:
+            MeterError: GRANT_NOT_FOUND, GRANT_VOIDED, GRANT_NOT_PENDING.
+        """
+        lot = self._pending_lot(cmd.request_id, "confirmed")
+        if lot.state is LotState.CONFIRMED:
+            return EntryOutcome(self.request_entries.get(cmd.request_id), self.balance(), lot)
+        if lot.state is LotState.VOIDED:
+            raise errors.precondition(
+                "GRANT_VOIDED",
+                f"grant {cmd.request_id!r} was voided; it cannot be confirmed",
+                request_id=cmd.request_id,
+            )
+        lot.state = LotState.CONFIRMED
+        self._revise(lot)
+        self.account.balance += lot.remaining
+        self.account.lifetime_granted += lot.remaining
+        self._event(
+            events.GRANT_CONFIRMED,
+            amount=lot.remaining,
+            lot=events.lot(lot),
+            entry_id=self.account.entry_seq + 1,
+            request_id=cmd.request_id,
+            actor_id=cmd.actor_id,
+        )
+        entry = self._entry(
+            EntryKind.GRANT,
+            lot.remaining,
+            actor_id=cmd.actor_id,
+            request_id=cmd.request_id,
+            reason=lot.source,
+            package=lot.package,
+            fingerprint=lot.fingerprint,
+            category=lot.category,
+        )
+        if lot.expired(self.now):
+            self.expire_lots()  # confirmed after its expiry: granted, and expired at once
+        return EntryOutcome(entry, self.balance(), lot)
+
+    def void_grant(self, cmd: VoidGrantCmd) -> EntryOutcome:
+        """Remove a pending grant; voiding a voided grant replays its answer.
+
+        Raises:
+            MeterError: GRANT_NOT_FOUND, GRANT_CONFIRMED, GRANT_NOT_PENDING.
+        """
+        lot = self._pending_lot(cmd.request_id, "voided")
+        if lot.state is LotState.VOIDED:
+            return EntryOutcome(None, self.balance(), lot)
+        if lot.state is LotState.CONFIRMED:
+            raise errors.precondition(
+                "GRANT_CONFIRMED",
+                f"grant {cmd.request_id!r} was confirmed; it cannot be voided (refund or adjust)",
+                request_id=cmd.request_id,
+            )
+        lot.state, lot.remaining = LotState.VOIDED, 0
+        self._revise(lot)
+        self._event(
+            events.GRANT_VOIDED,
+            amount=lot.amount,
+            lot=events.lot(lot),
+            reason=cmd.reason,
+            request_id=cmd.request_id,
+            actor_id=cmd.actor_id,
+        )
+        return EntryOutcome(None, self.balance(), lot)
+
+    def _pending_lot(self, request_id: str, verb: str) -> Lot:
+        """A grant's lot that was pending (and may be confirmed or voided by now)."""
+        lot = self._lot_of(request_id)
+        if lot is None or request_id in self.holds:
+            raise errors.not_found(
+                "GRANT_NOT_FOUND",
+                f"no grant {request_id!r} in workspace {self.account.workspace_id!r}",
+                request_id=request_id,
+            )
+        if lot.state is LotState.ACTIVE:
+            raise errors.precondition(
+                "GRANT_NOT_PENDING",
+                f"grant {request_id!r} was never pending; it cannot be {verb}",
+                request_id=request_id,
+            )
+        return lot

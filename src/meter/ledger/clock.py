@@ -1,0 +1,20 @@
+"""The ledger's clock: PostgreSQL's now(), read with each batch, so every replica agrees.
+
+`offset` shifts it. Tests move it across a day, week or month to watch member limits reset
+and top-up months turn; nothing else sets it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+
+class Clock:
+    __slots__ = ("offset",)
+
+    def __init__(self) -> None:
+        self.offset = timedelta(0)
+
+    def at(self, db_now: datetime) -> datetime:
+        """The ledger's time when the database says `db_now`."""
+        return db_now + self.offset if self.offset else db_now

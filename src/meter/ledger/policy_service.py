@@ -1,0 +1,151 @@
+"""Credit-policy use cases (DESIGN.md §10): pending grants, member limits, auto top-up.
+
+Confirmations, voids and the auto top-up rule are ledger commands like any other: they run in
+the batcher's transactions under the workspace's lock, with their events. Member limits are
+settings written in their own transaction (meter.storage.policies_repo).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from meter.catalog.service import CatalogService
+from meter.ledger.model import (
+    ConfirmGrantCmd,
+    EntryOutcome,
+    Period,
+    ReportTopUpFailedCmd,
+    SetAutoTopUpCmd,
+    TopUpView,
+    VoidGrantCmd,
+)
+from meter.ledger.policies import MemberLimitView
+from meter.ledger.service import LedgerService, _as, _raise
+from meter.ledger.validation import Violations
+
+MAX_MONTHLY_TOPUPS = 1000
+
+
+class PolicyStore(Protocol):
+    async def set_member_limit(
+        self, workspace_id: str, actor_id: str, period: Period, limit: int | None
+    ) -> MemberLimitView: ...
+    async def member_limits(
+        self, workspace_id: str, actors: list[str] | None = None
+    ) -> list[MemberLimitView]: ...
+    async def auto_topup(self, workspace_id: str) -> TopUpView: ...
+
+
+class PolicyService:
+    def __init__(self, ledger: LedgerService, store: PolicyStore, catalog: CatalogService) -> None:
+        self.ledger = ledger
+        self.store = store
+        self.catalog = catalog
+
+    # Pending grants.
+
+    def build_confirm(
+        self, *, workspace_id: str, request_id: str, actor_id: str
+    ) -> ConfirmGrantCmd:
+        v = _ids(workspace_id, request_id)
+        v.actor("actor_id", actor_id)
+        _raise(v)
+        return ConfirmGrantCmd(workspace_id, request_id, actor_id)
+
+    def build_void(
+        self, *, workspace_id: str, request_id: str, reason: str, actor_id: str
+    ) -> VoidGrantCmd:
+        v = _ids(workspace_id, request_id)
+        v.actor("actor_id", actor_id)
+        v.text("reason", reason)
+        _raise(v)
+        return VoidGrantCmd(workspace_id, request_id, reason, actor_id)
+
+    async def confirm(self, cmd: ConfirmGrantCmd) -> EntryOutcome:
+        return _as(EntryOutcome, await self.ledger.execute(cmd))
+
+    async def void(self, cmd: VoidGrantCmd) -> EntryOutcome:
+        return _as(EntryOutcome, await self.ledger.execute(cmd))
+
+    # Member limits.
+
+    async def set_member_limit(
+        self, *, workspace_id: str, actor_id: str, period: int, limit: int | None
+    ) -> MemberLimitView:
+        """Raises: MeterError INVALID naming the field, WORKSPACE_NOT_FOUND."""
+        v = Violations()
+        v.id("workspace_id", workspace_id)
+        v.actor("actor_id", actor_id)
+        if period not in Period._value2member_map_:
+            v.add("period", "must be LIMIT_PERIOD_DAY, LIMIT_PERIOD_WEEK or LIMIT_PERIOD_MONTH")
+        if limit is not None:
+            v.credits("limit", limit)
+        _raise(v)
+        return await self.store.set_member_limit(workspace_id, actor_id, Period(period), limit)
+
+    async def member_limits(self, workspace_id: str) -> list[MemberLimitView]:
+        _raise(_workspace(workspace_id))
+        return await self.store.member_limits(workspace_id)
+
+    # Auto top-up.
+
+    def build_set_auto_topup(
+        self,
+        *,
+        workspace_id: str,
+        enabled: bool,
+        threshold: int,
+        package: str,
+        amount: int,
+        monthly_limit: int,
+    ) -> SetAutoTopUpCmd:
+        """Raises: MeterError INVALID naming the field, PACKAGE_NOT_FOUND."""
+        v = _workspace(workspace_id)
+        if not enabled and not package and not amount and not threshold and not monthly_limit:
+            _raise(v)  # disable, and keep the rule as it is
+            return SetAutoTopUpCmd(workspace_id, False, 0, "", 0, 0)
+        v.credits("threshold", threshold, positive=True)
+        if package and amount:
+            v.add("amount", "give either amount or package, not both")
+        elif not package and not amount:
+            v.add("package", "give package or amount")
+        elif amount:
+            v.credits("amount", amount, positive=True)
+        if not 1 <= monthly_limit <= MAX_MONTHLY_TOPUPS:
+            v.add("monthly_limit", f"must be between 1 and {MAX_MONTHLY_TOPUPS}")
+        _raise(v)
+        if package:
+            package = self.catalog.package(package).name  # PACKAGE_NOT_FOUND
+        return SetAutoTopUpCmd(workspace_id, enabled, threshold, package, amount, monthly_limit)
+
+    def build_report_topup_failed(
+        self, *, workspace_id: str, request_id: str, reason: str
+    ) -> ReportTopUpFailedCmd:
+        v = _workspace(workspace_id)
+        if not request_id or len(request_id) > 300:
+            v.add("request_id", "must be the topup.requested event's request_id")
+        v.text("reason", reason)
+        _raise(v)
+        return ReportTopUpFailedCmd(workspace_id, request_id, reason)
+
+    async def set_auto_topup(self, cmd: SetAutoTopUpCmd) -> TopUpView:
+        return _as(TopUpView, await self.ledger.execute(cmd))
+
+    async def report_topup_failed(self, cmd: ReportTopUpFailedCmd) -> TopUpView:
+        return _as(TopUpView, await self.ledger.execute(cmd))
+
+    async def auto_topup(self, workspace_id: str) -> TopUpView:
+        _raise(_workspace(workspace_id))
+        return await self.store.auto_topup(workspace_id)
+
+
+def _workspace(workspace_id: str) -> Violations:
+    v = Violations()
+    v.id("workspace_id", workspace_id)
+    return v
+
+
+def _ids(workspace_id: str, request_id: str) -> Violations:
+    v = _workspace(workspace_id)
+    v.id("request_id", request_id)
+    return v
