@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve console test check lint types proto proto-check client client-check bench faults client-wheel clean
+.PHONY: serve console test check lint types proto proto-check client client-check bench faults ha client-wheel clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -58,6 +58,11 @@ bench: $(STAMP)
 
 faults: $(STAMP)
 	$(BIN)/pytest tests/faults
+
+# Failover, switchover, a lost standby and a rejoin on a pg_auto_failover cluster of its own
+# (Debian's packages; skipped with a message naming them when they are missing).
+ha: $(STAMP)
+	$(BIN)/pytest tests/ha -m ha
 
 # The client-only distribution (clients/python): what AI workers install instead of the server.
 client-wheel: $(STAMP)

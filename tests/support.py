@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from meter.storage.db import normalize_url
+from meter.storage.db import sync_engine
 from meterpb.v1 import meter_pb2 as pb
 
 
@@ -76,7 +76,7 @@ class Db:
     )
 
     def __init__(self, url: str) -> None:
-        self.engine = sa.create_engine(normalize_url(url), pool_size=2)
+        self.engine = sync_engine(url, pool_size=2)
 
     def close(self) -> None:
         self.engine.dispose()

@@ -99,8 +99,19 @@ class App:
         except StartupError:
             await self.engine.dispose()
             raise
+        if s.require_sync_standby and not await db.check_sync_standby_visible(self.engine):
+            await self.engine.dispose()
+            raise StartupError(
+                "--require-sync-standby reads pg_stat_replication, which this database role"
+                " cannot see: GRANT pg_monitor (or pg_read_all_stats) to it"
+            )
         # A connection for each batch worker, the express worker and the sweeper.
-        self.pool = db.ledger_pool(self.url, s.batch_workers + 2, timeout=LEDGER_POOL_WAIT_S)
+        self.pool = db.ledger_pool(
+            self.url,
+            s.batch_workers + 2,
+            timeout=LEDGER_POOL_WAIT_S,
+            require_sync_standby=s.require_sync_standby,
+        )
         await self.pool.open(wait=True, timeout=30)
         self.announcer = Announcer(db.libpq_url(self.url))
         self.announcer.start()
@@ -131,7 +142,9 @@ class App:
 
         # The ledger's time; tests shift it (meter.ledger.clock).
         self.clock = Clock()
-        repo = LedgerRepo(self.pool, committed, self.clock)
+        repo = LedgerRepo(
+            self.pool, committed, self.clock, require_sync_standby=s.require_sync_standby
+        )
         self.reads_engine = db.async_engine(
             self.url, pool_size=READ_POOL_SIZE, pool_timeout=READ_QUEUE_S
         )

@@ -79,6 +79,10 @@ class Settings:
     log_level: str = field(default_factory=lambda: os.environ.get("METER_LOG_LEVEL", "info"))
     log_format: str = field(default_factory=lambda: os.environ.get("METER_LOG_FORMAT", "json"))
     pool_size: int = field(default_factory=lambda: _env_int("METER_POOL_SIZE", 10))
+    # Commit a ledger batch only while a synchronous standby streams (docs/high-availability.md).
+    require_sync_standby: bool = field(
+        default_factory=lambda: _env_bool("METER_REQUIRE_SYNC_STANDBY")
+    )
     # Concurrent batch transactions: fewer means larger batches (less work per command),
     # more means more overlap with PostgreSQL's own work.
     batch_workers: int = field(default_factory=lambda: _env_int("METER_BATCH_WORKERS", 2))

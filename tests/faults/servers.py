@@ -118,7 +118,9 @@ class PrivatePostgres:
     `user=` in a process that runs gRPC threads can crash the child.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, password: str | None = None) -> None:
+        """With a password, every connection must give it (scram-sha-256); without, trust."""
+        self.password = password
         # A short path: the Unix socket lives in the data directory and has a length limit.
         self._tmp = tempfile.TemporaryDirectory(prefix="mf-", dir="/tmp")
         self.pgdata = Path(self._tmp.name) / "pgdata"
@@ -143,7 +145,14 @@ class PrivatePostgres:
         if os.geteuid() == 0:
             shutil.chown(self._tmp.name, self.user)
             shutil.chown(self.pgdata, self.user)
-        await self._run("initdb", "-D", str(self.pgdata), "-U", "postgres", "-A", "trust")
+        auth = ["-A", "trust"]
+        if self.password is not None:
+            pwfile = Path(self._tmp.name) / "pwfile"
+            pwfile.write_text(self.password + "\n")
+            if os.geteuid() == 0:
+                shutil.chown(pwfile, self.user)
+            auth = ["-A", "scram-sha-256", f"--pwfile={pwfile}"]
+        await self._run("initdb", "-D", str(self.pgdata), "-U", "postgres", *auth)
         await self._pg_ctl_start()
         return self.url
 

@@ -22,26 +22,8 @@ from tests.faults.conftest import report
 from tests.faults.dropper import AnswerDropper
 from tests.faults.history import History
 from tests.faults.servers import PrivatePostgres, ServerProcess
-from tests.faults.workload import Mix, Policy, load
+from tests.faults.workload import Mix, Policy, answered, load, workspaces
 from tests.support import Db, eventually
-
-
-def workspaces(n: int) -> list[str]:
-    return [f"ws-f{uuid.uuid4().hex[:10]}" for _ in range(n)]
-
-
-async def answered(history: History, more: int, within: float = 30.0) -> None:
-    """Wait until the clients have `more` further answers than now."""
-    target = _answers(history) + more
-
-    async def enough() -> bool:
-        return _answers(history) >= target
-
-    await eventually(enough, within=within)
-
-
-def _answers(history: History) -> int:
-    return sum(1 for c in history.calls if c.outcome == "ok")
 
 
 async def test_sigkilled_servers_lose_and_double_no_charge(fresh_url, fresh_db):

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import random
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +30,7 @@ from meter.client.stream import StreamSession
 from meterpb.v1 import meter_pb2 as pb
 from meterpb.v1 import meter_pb2_grpc
 from tests.faults.history import Call, History
-from tests.support import failure
+from tests.support import eventually, failure
 
 RETRYABLE = {"UNAVAILABLE", "DEADLINE_EXCEEDED", "ABORTED", "RESOURCE_EXHAUSTED"}
 # Grants are the setup, not the subject: they are given far more credits than the jobs use,
@@ -352,3 +353,21 @@ async def load(
             await task
     finally:
         await client.close()
+
+
+def workspaces(n: int) -> list[str]:
+    return [f"ws-f{uuid.uuid4().hex[:10]}" for _ in range(n)]
+
+
+async def answered(history: History, more: int, within: float = 30.0) -> None:
+    """Wait until the clients have `more` further answers than now."""
+    target = _answers(history) + more
+
+    async def enough() -> bool:
+        return _answers(history) >= target
+
+    await eventually(enough, within=within)
+
+
+def _answers(history: History) -> int:
+    return sum(1 for c in history.calls if c.outcome == "ok")

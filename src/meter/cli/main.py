@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from meter import logs
-from meter.cli import catalog, console, events, ledger, policies, tokens
+from meter.cli import catalog, console, database, events, ledger, policies, tokens
 from meter.config import Settings, StartupError, duration, durations
 
 app = typer.Typer(
@@ -70,6 +70,14 @@ def serve(
             help="Authenticate every call (always on when listening beyond loopback).",
         ),
     ] = False,
+    require_sync_standby: Annotated[
+        bool,
+        typer.Option(
+            "--require-sync-standby",
+            envvar="METER_REQUIRE_SYNC_STANDBY",
+            help="Commit credits only while a synchronous standby streams (HA clusters).",
+        ),
+    ] = False,
     tls_cert: TlsCert = None,
     tls_key: TlsKey = None,
     tls_client_ca: TlsClientCa = None,
@@ -108,6 +116,7 @@ def serve(
 ) -> None:
     """Run the gRPC server (example: meter serve --listen 127.0.0.1:50051)."""
     logs.configure(log_level, log_format)
+    database.check_url("serve", database_url)
     overrides: dict[str, Any] = {}
     try:
         base = Settings()
@@ -126,6 +135,7 @@ def serve(
         data_dir=data_dir or base.data_dir,
         listen=listen,
         require_auth=require_auth,
+        require_sync_standby=require_sync_standby,
         tls_cert=tls_cert,
         tls_key=tls_key,
         tls_client_ca=tls_client_ca,
@@ -136,7 +146,8 @@ def serve(
     from meter.app import serve as run
 
     try:
-        asyncio.run(run(settings))
+        with database.reaching("serve"):
+            asyncio.run(run(settings))
     except StartupError as e:
         typer.echo(f"meter serve: refusing to start: {e}", err=True)
         raise typer.Exit(1) from None
@@ -146,12 +157,11 @@ def serve(
 def migrate(database_url: DatabaseUrl = None, data_dir: DataDir = None) -> None:
     """Bring the database schema up to date, and exit (example: meter migrate)."""
     logs.configure()
-    from meter.app import database_url as resolve
     from meter.storage.db import migrate as run
 
-    base = Settings()
-    url = resolve(Settings(database_url=database_url or None, data_dir=data_dir or base.data_dir))
-    run(url)
+    url = database.resolve("migrate", database_url, data_dir)
+    with database.reaching("migrate"):
+        run(url)
     typer.echo("migrated")
 
 

@@ -18,7 +18,6 @@ from rich.table import Table
 
 from meter import errors
 from meter.auth.model import NAME_RE, Principal, Role, new_token, token_hash
-from meter.config import Settings
 from meter.ledger.validation import ID_RE
 
 T = TypeVar("T")
@@ -47,14 +46,14 @@ DataDir = Annotated[
 def _run(database_url: str | None, data_dir: Path | None, work: Callable[..., Awaitable[T]]) -> T:
     """Migrate (so a token can be made before the first `serve`) and run work on a repo."""
     from meter import logs
-    from meter.app import database_url as resolve
+    from meter.cli import database
     from meter.storage import db
     from meter.storage.principals_repo import PrincipalRepo
 
     logs.configure("warning")
-    base = Settings()
-    url = resolve(Settings(database_url=database_url or None, data_dir=data_dir or base.data_dir))
-    db.migrate(url)
+    url = database.resolve("token", database_url, data_dir)
+    with database.reaching("token"):
+        db.migrate(url)
 
     async def main() -> T:
         engine = db.async_engine(url, pool_size=1)
@@ -64,7 +63,8 @@ def _run(database_url: str | None, data_dir: Path | None, work: Callable[..., Aw
             await engine.dispose()
 
     try:
-        return asyncio.run(main())
+        with database.reaching("token"):
+            return asyncio.run(main())
     except errors.MeterError as e:
         err.print(f"[red]refused:[/] {e.reason}: {e.message}")
         raise typer.Exit(1) from None

@@ -13,10 +13,11 @@ import psycopg
 import psycopg_pool
 from sqlalchemy import create_engine, text
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from meter import errors
+from meter.storage.dburl import DatabaseUrl
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -31,16 +32,39 @@ MIGRATION_LOCK = 0x6D65746572  # "meter"
 
 
 def normalize_url(url: str) -> str:
-    """Accept libpq URIs (postgresql://, postgres://) and use the psycopg 3 driver."""
-    parsed = make_url(url)
-    if parsed.drivername in ("postgresql", "postgres", "postgresql+psycopg2"):
-        parsed = parsed.set(drivername="postgresql+psycopg")
-    return parsed.render_as_string(hide_password=False)
+    """Any spelling of a PostgreSQL URL (libpq's or SQLAlchemy's, multi-host or not) as the
+    one canonical string Meter passes around (see meter.storage.dburl).
+
+    Raises:
+        DatabaseUrlError: a URL neither libpq nor SQLAlchemy reads.
+    """
+    return DatabaseUrl.parse(url).sqlalchemy()
 
 
 def libpq_url(url: str) -> str:
     """The same database as a plain libpq URI (for psql, pgbench, LISTEN connections)."""
-    return normalize_url(url).replace("postgresql+psycopg://", "postgresql://", 1)
+    return DatabaseUrl.parse(url).libpq()
+
+
+# SQLAlchemy's engines get no URL to parse: the connection's libpq keywords go straight to
+# psycopg (so a multi-host list reaches libpq exactly as the URL gave it).
+_NO_URL = URL.create("postgresql+psycopg")
+
+
+def _session(url: str, options: str = _OPTIONS, **ours: Any) -> dict[str, Any]:
+    """libpq keywords for one of Meter's connections: the URL's own, then Meter's. The URL's
+    `connect_timeout` and `application_name` win; its `options` come first and Meter's
+    bounded waits after them (so they hold whatever the URL says)."""
+    params: dict[str, Any] = dict(DatabaseUrl.parse(url).params)
+    params.setdefault("connect_timeout", 5)
+    params.setdefault("application_name", f"meter-{os.getpid()}")
+    params["options"] = f"{params['options']} {options}" if "options" in params else options
+    return {**params, **ours}
+
+
+def sync_engine(url: str, **kw: Any) -> Engine:
+    """A plain engine (migrations, tools), connected as the server's engines are."""
+    return create_engine(_NO_URL, connect_args=_session(url), **kw)
 
 
 def start_embedded(data_dir: Path) -> str:
@@ -64,16 +88,12 @@ def async_engine(
 ) -> AsyncEngine:
     """The server's engine: bounded pool waits and statement timeouts, so nothing hangs."""
     return create_async_engine(
-        normalize_url(url),
+        _NO_URL,
         pool_size=pool_size,
         max_overflow=0,
         pool_timeout=pool_timeout,
         pool_recycle=1800,
-        connect_args={
-            "connect_timeout": 5,
-            "options": _OPTIONS,
-            "application_name": f"meter-{os.getpid()}",
-        },
+        connect_args=_session(url),
         **kw,
     )
 
@@ -91,29 +111,56 @@ _PINNED_PLANS = (
 )
 
 
-def ledger_pool(url: str, size: int, timeout: float = 5.0) -> psycopg_pool.AsyncConnectionPool[Any]:
+# How long the ledger pool keeps retrying one lost connection on its own schedule. The pool
+# retries with exponential backoff (1 s, 2 s, 4 s ...): after a 30 s failover its next try
+# could come 16 s after the new primary took writes. Giving up after a quarter of a second
+# hands reconnection to demand instead: every call that waits for a connection (and the
+# sweeper's, each second) starts a new attempt at once, so connections come back within
+# about this long of the database taking them again.
+LEDGER_RECONNECT_S = 0.25
+
+
+def ledger_pool(
+    url: str, size: int, timeout: float = 5.0, *, require_sync_standby: bool = False
+) -> psycopg_pool.AsyncConnectionPool[Any]:
     """The hot path's own pool of plain psycopg connections, in autocommit mode (a batch
     sends its own BEGIN and COMMIT in its two messages); the bounded wait for a connection
-    turns into UNAVAILABLE, never a hang."""
+    turns into UNAVAILABLE, never a hang. With `require_sync_standby` each connection gets
+    the function its batches check a synchronous standby with (ledger_sql.SYNC_GUARD)."""
+
+    async def configure(conn: psycopg.AsyncConnection[Any]) -> None:
+        from meter.storage.ledger_sql import CREATE_SYNC_GUARD
+
+        await conn.execute(CREATE_SYNC_GUARD)
+
     return psycopg_pool.AsyncConnectionPool(
-        libpq_url(url),
+        "",
         min_size=size,
         max_size=size,
         timeout=timeout,
+        reconnect_timeout=LEDGER_RECONNECT_S,
         open=False,
-        kwargs={
-            "connect_timeout": 5,
-            "options": _OPTIONS + _PINNED_PLANS + " -c standard_conforming_strings=on",
-            "application_name": f"meter-{os.getpid()}",
+        kwargs=_session(
+            url,
+            options=_OPTIONS + _PINNED_PLANS + " -c standard_conforming_strings=on",
             # Transactions are explicit (BEGIN ... COMMIT inside the batch's two messages).
-            "autocommit": True,
+            autocommit=True,
             # Nothing for the driver to prepare: a batch's messages carry their data inline
             # and run statements the server has prepared (ledger_sql.Writer), so the
             # driver's bookkeeping of statements it might prepare would be wasted work.
-            "prepare_threshold": None,
-        },
+            prepare_threshold=None,
+        ),
+        configure=configure if require_sync_standby else None,
         name="meter-ledger",
     )
+
+
+async def check_sync_standby_visible(engine: AsyncEngine) -> bool:
+    """Whether this role sees pg_stat_replication's sync_state (superusers and members of
+    pg_read_all_stats, e.g. through pg_monitor, do); --require-sync-standby needs it."""
+    async with engine.connect() as conn:
+        seen = await conn.scalar(text("SELECT pg_has_role('pg_read_all_stats', 'USAGE')"))
+    return bool(seen)
 
 
 def migrate(url: str) -> None:
@@ -121,7 +168,7 @@ def migrate(url: str) -> None:
     from alembic import command
     from alembic.config import Config
 
-    engine = create_engine(normalize_url(url), future=True)
+    engine = sync_engine(url)
     try:
         with engine.connect() as conn:
             conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": MIGRATION_LOCK})
@@ -166,6 +213,8 @@ def _translate(orig: BaseException | None, invalidated: bool) -> Exception:
         return errors.aborted(
             "REQUEST_IN_PROGRESS", "the workspace is busy with the same work; retry", 0.2
         )
+    if state == "MTR01":  # ledger_sql.SYNC_GUARD_STATE
+        return errors.unavailable("no synchronous standby would have the write; retry", 1.0)
     if state == "57014":
         return errors.MeterError(
             errors.Kind.DEADLINE, "QUERY_TIMEOUT", "the database took too long to answer"

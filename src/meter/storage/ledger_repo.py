@@ -61,12 +61,17 @@ class LedgerRepo:
         pool: AsyncConnectionPool[Any],
         committed: Callable[[Iterable[str], Iterable[tuple[int, str]], int], None] | None = None,
         clock: Clock | None = None,
+        *,
+        require_sync_standby: bool = False,
     ) -> None:
         """`committed` hears, after each commit, the workspaces changed, the alerts added and
-        how many events were written."""
+        how many events were written. With `require_sync_standby` a batch that writes commits
+        only while a synchronous standby streams (the pool's connections must have
+        ledger_sql.SYNC_GUARD: db.ledger_pool(..., require_sync_standby=True))."""
         self.pool = pool
         self.committed = committed
         self.clock = clock or Clock()
+        self.guard = require_sync_standby
 
     async def apply(
         self,
@@ -116,7 +121,7 @@ class LedgerRepo:
                 # loop (a unary Reserve, a stream's next message) in between.
                 await asyncio.sleep(0)
         await asyncio.sleep(0)
-        changed = await _write(conn, books)
+        changed = await _write(conn, books, self.guard)
         if self.committed is not None and changed:
             self.committed(
                 (b.account.workspace_id for b in changed),
@@ -220,7 +225,7 @@ async def _load(
 _writer = sql.Writer()
 
 
-async def _write(conn: AsyncConnection[Any], books: dict[str, Book]) -> list[Book]:
+async def _write(conn: AsyncConnection[Any], books: dict[str, Book], guard: bool) -> list[Book]:
     """Write every change of the batch and commit: one round trip, one prepared statement.
     Returns the books whose workspace changed."""
     new_lots: list[tuple[Any, ...]] = []
@@ -277,7 +282,7 @@ async def _write(conn: AsyncConnection[Any], books: dict[str, Book]) -> list[Boo
         workspaces,
     )
     try:
-        await conn.execute(_writer.message(conn, rows))
+        await conn.execute(_writer.message(conn, rows, guard=guard))
     except BaseException:
         _writer.failed(conn)
         raise

@@ -313,8 +313,11 @@ class Writer:
             weakref.WeakKeyDictionary()
         )
 
-    def message(self, conn: Any, rows: Sequence[Sequence[Sequence[Any]]]) -> str:
-        """The message for one connection; `rows` holds each of WRITE_PARTS' rows."""
+    def message(
+        self, conn: Any, rows: Sequence[Sequence[Sequence[Any]]], *, guard: bool = False
+    ) -> str:
+        """The message for one connection; `rows` holds each of WRITE_PARTS' rows. With
+        `guard`, the transaction commits only while a synchronous standby streams (SYNC_GUARD)."""
         mask = sum(1 << i for i, r in enumerate(rows) if r)
         parts = [(p, r) for p, r in zip(WRITE_PARTS, rows, strict=True) if r]
         args = [_literal(a) for p, r in parts for a in p.rows(r)]
@@ -329,8 +332,27 @@ class Writer:
         if mask not in prepared:
             head += _prepare(name, _together([p for p, _ in parts])) + "; "
             prepared.add(mask)
-        return f"{head}EXECUTE {name}({', '.join(args)}); COMMIT"
+        check = f"SELECT {SYNC_GUARD}(); " if guard else ""
+        return f"{head}EXECUTE {name}({', '.join(args)}); {check}COMMIT"
 
     def failed(self, conn: Any) -> None:
         """The connection's last message failed: what it has prepared is unknown."""
         self._prepared[conn] = None
+
+
+# --require-sync-standby: a batch's writes commit only while a synchronous standby streams,
+# checked in the batch's own message just before its COMMIT. A commit then waits for that
+# standby's acknowledgement (synchronous replication does that); what the check adds is that
+# a primary which has turned synchronous replication off (pg_auto_failover's wait_primary,
+# or Patroni without synchronous_mode_strict) answers UNAVAILABLE instead of acknowledging
+# writes that only it has. The function is each connection's own (pg_temp): no schema of it.
+SYNC_GUARD = "pg_temp.meter_require_sync_standby"
+SYNC_GUARD_STATE = "MTR01"
+CREATE_SYNC_GUARD = f"""
+CREATE FUNCTION {SYNC_GUARD}() RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+  IF NOT EXISTS (SELECT FROM pg_stat_replication
+                 WHERE state = 'streaming' AND sync_state IN ('sync', 'quorum')) THEN
+    RAISE EXCEPTION 'no synchronous standby is streaming' USING ERRCODE = '{SYNC_GUARD_STATE}';
+  END IF;
+END $$"""

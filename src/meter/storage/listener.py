@@ -27,7 +27,9 @@ log = structlog.get_logger("meter.listener")
 
 # How long the connection may stay silent before a query checks that it is still alive.
 PING_S = 10.0
-BACKOFF_S = (0.1, 5.0)
+# Reconnection backoff, first and longest: at most a second, so that after a failover
+# notices flow again (and watchers resync) within about a second of the new primary.
+BACKOFF_S = (0.1, 1.0)
 
 
 class Listener:

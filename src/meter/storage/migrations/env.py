@@ -8,12 +8,10 @@ from meter.storage.tables import metadata
 
 connection = context.config.attributes.get("connection")
 if connection is None:  # `alembic` run by hand: take the URL from the config.
-    from sqlalchemy import create_engine
-
-    from meter.storage.db import normalize_url
+    from meter.storage.db import sync_engine
 
     url = context.config.get_main_option("sqlalchemy.url") or ""
-    connection = create_engine(normalize_url(url)).connect()
+    connection = sync_engine(url).connect()
 
 context.configure(connection=connection, target_metadata=metadata, compare_type=True)
 with context.begin_transaction():
