@@ -501,3 +501,21 @@ async def test_an_unanswered_top_up_request_lapses_after_a_day(app, stub, events
         await stub.Charge(pb.ChargeRequest(workspace_id=ws, request_id=rid(), amount=1))
     found = await topup_events(events, ws, 2)
     assert [f"topup:{ws}:1", f"topup:{ws}:2"] == [d["request_id"] for _, d in found]
+
+
+@pytest.mark.parametrize("pending", [False, True])
+async def test_identical_grants_racing_grant_once_and_both_get_the_answer(stub, ws, pending):
+    """Two identical requests in one batch: the second replays the first (DESIGN.md §3)."""
+    await grant(stub, ws, 1)
+    request = pb.GrantCreditsRequest(
+        workspace_id=ws, request_id=rid("pay"), amount=40, pending=pending
+    )
+    answers = await asyncio.gather(*(stub.GrantCredits(request) for _ in range(8)))
+    assert 1 == len({a.lot.lot_id for a in answers})
+    b = await balance(stub, ws)
+    assert ((1, 40) if pending else (41, 0)) == (b.available, b.pending)
+    if pending:
+        confirm = pb.ConfirmGrantRequest(workspace_id=ws, request_id=request.request_id)
+        done = await asyncio.gather(*(stub.ConfirmGrant(confirm) for _ in range(8)))
+        assert {40} == {d.entry.amount for d in done}
+        assert 41 == (await balance(stub, ws)).available

@@ -95,7 +95,7 @@ class GrantRules(BookState):
         """
         lot = self._pending_lot(cmd.request_id, "confirmed")
         if lot.state is LotState.CONFIRMED:
-            return EntryOutcome(self.request_entries.get(cmd.request_id), self.balance(), lot)
+            return EntryOutcome(self._request_entry(cmd.request_id), self.balance(), lot)
         if lot.state is LotState.VOIDED:
             raise errors.precondition(
                 "GRANT_VOIDED",

@@ -35,6 +35,9 @@ from meter.ledger.model import (
 )
 from meter.ledger.policies import Members, TopUp
 
+# The kinds of entry a request id names on its own (GrantCredits, AdjustCredits, Refund).
+_REQUEST_KINDS = (EntryKind.GRANT, EntryKind.ADJUST, EntryKind.REFUND)
+
 
 class BookState:
     """One workspace's state inside one transaction."""
@@ -219,8 +222,23 @@ class BookState:
             raise errors.request_id_reused(request_id)
         return hold
 
-    def _entry_replay(self, request_id: str, fingerprint: str) -> Entry | None:
+    def _request_entry(self, request_id: str) -> Entry | None:
+        """The grant, adjustment or refund entry of a request id: stored, or written by this
+        book (two identical requests in one batch: the second replays the first)."""
         entry = self.request_entries.get(request_id)
+        if entry is None and self.entries:
+            entry = next(
+                (
+                    e
+                    for e in self.entries
+                    if e.request_id == request_id and e.kind in _REQUEST_KINDS
+                ),
+                None,
+            )
+        return entry
+
+    def _entry_replay(self, request_id: str, fingerprint: str) -> Entry | None:
+        entry = self._request_entry(request_id)
         if entry is None:
             if request_id in self.holds:
                 raise errors.request_id_reused(request_id)
