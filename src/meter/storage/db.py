@@ -239,3 +239,25 @@ def translating(
             return await fn(*args, **kwargs)
 
     return wrapper
+
+
+def reading(
+    fn: Callable[P, Coroutine[Any, Any, T]],
+) -> Callable[P, Coroutine[Any, Any, T]]:
+    """As `translating`, for a read: one found on a dead connection (after a failover or a
+    restart of the server) runs once more. SQLAlchemy has then dropped that connection's
+    whole pool, so the second try connects afresh, to whichever host now takes writes; the
+    first read after a switchover is answered instead of refused. Only reads: a write that
+    lost its connection may have committed."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        with translated():
+            try:
+                return await fn(*args, **kwargs)
+            except sa_exc.DBAPIError as e:
+                if not e.connection_invalidated:
+                    raise
+            return await fn(*args, **kwargs)
+
+    return wrapper

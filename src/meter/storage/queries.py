@@ -22,7 +22,7 @@ from meter.ledger.model import (
     JournalFilter,
 )
 from meter.ledger.usage import UsageGrouping, UsageReport, UsageRow
-from meter.storage.db import translating
+from meter.storage.db import reading
 from meter.storage.ledger_rows import ACCOUNT_COLUMNS, LOT_COLUMNS, ordered
 from meter.storage.ledger_rows import account as _account
 from meter.storage.ledger_rows import entry as _entry
@@ -39,12 +39,12 @@ class LedgerQueries:
         # Single-statement reads need no transaction: no BEGIN and ROLLBACK round trips.
         self.autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
 
-    @translating
+    @reading
     async def balance(self, workspace_id: str) -> BalanceView:
         """Raises: MeterError WORKSPACE_NOT_FOUND."""
         return (await self.balance_and_last_alert(workspace_id))[0]
 
-    @translating
+    @reading
     async def balance_and_last_alert(self, workspace_id: str) -> tuple[BalanceView, int]:
         """The balance and the id of the newest alert, read from the workspace row at once.
 
@@ -58,7 +58,7 @@ class LedgerQueries:
             raise errors.workspace_not_found(workspace_id)
         return _balance_of(row)
 
-    @translating
+    @reading
     async def balances(self, workspace_ids: Sequence[str]) -> dict[str, tuple[BalanceView, int]]:
         """`balance_and_last_alert` of many workspaces in one statement (a burst of watchers
         is answered by a few queries, not one each); unknown workspaces are left out."""
@@ -66,7 +66,7 @@ class LedgerQueries:
             rows = (await conn.execute(_BALANCES, {"ws": list(workspace_ids)})).all()
         return {row.workspace_id: _balance_of(row) for row in rows}
 
-    @translating
+    @reading
     async def holds(
         self, workspace_id: str, states: Sequence[HoldState], limit: int, before: int | None
     ) -> list[HoldView]:
@@ -82,7 +82,7 @@ class LedgerQueries:
             rows = (await conn.execute(q)).all()
         return [_hold_view(workspace_id, r) for r in rows]
 
-    @translating
+    @reading
     async def entries(
         self, workspace_id: str, flt: JournalFilter, limit: int, before: int | None
     ) -> list[Entry]:
@@ -111,7 +111,7 @@ class LedgerQueries:
             rows = (await conn.execute(q)).all()
         return [_entry(r) for r in rows]
 
-    @translating
+    @reading
     async def alerts(self, workspace_id: str, limit: int, before: int | None) -> list[AlertEvent]:
         q = select(alerts).where(alerts.c.workspace_id == workspace_id)
         if before is not None:
@@ -122,7 +122,7 @@ class LedgerQueries:
             rows = (await conn.execute(q)).all()
         return [_alert(r) for r in rows]
 
-    @translating
+    @reading
     async def written_at(
         self, workspace_ids: Sequence[str]
     ) -> tuple[dict[str, datetime], datetime]:
@@ -139,7 +139,7 @@ class LedgerQueries:
             ).all()
         return {r.workspace_id: r.updated_at for r in rows}, now
 
-    @translating
+    @reading
     async def alerts_after(self, workspace_id: str, after: int, limit: int) -> list[AlertEvent]:
         """Alerts with ids above `after`, oldest first (what a watcher has not sent yet)."""
         q = (
@@ -152,7 +152,7 @@ class LedgerQueries:
             rows = (await conn.execute(q)).all()
         return [_alert(r) for r in rows]
 
-    @translating
+    @reading
     async def usage(
         self,
         workspace_id: str,
@@ -198,7 +198,7 @@ class LedgerQueries:
             )
         )
 
-    @translating
+    @reading
     async def workspace_ids(self, after: str, limit: int) -> list[str]:
         q = (
             select(workspaces.c.workspace_id)
@@ -209,7 +209,7 @@ class LedgerQueries:
         async with self.engine.connect() as conn:
             return list((await conn.execute(q)).scalars())
 
-    @translating
+    @reading
     async def audit(self, workspace_ids: Sequence[str]) -> tuple[int, list[Discrepancy]]:
         """Recompute balances from the journal, lots and holds; report every disagreement.
 
