@@ -1,12 +1,10 @@
-"""Event and webhook commands: events, webhooks add|list|disable|enable|delete|rotate|
-deliveries|replay|test."""
+"""The events feed's command: meter events [WORKSPACE] [--type T] [--follow] [--json]."""
 
 from __future__ import annotations
 
 import json as jsonlib
 import sys
 import time
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated
 
@@ -16,7 +14,6 @@ from rich.table import Table
 
 from meter.cli.remote import (
     DEFAULT_TARGET,
-    REFUSED,
     Json,
     Target,
     Timeout,
@@ -25,12 +22,10 @@ from meter.cli.remote import (
     TlsKey,
     Token,
     as_dict,
-    enum_name,
     out,
     print_json,
     session,
     timestamp,
-    when,
 )
 from meterpb.v1 import events_pb2 as epb
 
@@ -38,13 +33,6 @@ from meterpb.v1 import events_pb2 as epb
 POLL_S = 1.0
 PAGE = 1000
 
-app = typer.Typer(
-    help="Webhook endpoints: add, list, disable, enable, delete, rotate, deliveries, replay, "
-    "test.\n\nExample: meter webhooks add https://hooks.example.com/meter --type balance.low",
-    no_args_is_help=True,
-)
-
-Endpoint = Annotated[str, typer.Argument(help="The endpoint id (ep_...).", show_default=False)]
 Types = Annotated[
     list[str] | None,
     typer.Option("--type", help="Only this event type, e.g. balance.low (repeatable)."),
@@ -144,324 +132,5 @@ def _compact(data: str) -> str:
         return data
 
 
-def _endpoints_table(title: str, endpoints: Iterable[epb.WebhookEndpoint]) -> Table:
-    t = Table(title=title, title_justify="left")
-    for c in ("endpoint", "url", "enabled", "types", "workspaces", "description", "status"):
-        t.add_column(c, no_wrap=c in ("endpoint", "enabled"))
-    for e in endpoints:
-        t.add_row(
-            e.endpoint_id,
-            escape(e.url),
-            "yes" if e.enabled else "no",
-            ", ".join(e.event_types) or "all",
-            escape(", ".join(e.workspace_ids)) or "all",
-            escape(e.description),
-            escape(_status(e)),
-        )
-    return t
-
-
-def _status(e: epb.WebhookEndpoint) -> str:
-    notes = []
-    if not e.enabled and e.disabled_reason:
-        notes.append(f"disabled: {e.disabled_reason}")
-    if e.HasField("failing_since"):
-        notes.append(f"failing since {timestamp(e.failing_since)}")
-    if e.HasField("previous_secret_expire_time"):
-        notes.append(f"previous secret signs until {timestamp(e.previous_secret_expire_time)}")
-    return "; ".join(notes) or "ok"
-
-
-def _print_secret(endpoint_id: str, secret: str) -> None:
-    out.print(f"signing secret: {secret}", soft_wrap=True, markup=False)
-    out.print(
-        "Save it now: it will not be shown again "
-        f"(meter webhooks rotate {endpoint_id} makes a new one).",
-        soft_wrap=True,
-        markup=False,
-    )
-
-
-@app.command()
-def add(
-    url: Annotated[
-        str, typer.Argument(help="The http(s) URL to POST events to.", show_default=False)
-    ],
-    type_: Annotated[
-        list[str] | None,
-        typer.Option("--type", help="Only this event type (repeatable); none: every type."),
-    ] = None,
-    workspace: Annotated[
-        list[str] | None,
-        typer.Option("--workspace", help="Only this workspace (repeatable); none: every one."),
-    ] = None,
-    description: Annotated[str, typer.Option("--description", help="What it is for.")] = "",
-    json: Json = False,
-    target: Target = DEFAULT_TARGET,
-    token: Token = None,
-    tls_ca: TlsCa = None,
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
-    timeout: Timeout = 10.0,
-) -> None:
-    """Add a webhook endpoint and print its signing secret, once.
-
-    Example: meter webhooks add https://hooks.example.com/meter --type balance.low
-    """
-    with session(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter:
-        done = meter.create_webhook_endpoint(
-            url,
-            event_types=type_ or (),
-            workspace_ids=workspace or (),
-            description=description,
-        )
-    if json:
-        return print_json(as_dict(done))
-    out.print(_endpoints_table("webhook endpoint added", [done.endpoint]))
-    _print_secret(done.endpoint.endpoint_id, done.secret)
-
-
-@app.command("list")
-def list_(
-    json: Json = False,
-    target: Target = DEFAULT_TARGET,
-    token: Token = None,
-    tls_ca: TlsCa = None,
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
-    timeout: Timeout = 10.0,
-) -> None:
-    """List the webhook endpoints (never their secrets).
-
-    Example: meter webhooks list --json
-    """
-    with session(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter:
-        found = meter.list_webhook_endpoints()
-    if json:
-        return print_json(as_dict(epb.ListWebhookEndpointsResponse(endpoints=found)))
-    out.print(_endpoints_table(f"webhook endpoints ({len(found)})", found))
-
-
-def _set_enabled(
-    endpoint: str,
-    enabled: bool,
-    json: bool,
-    target: str,
-    token: str | None,
-    tls_files: tuple[Path | None, Path | None, Path | None],
-    timeout: float,
-) -> None:
-    with session(target, token, timeout, tls_files) as meter:
-        e = meter.update_webhook_endpoint(endpoint, enabled=enabled)
-    if json:
-        return print_json(as_dict(e))
-    out.print(f"{'enabled' if enabled else 'disabled'} {e.endpoint_id} ({escape(e.url)})")
-
-
-@app.command()
-def disable(
-    endpoint: Endpoint,
-    json: Json = False,
-    target: Target = DEFAULT_TARGET,
-    token: Token = None,
-    tls_ca: TlsCa = None,
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
-    timeout: Timeout = 10.0,
-) -> None:
-    """Stop delivering to an endpoint (after enable, replay catches it up).
-
-    Example: meter webhooks disable ep_3f9c2a
-    """
-    _set_enabled(endpoint, False, json, target, token, (tls_ca, tls_cert, tls_key), timeout)
-
-
-@app.command()
-def enable(
-    endpoint: Endpoint,
-    json: Json = False,
-    target: Target = DEFAULT_TARGET,
-    token: Token = None,
-    tls_ca: TlsCa = None,
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
-    timeout: Timeout = 10.0,
-) -> None:
-    """Deliver to an endpoint again (also one that Meter disabled after failures).
-
-    Example: meter webhooks enable ep_3f9c2a
-    """
-    _set_enabled(endpoint, True, json, target, token, (tls_ca, tls_cert, tls_key), timeout)
-
-
-@app.command()
-def delete(
-    endpoint: Endpoint,
-    target: Target = DEFAULT_TARGET,
-    token: Token = None,
-    tls_ca: TlsCa = None,
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
-    timeout: Timeout = 10.0,
-) -> None:
-    """Delete an endpoint with its pending deliveries and its delivery log.
-
-    Example: meter webhooks delete ep_3f9c2a
-    """
-    with session(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter:
-        meter.delete_webhook_endpoint(endpoint)
-    out.print(f"deleted {escape(endpoint)}")
-
-
-@app.command()
-def rotate(
-    endpoint: Endpoint,
-    json: Json = False,
-    target: Target = DEFAULT_TARGET,
-    token: Token = None,
-    tls_ca: TlsCa = None,
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
-    timeout: Timeout = 10.0,
-) -> None:
-    """Make a new signing secret and print it, once; the old one signs for 24 hours more.
-
-    Example: meter webhooks rotate ep_3f9c2a
-    """
-    with session(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter:
-        done = meter.rotate_webhook_secret(endpoint)
-    if json:
-        return print_json(as_dict(done))
-    e = done.endpoint
-    until = timestamp(e.previous_secret_expire_time)
-    out.print(
-        f"rotated the secret of {e.endpoint_id}"
-        + (f"; the previous one also signs until {until} UTC" if until else "")
-    )
-    _print_secret(e.endpoint_id, done.secret)
-
-
-@app.command()
-def deliveries(
-    endpoint: Endpoint,
-    limit: Annotated[int, typer.Option("--limit", help="At most this many attempts.", min=1)] = 50,
-    json: Json = False,
-    target: Target = DEFAULT_TARGET,
-    token: Token = None,
-    tls_ca: TlsCa = None,
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
-    timeout: Timeout = 30.0,
-) -> None:
-    """List an endpoint's delivery attempts, newest first.
-
-    Example: meter webhooks deliveries ep_3f9c2a --limit 20
-    """
-    found: list[epb.DeliveryAttempt] = []
-    cursor = ""
-    with session(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter:
-        while len(found) < limit:
-            page = meter.list_deliveries(
-                endpoint, page_size=min(limit - len(found), PAGE), page_token=cursor
-            )
-            found.extend(page.attempts)
-            cursor = page.next_page_token
-            if not cursor:
-                break
-    found = found[:limit]
-    if json:
-        return print_json(as_dict(epb.ListDeliveriesResponse(attempts=found)))
-    t = Table(title=f"deliveries to {escape(endpoint)} ({len(found)})", title_justify="left")
-    for c in ("time", "event id", "type", "try", "state", "http", "ms", "error", "next try"):
-        t.add_column(c, justify="right" if c in ("try", "http", "ms") else "left")
-    for a in found:
-        t.add_row(*_attempt_row(a))
-    out.print(t)
-
-
-def _attempt_row(a: epb.DeliveryAttempt) -> list[str]:
-    state = enum_name(epb.DeliveryState.Name(a.state), "DELIVERY_STATE_")
-    return [
-        timestamp(a.attempt_time),
-        a.event_id,
-        a.event_type,
-        str(a.attempt),
-        state + (" (replay)" if a.replay else ""),
-        str(a.http_status or "-"),
-        str(a.latency.ToMilliseconds()),
-        escape(a.error),
-        timestamp(a.next_attempt_time),
-    ]
-
-
-@app.command()
-def replay(
-    endpoint: Endpoint,
-    since: Annotated[
-        str | None,
-        typer.Option("--since", help="The endpoint's events from this time (ISO, UTC)."),
-    ] = None,
-    event: Annotated[
-        list[str] | None,
-        typer.Option("--event", help="This event, whatever the filters (repeatable)."),
-    ] = None,
-    json: Json = False,
-    target: Target = DEFAULT_TARGET,
-    token: Token = None,
-    tls_ca: TlsCa = None,
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
-    timeout: Timeout = 30.0,
-) -> None:
-    """Deliver events again to an endpoint, with their original ids (--since or --event).
-
-    Example: meter webhooks replay ep_3f9c2a --since 2025-06-01T12:00
-    """
-    if (since is None) == (not event):
-        raise typer.BadParameter("give --since TIME or --event ID (repeatable), exactly one")
-    start = when(since)
-    with session(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter:
-        queued = meter.replay_events(endpoint, since=start, event_ids=event or ())
-    if json:
-        return print_json(as_dict(epb.ReplayEventsResponse(queued=queued)))
-    out.print(f"queued {queued} deliveries to {escape(endpoint)}")
-
-
-@app.command("test")
-def send_test(
-    endpoint: Endpoint,
-    json: Json = False,
-    target: Target = DEFAULT_TARGET,
-    token: Token = None,
-    tls_ca: TlsCa = None,
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
-    timeout: Timeout = 30.0,
-) -> None:
-    """Deliver a webhook.test event to an endpoint now; exit 1 when it was not delivered.
-
-    Example: meter webhooks test ep_3f9c2a
-    """
-    with session(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter:
-        a = meter.send_test_event(endpoint)
-    delivered = a.state == epb.DELIVERY_STATE_DELIVERED
-    if json:
-        print_json(as_dict(epb.SendTestEventResponse(attempt=a)))
-    elif delivered:
-        out.print(
-            f"delivered {a.event_id} to {escape(endpoint)}: HTTP {a.http_status} "
-            f"in {a.latency.ToMilliseconds()} ms"
-        )
-    else:
-        answer = f"HTTP {a.http_status}" if a.http_status else "no answer"
-        out.print(
-            f"[red]not delivered[/] to {escape(endpoint)} ({answer}): {escape(a.error)}",
-            soft_wrap=True,
-        )
-    if not delivered:
-        raise typer.Exit(REFUSED)
-
-
 def register(root: typer.Typer) -> None:
     root.command()(events)
-    root.add_typer(app, name="webhooks")

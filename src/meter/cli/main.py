@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from meter import logs
-from meter.cli import catalog, console, database, events, ledger, policies, tokens
+from meter.cli import catalog, console, database, events, ledger, policies, tokens, webhooks
 from meter.config import Settings, StartupError, duration, durations
 
 app = typer.Typer(
@@ -170,6 +170,7 @@ policies.register(app)
 tokens.register(app)
 catalog.register(app)
 events.register(app)
+webhooks.register(app)
 console.register(app)
 
 if __name__ == "__main__":
