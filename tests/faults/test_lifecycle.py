@@ -161,8 +161,10 @@ async def test_one_job_can_be_followed_by_its_request_id_in_the_logs(fresh_url, 
     finally:
         server.signal(signal.SIGTERM)
         assert server.proc is not None
-        await asyncio.wait_for(server.proc.wait(), GRACE + 5)
-        await server.stop()
+        try:
+            await asyncio.wait_for(server.proc.wait(), GRACE + 5)
+        finally:
+            await server.stop()  # killed if the drain did not end it
     lines = [json.loads(x) for x in log.read_text().splitlines() if x.startswith("{")]
     mine = [x for x in lines if x.get("request_id") == job]
     assert [("Reserve", "OK"), ("Commit", "OK"), ("Commit", "OK")] == [

@@ -125,6 +125,7 @@ class Dispatcher:
 
     async def run(self) -> None:
         last_purge = last_backlog = 0.0
+        task = asyncio.current_task()
         try:
             while True:
                 self._wake.clear()
@@ -144,8 +145,16 @@ class Dispatcher:
                     log.warning("dispatch.failed", reason=e.reason, error=e.message)
                 except Exception:
                     log.exception("dispatch.crashed")
+                if task is not None and task.cancelling():
+                    # Stopping: a cancellation that reached a database call may have come
+                    # out of it as a database error, caught above.
+                    raise asyncio.CancelledError
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for returns normally
+                # when the task is cancelled just as the event is set, and the drain waits
+                # for this loop for ever.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), wait)
+                    async with asyncio.timeout(wait):
+                        await self._wake.wait()
         finally:
             await self.stop()
 

@@ -42,8 +42,11 @@ class Subscription:
         """Wait for a notice (or the hub closing); False when `seconds` passed first."""
         if self.wake.is_set():
             return True
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for returns normally when the
+        # task is cancelled just as the event is set, and the cancellation is lost.
         try:
-            await asyncio.wait_for(self.wake.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await self.wake.wait()
         except TimeoutError:
             return False
         return True
