@@ -32,6 +32,7 @@ from meter.events.model import Attempt, Claimed, DeliveryState, Endpoint
 from meter.storage.deliveries_repo import DeliveriesRepo
 from meter.storage.events_repo import EventsRepo
 from meter.storage.webhooks_repo import WebhooksRepo
+from meter.tasks import stop_if_cancelled
 from meter.webhooks import sign
 
 log = structlog.get_logger("meter.webhooks")
@@ -125,7 +126,6 @@ class Dispatcher:
 
     async def run(self) -> None:
         last_purge = last_backlog = 0.0
-        task = asyncio.current_task()
         try:
             while True:
                 self._wake.clear()
@@ -145,10 +145,7 @@ class Dispatcher:
                     log.warning("dispatch.failed", reason=e.reason, error=e.message)
                 except Exception:
                     log.exception("dispatch.crashed")
-                if task is not None and task.cancelling():
-                    # Stopping: a cancellation that reached a database call may have come
-                    # out of it as a database error, caught above.
-                    raise asyncio.CancelledError
+                stop_if_cancelled()
                 # asyncio.timeout, not wait_for: on Python 3.11 wait_for returns normally
                 # when the task is cancelled just as the event is set, and the drain waits
                 # for this loop for ever.

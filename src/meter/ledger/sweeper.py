@@ -15,6 +15,7 @@ import structlog
 
 from meter.errors import MeterError
 from meter.ledger.model import SweepCmd, SweepOutcome
+from meter.tasks import stop_if_cancelled
 
 log = structlog.get_logger("meter.sweeper")
 
@@ -55,6 +56,7 @@ class Sweeper:
             except Exception:
                 log.exception("sweep.crashed")
                 n = 0
+            stop_if_cancelled()
             # A full round means more is due: go again at once.
             if n < self.batch:
                 await asyncio.sleep(self.interval_s)

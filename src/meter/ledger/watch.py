@@ -29,6 +29,7 @@ from meter import errors
 from meter.ledger.gather import GatheredReads
 from meter.ledger.model import AlertEvent, BalanceView
 from meter.ledger.notify import Notices, Topic
+from meter.tasks import stop_if_cancelled
 
 ALERT_PAGE = 100
 # A row's write time is its transaction's start, which may be this long before its commit
@@ -103,9 +104,11 @@ class BalanceWatch:
                 written, now = await self.reads.written_at(watched)
             except errors.MeterError as e:
                 log.warning("watch.resync_failed", reason=e.reason)
+                stop_if_cancelled()
                 continue
             except Exception:  # a bug must not end the safety net for good
                 log.exception("watch.resync_crashed")
+                stop_if_cancelled()
                 continue
             lately = now - LOOKBACK - timedelta(seconds=every_s)
             self.hub.resync(
