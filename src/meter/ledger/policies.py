@@ -53,11 +53,7 @@ class Spend:
 
     def used_at(self, period: Period, now: datetime) -> int:
         """Charged in the period that holds `now` (a later period starts from nothing)."""
-        if self.updated_at is None or period_start(period, now) > period_start(
-            period, self.updated_at
-        ):
-            return 0
-        return self.used[period - 1]
+        return 0 if self._rolled(period, now) else self.used[period - 1]
 
     def roll(self, now: datetime) -> None:
         """Move the counters to the periods of `now`."""
@@ -68,6 +64,7 @@ class Spend:
         self.updated_at = now
 
     def _rolled(self, period: Period, now: datetime) -> bool:
+        """Whether `now` is in a later period than the counters'."""
         return self.updated_at is None or period_start(period, now) > period_start(
             period, self.updated_at
         )

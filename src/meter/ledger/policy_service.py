@@ -83,9 +83,12 @@ class PolicyService:
         _raise(v)
         return await self.store.set_member_limit(workspace_id, actor_id, Period(period), limit)
 
-    async def member_limits(self, workspace_id: str) -> list[MemberLimitView]:
+    async def member_limits(
+        self, workspace_id: str, actors: list[str] | None = None
+    ) -> list[MemberLimitView]:
+        """Every limit set, or (with `actors`) the limits that apply to each of them."""
         _raise(_workspace(workspace_id))
-        return await self.store.member_limits(workspace_id)
+        return await self.store.member_limits(workspace_id, actors)
 
     # Auto top-up.
 

@@ -180,7 +180,7 @@ class MeterServicer(PolicyRpcs, meter_pb2_grpc.MeterServicer):
         report = await self.queries.usage(request.workspace_id, grouping, start, end)
         limits: dict[str, list[MemberLimitView]] | None = None
         if grouping is UsageGrouping.ACTOR and report.rows:
-            found = await self.policies.store.member_limits(
+            found = await self.policies.member_limits(
                 request.workspace_id, [r.key for r in report.rows]
             )
             limits = {}
