@@ -10,6 +10,7 @@ import grpc
 
 from meter.app import READ_POOL_SIZE, WATCH_POOL_SIZE, App
 from meterpb.v1 import meter_pb2 as pb
+from meterpb.v1 import meter_pb2_grpc
 from tests.support import fails, grant, reserve, rid
 
 OPENS = 300  # far beyond the watchers' pool
@@ -76,3 +77,30 @@ async def test_a_read_queued_past_its_deadline_ends_deadline_exceeded_not_unavai
     async with reads_pool_held(app):
         failed = await fails(stub.GetBalance(pb.GetBalanceRequest(workspace_id=ws), timeout=0.3))
     assert grpc.StatusCode.DEADLINE_EXCEEDED == failed.code
+
+
+WATCHERS = 5_000  # beyond the 3,000 calls that gRPC lets wait, at its defaults, to be taken
+
+
+async def test_a_burst_of_watchers_beyond_grpcs_waiting_calls_all_get_their_first_message(
+    app: App, ws: str
+) -> None:
+    """gRPC keeps a call that has arrived waiting until the server takes it, and at its
+    defaults refuses it beyond 3,000 waiting: a burst of page loads lost streams. All of
+    5,000 opens at once get the balance, none refused."""
+    channels = [
+        grpc.aio.insecure_channel(f"127.0.0.1:{app.port}", options=[("test.channel", i)])
+        for i in range(10)
+    ]
+    try:
+        stubs = [meter_pb2_grpc.MeterStub(c) for c in channels]
+        await grant(stubs[0], ws, 250)
+        results = await asyncio.gather(
+            *(first_message(stubs[i % len(stubs)], ws) for i in range(WATCHERS)),
+            return_exceptions=True,
+        )
+    finally:
+        await asyncio.gather(*(c.close() for c in channels))
+    refused = [r for r in results if isinstance(r, BaseException)]
+    assert [] == refused[:3]
+    assert [250] * WATCHERS == [r.balance.available for r in results]

@@ -35,6 +35,11 @@ MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 # so that tools which resolve a detail's Any by asking reflection for its type (grpcurl) print
 # reason, metadata and field violations instead of bytes.
 ERROR_DETAILS_FILE = error_details_pb2.DESCRIPTOR.name
+# A call that has arrived waits in gRPC's queue until this process takes it. gRPC refuses a
+# call beyond 3,000 waiting (beyond 1,000, now and then), so a burst of page loads opening
+# their WatchBalance streams at once was refused or left without a first message. A waiting
+# call is bounded by its own deadline instead, as every other queue in Meter is.
+MAX_WAITING_CALLS = 100_000
 
 
 def build(
@@ -54,6 +59,8 @@ def build(
             ("grpc.so_reuseport", 0),
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+            ("grpc.server.max_pending_requests", MAX_WAITING_CALLS),
+            ("grpc.server.max_pending_requests_hard_limit", MAX_WAITING_CALLS),
         ],
     )
     meter_pb2_grpc.add_MeterServicer_to_server(meter, server)  # type: ignore[no-untyped-call]
