@@ -290,6 +290,10 @@ async def watchers(srv: server.Server, hot_watchers: int, total: int, changes: i
     rss1 = rss_mb(srv.pid)
     delays: list[float] = []
     missing = 0
+    idle0 = srv.cpu_s()
+    await asyncio.sleep(1.5 * changes)
+    idle_s = srv.cpu_s() - idle0  # what the server spends meanwhile with no change at all
+    cpu0 = srv.cpu_s()
     async with grpc.aio.insecure_channel(srv.target) as ch:
         stub = meter_pb2_grpc.MeterStub(ch)
         for k in range(changes):
@@ -310,6 +314,7 @@ async def watchers(srv: server.Server, hot_watchers: int, total: int, changes: i
                 got += len(mine)
                 delays.extend(t - t0 for t in mine)
             missing += hot_watchers - got
+    cpu_us = (srv.cpu_s() - cpu0 - idle_s) * 1e6 / max(1, len(delays))
     rss2 = rss_mb(srv.pid)
     peak = _proc_kb(srv.pid, "VmHWM") / 1024
     for proc, c in clients:
@@ -321,7 +326,9 @@ async def watchers(srv: server.Server, hot_watchers: int, total: int, changes: i
         f" server RSS {rss0:.0f} MB before, {rss1:.0f} MB with them, {rss2:.0f} MB after"
         f" {changes} changes (peak {peak:.0f} MB); one change to {hot_watchers} watchers of one"
         f" workspace: p50 {_ms(delays, 0.5)}, p99 {_ms(delays, 0.99)}, max {_ms(delays, 1)}"
-        f" ({len(delays)} deliveries, {missing} missing); load {load_avg()}",
+        f" ({len(delays)} deliveries, {missing} missing; server CPU {cpu_us:.0f} µs a"
+        f" delivery beyond its idle {idle_s / (1.5 * changes) * 100:.0f}% of a core);"
+        f" load {load_avg()}",
         flush=True,
     )
 

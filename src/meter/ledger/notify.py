@@ -61,7 +61,6 @@ class Topic:
     # The latest balance read on behalf of the topic's readers, tagged with the version
     # counted before the read began: readers woken at or below that version can reuse it.
     snapshot: tuple[int, object] | None = None
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 class Notices:

@@ -118,17 +118,22 @@ class BalanceWatch:
 
     async def _latest(self, workspace_id: str, topic: Topic) -> tuple[BalanceView, int]:
         """The balance and newest alert id, read after every notice delivered so far; shared
-        by the topic's readers."""
+        by the topic's readers.
+
+        No lock: the watchers one notice wakes all ask in the same turn of the event loop and
+        join one gathered read; one that wakes later reuses its answer when that read began
+        after the notice it heard. (A lock handed from watcher to watcher cost a turn of the
+        loop each, so the last of a thousand watchers heard a change last by far.)"""
         wanted = topic.version
-        async with topic.lock:
-            if topic.snapshot is not None and topic.snapshot[0] >= wanted:
-                answer = topic.snapshot[1]
-                assert isinstance(answer, tuple)
-                return answer
-            version = topic.version
-            answer = await self.gathered.read(workspace_id)
-            topic.snapshot = (version, answer)
+        snapshot = topic.snapshot
+        if snapshot is not None and snapshot[0] >= wanted:
+            answer = snapshot[1]
+            assert isinstance(answer, tuple)
             return answer
+        answer = await self.gathered.read(workspace_id)
+        if topic.snapshot is None or topic.snapshot[0] < wanted:
+            topic.snapshot = (wanted, answer)
+        return answer
 
 
 def _written_since(at: datetime, before: datetime | None, lately: datetime) -> bool:
