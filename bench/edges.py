@@ -251,14 +251,18 @@ def _ms(values: Sequence[float], p: float) -> str:
 # The edges.
 
 
-async def opens(srv: server.Server, n: int) -> None:
-    """`n` WatchBalance opens at one instant, one per workspace."""
+async def opens(servers: Sequence[server.Server], n: int) -> None:
+    """`n` WatchBalance opens at one instant, one per workspace, the client processes spread
+    over `servers` (replicas on one database, as behind a load balancer)."""
     workspaces = [f"edge-o{i}" for i in range(n)]
-    clients = [_spawn(watch_client, srv.target, part) for part in _split(workspaces, PROCESSES)]
+    clients = [
+        _spawn(watch_client, servers[k % len(servers)].target, part)
+        for k, part in enumerate(_split(workspaces, PROCESSES))
+    ]
     _start(clients)
-    cpu0 = srv.cpu_s()
+    cpu0 = sum(srv.cpu_s() for srv in servers)
     reports = [c.recv() for _, c in clients]
-    cpu = srv.cpu_s() - cpu0
+    cpu = sum(srv.cpu_s() for srv in servers) - cpu0
     firsts = [t for r in reports for t in r[1]]
     failures = _merge([r[2] for r in reports])
     for proc, c in clients:
@@ -266,9 +270,10 @@ async def opens(srv: server.Server, n: int) -> None:
         c.recv()
         proc.join(10)
     print(
-        f"opens: {n} at once: {len(firsts)} got their first message, failures {failures or 'none'};"
-        f" first message p50 {_ms(firsts, 0.5)}, p99 {_ms(firsts, 0.99)}, max {_ms(firsts, 1)};"
-        f" server CPU {cpu:.2f} s; load {load_avg()}",
+        f"opens: {n} at once on {len(servers)} server process(es): {len(firsts)} got their"
+        f" first message, failures {failures or 'none'}; first message p50 {_ms(firsts, 0.5)},"
+        f" p99 {_ms(firsts, 0.99)}, max {_ms(firsts, 1)}; server CPU {cpu:.2f} s;"
+        f" load {load_avg()}",
         flush=True,
     )
 
@@ -510,13 +515,19 @@ async def main(args: argparse.Namespace) -> None:
     only = set(args.only.split(","))
     url = db.fresh_database(args.database_url)
     srv = server.Server(url)
+    replicas: list[server.Server] = []
     try:
         await srv.ready()
         print(f"server pid {srv.pid}; load {load_avg()}", flush=True)
         if "opens" in only:
             await server.fund(srv.target, [f"edge-o{i}" for i in range(args.opens)])
+            replicas = [server.Server(url) for _ in range(args.servers - 1)]
+            for replica in replicas:
+                await replica.ready()
             for _ in range(args.repeat):
-                await opens(srv, args.opens)
+                await opens([srv, *replicas], args.opens)
+            for replica in replicas:
+                replica.stop()
         if "streams" in only:
             await server.fund(srv.target, [f"edge-s{i}" for i in range(1000)])
             for k in range(args.repeat):
@@ -527,6 +538,8 @@ async def main(args: argparse.Namespace) -> None:
         if "soak" in only:
             await soak(srv, url, args.minutes, args.window)
     finally:
+        for replica in replicas:
+            replica.stop()
         srv.stop()
         db.drop_database(args.database_url, url)
 
@@ -538,6 +551,9 @@ def parse() -> argparse.Namespace:
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--processes", type=int, default=PROCESSES, help="client processes")
     p.add_argument("--opens", type=int, default=1000)
+    p.add_argument(
+        "--servers", type=int, default=1, help="server processes the opens are spread over"
+    )
     p.add_argument("--streams", type=int, default=1000)
     p.add_argument("--watchers", type=int, default=10000)
     p.add_argument("--changes", type=int, default=5)
