@@ -11,21 +11,13 @@ from rich.table import Table
 from meter import errors as domain
 from meter.catalog.document import parse_document
 from meter.cli.remote import (
-    DEFAULT_TARGET,
     REFUSED,
-    Json,
-    Target,
-    Timeout,
-    TlsCa,
-    TlsCert,
-    TlsKey,
-    Token,
-    as_dict,
+    Remote,
+    client_command,
     enum_name,
     err,
     out,
     print_json,
-    session,
 )
 from meterpb.v1 import catalog_pb2 as cpb
 
@@ -63,41 +55,31 @@ def _operations_table(title: str, operations: Any) -> Table:
 
 
 @app.command()
+@client_command()
 def show(
+    remote: Remote,
     version: Annotated[int, typer.Option("--version", help="0: the current version.")] = 0,
-    json: Json = False,
-    target: Target = DEFAULT_TARGET,
-    token: Token = None,
-    tls_ca: TlsCa = None,
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
-    timeout: Timeout = 10.0,
 ) -> None:
     """Show the cost rules of the current (or a given) catalog version.
 
     Example: meter catalog show --version 3
     """
-    with session(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter:
+    with remote.session() as meter:
         found = meter.list_operations(version)
-    if json:
-        return print_json(as_dict(found))
+    if remote.printed_json(found):
+        return
     out.print(_operations_table(f"catalog version {found.catalog_version}", found.operations))
 
 
 @app.command()
+@client_command(timeout=30.0)
 def publish(
+    remote: Remote,
     document: Document,
     request_id: Annotated[
         str | None, typer.Option("--request-id", help="Idempotency key of the publication.")
     ] = None,
     description: Annotated[str, typer.Option("--description", help="What changed.")] = "",
-    json: Json = False,
-    target: Target = DEFAULT_TARGET,
-    token: Token = None,
-    tls_ca: TlsCa = None,
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
-    timeout: Timeout = 30.0,
 ) -> None:
     """Publish a catalog document as a new immutable version.
 
@@ -105,28 +87,20 @@ def publish(
     """
     text = document.read_text()
     fmt = "json" if document.suffix.lower() == ".json" else "toml"
-    with session(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter:
+    with remote.session() as meter:
         done = meter.publish_catalog(
             text, format=fmt, description=description, request_id=request_id
         )
-    if json:
-        return print_json(as_dict(done))
+    if remote.printed_json(done):
+        return
     out.print(
         f"published catalog version {done.catalog_version} ({len(done.operations)} operations)"
     )
 
 
 @app.command()
-def diff(
-    document: Document,
-    json: Json = False,
-    target: Target = DEFAULT_TARGET,
-    token: Token = None,
-    tls_ca: TlsCa = None,
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
-    timeout: Timeout = 10.0,
-) -> None:
+@client_command()
+def diff(remote: Remote, document: Document) -> None:
     """Show what publishing a document would change against the current version.
 
     Example: meter catalog diff catalog.toml
@@ -137,7 +111,7 @@ def diff(
     except domain.MeterError as e:
         err.print(f"[red]invalid document:[/] {e.message}")
         raise typer.Exit(REFUSED) from None
-    with session(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter:
+    with remote.session() as meter:
         current = meter.list_operations()
     before = {op.operation: _shape(op.min, op.max, _unit(op.unit), op.display_name)
               for op in current.operations}  # fmt: skip
@@ -149,7 +123,7 @@ def diff(
         for k in sorted(before.keys() & after.keys())
         if before[k] != after[k]
     ]
-    if json:
+    if remote.json:
         return print_json(
             {
                 "catalog_version": current.catalog_version,
@@ -175,23 +149,16 @@ def _shape(low: int, high: int, unit: str, name: str) -> dict[str, Any]:
     return {"min": low, "max": high, "unit": unit, "display_name": name}
 
 
-def packages(
-    json: Json = False,
-    target: Target = DEFAULT_TARGET,
-    token: Token = None,
-    tls_ca: TlsCa = None,
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
-    timeout: Timeout = 10.0,
-) -> None:
+@client_command()
+def packages(remote: Remote) -> None:
     """List the credit packages.
 
     Example: meter packages --json
     """
-    with session(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter:
+    with remote.session() as meter:
         found = meter.list_packages()
-    if json:
-        return print_json(as_dict(cpb.ListPackagesResponse(packages=found)))
+    if remote.printed_json(cpb.ListPackagesResponse(packages=found)):
+        return
     t = Table(title="packages", title_justify="left")
     for c in ("package", "credits", "price"):
         t.add_column(c, justify="left" if c == "package" else "right")
@@ -200,7 +167,9 @@ def packages(
     out.print(t)
 
 
+@client_command()
 def estimate(
+    remote: Remote,
     platforms: Annotated[int, typer.Option("--platforms", help="Number of platforms.")],
     days: Annotated[int, typer.Option("--days", help="Campaign duration in days.")],
     posts_per_week: Annotated[
@@ -216,13 +185,6 @@ def estimate(
     workspace: Annotated[
         str, typer.Option("--workspace", help="Check whether this workspace can afford it.")
     ] = "",
-    json: Json = False,
-    target: Target = DEFAULT_TARGET,
-    token: Token = None,
-    tls_ca: TlsCa = None,
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
-    timeout: Timeout = 10.0,
 ) -> None:
     """Estimate a campaign's credits (and whether a workspace can afford it).
 
@@ -230,7 +192,7 @@ def estimate(
     """
     if complexity and complexity not in ("simple", "standard", "complex"):
         raise typer.BadParameter("--complexity is simple, standard or complex")
-    with session(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter:
+    with remote.session() as meter:
         e = meter.estimate_campaign(
             platforms=platforms,
             days=days,
@@ -240,8 +202,8 @@ def estimate(
             rss_items=rss_items,
             workspace=workspace,
         )
-    if json:
-        return print_json(as_dict(e))
+    if remote.printed_json(e):
+        return
     t = Table(
         title=f"{platforms} platform(s), {days} days: {e.min}-{e.max} credits, about {e.expected}",
         title_justify="left",

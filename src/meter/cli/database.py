@@ -6,10 +6,18 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
 from meter.config import Settings
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir", envvar="METER_DATA_DIR", help="Where the embedded PostgreSQL lives."
+    ),
+]
 
 
 def check_url(command: str, database_url: str | None) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json as jsonlib
 import sys
 import time
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -13,18 +12,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from meter.cli.remote import (
-    DEFAULT_TARGET,
-    Json,
-    Target,
-    Timeout,
-    TlsCa,
-    TlsCert,
-    TlsKey,
-    Token,
+    Remote,
     as_dict,
+    client_command,
     out,
-    print_json,
-    session,
     timestamp,
 )
 from meterpb.v1 import events_pb2 as epb
@@ -39,7 +30,9 @@ Types = Annotated[
 ]
 
 
+@client_command(timeout=30.0)
 def events(
+    remote: Remote,
     workspace: Annotated[
         str,
         typer.Argument(help="Only this workspace's events; none: every one's.", show_default=False),
@@ -48,13 +41,6 @@ def events(
     follow: Annotated[
         bool, typer.Option("--follow", "-f", help="Keep printing new events until Ctrl-C.")
     ] = False,
-    json: Json = False,
-    target: Target = DEFAULT_TARGET,
-    token: Token = None,
-    tls_ca: TlsCa = None,
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
-    timeout: Timeout = 30.0,
 ) -> None:
     """List the events still kept, oldest first; --follow keeps printing new ones.
 
@@ -64,10 +50,10 @@ def events(
     """
     types = list(type_ or ())
     if follow:
-        _follow(workspace, types, json, target, token, (tls_ca, tls_cert, tls_key), timeout)
+        _follow(remote, workspace, types)
         return
     found: list[epb.Event] = []
-    with session(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter:
+    with remote.session() as meter:
         cursor = ""
         while True:
             page = meter.list_events(workspace, types=types, page_size=PAGE, page_token=cursor)
@@ -75,8 +61,8 @@ def events(
             cursor = page.next_page_token
             if not page.events:
                 break
-    if json:
-        return print_json(as_dict(epb.ListEventsResponse(events=found, next_page_token=cursor)))
+    if remote.printed_json(epb.ListEventsResponse(events=found, next_page_token=cursor)):
+        return
     whose = f" of {workspace}" if workspace else ""
     t = Table(title=f"events{whose} ({len(found)})", title_justify="left")
     for c in ("time", "type", "workspace", "seq", "event id", "data"):
@@ -92,23 +78,15 @@ def events(
     out.print(t)
 
 
-def _follow(
-    workspace: str,
-    types: list[str],
-    json: bool,
-    target: str,
-    token: str | None,
-    tls_files: tuple[Path | None, Path | None, Path | None],
-    timeout: float,
-) -> None:
+def _follow(remote: Remote, workspace: str, types: list[str]) -> None:
     """Print the events there are, then poll from the last position; Ctrl-C ends it (0)."""
     cursor = ""
     try:
-        with session(target, token, timeout, tls_files) as meter:
+        with remote.session() as meter:
             while True:
                 page = meter.list_events(workspace, types=types, page_size=PAGE, page_token=cursor)
                 for e in page.events:
-                    _print_event(e, json)
+                    _print_event(e, remote.json)
                 cursor = page.next_page_token
                 if not page.events:
                     time.sleep(POLL_S)

@@ -13,27 +13,18 @@ from rich.table import Table
 
 from meter.cli import charts
 from meter.cli.remote import (
-    DEFAULT_TARGET,
     REFUSED,
-    Json,
-    Target,
-    Timeout,
-    TlsCa,
-    TlsCert,
-    TlsKey,
-    Token,
-    as_dict,
+    Remote,
+    Workspace,
+    client_command,
     enum_name,
     err,
     out,
-    print_json,
-    session,
     timestamp,
     when,
 )
 from meterpb.v1 import meter_pb2 as pb
 
-Workspace = Annotated[str, typer.Argument(help="The workspace id.", show_default=False)]
 RequestId = Annotated[
     str,
     typer.Option(
@@ -44,24 +35,16 @@ Since = Annotated[str | None, typer.Option("--since", help="From this date (ISO,
 Until = Annotated[str | None, typer.Option("--until", help="Before this date (ISO, UTC).")]
 
 
-def balance(
-    workspace: Workspace,
-    json: Json = False,
-    target: Target = DEFAULT_TARGET,
-    token: Token = None,
-    tls_ca: TlsCa = None,
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
-    timeout: Timeout = 10.0,
-) -> None:
+@client_command()
+def balance(remote: Remote, workspace: Workspace) -> None:
     """Show a workspace's balance.
 
     Example: meter balance ws-acme --json
     """
-    with session(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter:
+    with remote.session() as meter:
         b = meter.balance(workspace)
-    if json:
-        return print_json(as_dict(b))
+    if remote.printed_json(b):
+        return
     t = Table(title=f"balance of {workspace}", show_header=False, title_justify="left")
     t.add_column(style="bold")
     t.add_column(justify="right")
@@ -95,7 +78,9 @@ def balance(
     out.print(t)
 
 
+@client_command()
 def grant(
+    remote: Remote,
     workspace: Workspace,
     request_id: RequestId,
     package: Annotated[
@@ -116,13 +101,6 @@ def grant(
     pending: Annotated[
         bool, typer.Option("--pending", help="Not spendable until `meter confirm`.")
     ] = False,
-    json: Json = False,
-    target: Target = DEFAULT_TARGET,
-    token: Token = None,
-    tls_ca: TlsCa = None,
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
-    timeout: Timeout = 10.0,
 ) -> None:
     """Add credits to a workspace, by package or explicit amount.
 
@@ -130,7 +108,7 @@ def grant(
     """
     if (package is None) == (amount is None):
         raise typer.BadParameter("give --package NAME or --amount N, exactly one")
-    with session(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter:
+    with remote.session() as meter:
         done = meter.grant(
             workspace,
             request_id,
@@ -142,8 +120,8 @@ def grant(
             priority=priority,
             pending=pending,
         )
-    if json:
-        return print_json(as_dict(done))
+    if remote.printed_json(done):
+        return
     expiry = timestamp(done.lot.expires_at) or "never"
     if not done.HasField("entry"):
         state = enum_name(pb.LotState.Name(done.lot.state), "LOT_STATE_")
@@ -157,29 +135,24 @@ def grant(
     )
 
 
+@client_command()
 def adjust(
+    remote: Remote,
     workspace: Workspace,
     amount: Annotated[
         int, typer.Option("--amount", help="Signed credits (negative removes).", show_default=False)
     ],
     reason: Annotated[str, typer.Option("--reason", help="Why.", show_default=False)],
     request_id: RequestId,
-    json: Json = False,
-    target: Target = DEFAULT_TARGET,
-    token: Token = None,
-    tls_ca: TlsCa = None,
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
-    timeout: Timeout = 10.0,
 ) -> None:
     """Correct a workspace's credits (never below zero).
 
     Example: meter adjust ws-acme --amount -20 --reason "duplicate grant" --request-id adj-17
     """
-    with session(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter:
+    with remote.session() as meter:
         done = meter.adjust(workspace, request_id, amount, reason)
-    if json:
-        return print_json(as_dict(done))
+    if remote.printed_json(done):
+        return
     out.print(f"adjusted {workspace} by {amount:+d}; available now {done.balance.available}")
 
 
@@ -203,7 +176,9 @@ def _history_row(e: pb.JournalEntry) -> list[str]:
     ]
 
 
+@client_command(timeout=30.0)
 def history(
+    remote: Remote,
     workspace: Workspace,
     operation: Annotated[
         list[str] | None, typer.Option("--operation", help="Only this operation (repeatable).")
@@ -219,13 +194,6 @@ def history(
     csv_file: Annotated[
         Path | None, typer.Option("--csv", help="Write every entry to this CSV file.")
     ] = None,
-    json: Json = False,
-    target: Target = DEFAULT_TARGET,
-    token: Token = None,
-    tls_ca: TlsCa = None,
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
-    timeout: Timeout = 30.0,
 ) -> None:
     """List a workspace's journal, newest first (every page, or --limit).
 
@@ -237,7 +205,7 @@ def history(
             pb.EntryKind.Value(f"ENTRY_KIND_{k}")
     except ValueError:
         raise typer.BadParameter("--kind is grant, charge, expire, adjust or refund") from None
-    with session(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter:
+    with remote.session() as meter:
         entries = meter.history(
             workspace,
             kinds=kinds,
@@ -253,8 +221,8 @@ def history(
             w.writerow(HISTORY_COLUMNS)
             w.writerows(_history_row(e) for e in found)
         err.print(f"wrote {len(found)} entries to {csv_file}")
-    if json:
-        return print_json(as_dict(pb.ListTransactionsResponse(entries=found)))
+    if remote.printed_json(pb.ListTransactionsResponse(entries=found)):
+        return
     if csv_file is not None:
         return None
     t = Table(title=f"history of {workspace} ({len(found)} entries)", title_justify="left")
@@ -286,20 +254,15 @@ def _limited(
                 return
 
 
+@client_command(timeout=30.0)
 def usage(
+    remote: Remote,
     workspace: Workspace,
     by: Annotated[
         str, typer.Option("--by", help="operation, actor, day or week.", show_default=False)
     ],
     since: Since = None,
     until: Until = None,
-    json: Json = False,
-    target: Target = DEFAULT_TARGET,
-    token: Token = None,
-    tls_ca: TlsCa = None,
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
-    timeout: Timeout = 30.0,
 ) -> None:
     """Credits used, grouped by operation, actor (member), day or week; days get a chart.
 
@@ -307,10 +270,10 @@ def usage(
     """
     if by not in ("operation", "actor", "day", "week"):
         raise typer.BadParameter("--by is operation, actor, day or week")
-    with session(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter:
+    with remote.session() as meter:
         report = meter.usage(workspace, by, since=when(since), until=when(until))
-    if json:
-        return print_json(as_dict(report))
+    if remote.printed_json(report):
+        return
     print_usage(workspace, by, report)
 
 
@@ -334,19 +297,14 @@ def print_usage(workspace: str, by: str, report: pb.GetUsageResponse) -> None:
             out.print(line)
 
 
+@client_command(timeout=30.0)
 def holds(
+    remote: Remote,
     workspace: Workspace,
     state: Annotated[
         list[str] | None,
         typer.Option("--state", help="held, committed, released, expired (repeatable)."),
     ] = None,
-    json: Json = False,
-    target: Target = DEFAULT_TARGET,
-    token: Token = None,
-    tls_ca: TlsCa = None,
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
-    timeout: Timeout = 30.0,
 ) -> None:
     """List a workspace's holds (every state, or --state).
 
@@ -356,10 +314,10 @@ def holds(
         states = [pb.HoldState.Value(f"HOLD_STATE_{s.upper()}") for s in state or ()]
     except ValueError:
         raise typer.BadParameter("--state is held, committed, released or expired") from None
-    with session(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter:
+    with remote.session() as meter:
         found = list(meter.holds(workspace, states=states))
-    if json:
-        return print_json(as_dict(pb.ListHoldsResponse(holds=found)))
+    if remote.printed_json(pb.ListHoldsResponse(holds=found)):
+        return
     t = Table(title=f"holds of {workspace} ({len(found)})", title_justify="left")
     for c in ("request_id", "state", "amount", "charged", "operation", "actor", "expires_at"):
         t.add_column(c, justify="right" if c in ("amount", "charged") else "left")
@@ -376,24 +334,19 @@ def holds(
     out.print(t)
 
 
+@client_command(timeout=600.0)
 def audit(
+    remote: Remote,
     workspace: Annotated[
         str, typer.Argument(help="One workspace; none audits them all.", show_default=False)
     ] = "",
-    json: Json = False,
-    target: Target = DEFAULT_TARGET,
-    token: Token = None,
-    tls_ca: TlsCa = None,
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
-    timeout: Timeout = 600.0,
 ) -> None:
     """Prove balances from the journal, lots and holds; exit 1 on any discrepancy.
 
     Example: meter audit            (every workspace)
     """
     with (
-        session(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter,
+        remote.session() as meter,
         Progress(
             SpinnerColumn(),
             TextColumn("auditing every workspace"),
@@ -405,9 +358,7 @@ def audit(
     ):
         progress.add_task("audit", total=None)
         report = meter.audit(workspace)
-    if json:
-        print_json(as_dict(report))
-    else:
+    if not remote.printed_json(report):
         _print_audit(report)
     if report.discrepancies:
         raise typer.Exit(REFUSED)

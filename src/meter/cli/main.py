@@ -10,6 +10,7 @@ import typer
 
 from meter import logs
 from meter.cli import catalog, console, database, events, ledger, policies, tokens, webhooks
+from meter.cli.database import DataDir
 from meter.config import Settings, StartupError, duration, durations
 
 app = typer.Typer(
@@ -27,12 +28,6 @@ DatabaseUrl = Annotated[
         "--database-url",
         envvar="METER_DATABASE_URL",
         help="PostgreSQL URL; without it an embedded PostgreSQL runs in --data-dir.",
-    ),
-]
-DataDir = Annotated[
-    Path | None,
-    typer.Option(
-        "--data-dir", envvar="METER_DATA_DIR", help="Where the embedded PostgreSQL lives."
     ),
 ]
 TlsCert = Annotated[

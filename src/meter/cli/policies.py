@@ -8,79 +8,60 @@ import typer
 from rich.table import Table
 
 from meter.cli.remote import (
-    DEFAULT_TARGET,
-    Json,
-    Target,
-    Timeout,
-    TlsCa,
-    TlsCert,
-    TlsKey,
-    Token,
+    Remote,
+    Workspace,
     as_dict,
+    client_command,
     enum_name,
     out,
     print_json,
-    session,
     timestamp,
 )
 from meterpb.v1 import meter_pb2 as pb
 
-Workspace = Annotated[str, typer.Argument(help="The workspace id.", show_default=False)]
 GrantId = Annotated[
     str, typer.Argument(help="The pending grant's request id (the payment id).", show_default=False)
 ]
 PERIODS = ("day", "week", "month")
 
 
-def confirm(
-    workspace: Workspace,
-    request_id: GrantId,
-    json: Json = False,
-    target: Target = DEFAULT_TARGET,
-    token: Token = None,
-    tls_ca: TlsCa = None,
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
-    timeout: Timeout = 10.0,
-) -> None:
+@client_command()
+def confirm(remote: Remote, workspace: Workspace, request_id: GrantId) -> None:
     """Make a pending grant spendable (its payment went through).
 
     Example: meter confirm ws-acme pay_8412
     """
-    with session(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter:
+    with remote.session() as meter:
         done = meter.confirm_grant(workspace, request_id)
-    if json:
-        return print_json(as_dict(done))
+    if remote.printed_json(done):
+        return
     out.print(
         f"confirmed {done.lot.amount} credits of {request_id}; "
         f"available now {done.balance.available}"
     )
 
 
+@client_command()
 def void(
+    remote: Remote,
     workspace: Workspace,
     request_id: GrantId,
     reason: Annotated[str, typer.Option("--reason", help="Why (the payment failed...).")] = "",
-    json: Json = False,
-    target: Target = DEFAULT_TARGET,
-    token: Token = None,
-    tls_ca: TlsCa = None,
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
-    timeout: Timeout = 10.0,
 ) -> None:
     """Remove a pending grant (its payment failed); its credits never become spendable.
 
     Example: meter void ws-acme pay_8412 --reason "card declined"
     """
-    with session(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter:
+    with remote.session() as meter:
         done = meter.void_grant(workspace, request_id, reason=reason)
-    if json:
-        return print_json(as_dict(done))
+    if remote.printed_json(done):
+        return
     out.print(f"voided {done.lot.amount} pending credits of {request_id}")
 
 
+@client_command()
 def limits(
+    remote: Remote,
     workspace: Workspace,
     member: Annotated[
         str | None,
@@ -89,13 +70,6 @@ def limits(
     period: Annotated[str, typer.Option("--period", help="day, week or month (UTC).")] = "month",
     limit: Annotated[int | None, typer.Option("--limit", help="Credits per period.")] = None,
     remove: Annotated[bool, typer.Option("--remove", help="Remove the member's limit.")] = False,
-    json: Json = False,
-    target: Target = DEFAULT_TARGET,
-    token: Token = None,
-    tls_ca: TlsCa = None,
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
-    timeout: Timeout = 10.0,
 ) -> None:
     """Show a workspace's member limits, or set one with --member, --period and --limit.
 
@@ -108,12 +82,12 @@ def limits(
         raise typer.BadParameter("--limit and --remove need --member")
     if period.lower() not in PERIODS:
         raise typer.BadParameter(f"--period must be one of {', '.join(PERIODS)}")
-    with session(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter:
+    with remote.session() as meter:
         if setting:
             assert member is not None
             meter.set_member_limit(workspace, member, period, None if remove else limit)
         found = meter.member_limits(workspace)
-    if json:
+    if remote.json:
         return print_json([as_dict(x) for x in found])
     if not found:
         return out.print(f"{workspace} has no member limits: every member may spend the balance")
@@ -132,7 +106,9 @@ def limits(
     out.print(t)
 
 
+@client_command()
 def topup(
+    remote: Remote,
     workspace: Workspace,
     threshold: Annotated[
         int | None, typer.Option("--threshold", help="Request a top-up below this.")
@@ -148,13 +124,6 @@ def topup(
         typer.Option("--failed", help="Report that the payment of this request failed."),
     ] = None,
     reason: Annotated[str, typer.Option("--reason", help="With --failed: why.")] = "",
-    json: Json = False,
-    target: Target = DEFAULT_TARGET,
-    token: Token = None,
-    tls_ca: TlsCa = None,
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
-    timeout: Timeout = 10.0,
 ) -> None:
     """Show a workspace's auto top-up rule, set it with --threshold, or turn it off.
 
@@ -162,7 +131,7 @@ def topup(
     """
     if threshold is not None and (package is None) == (amount is None):
         raise typer.BadParameter("with --threshold give --package NAME or --amount N, exactly one")
-    with session(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter:
+    with remote.session() as meter:
         if failed is not None:
             rule = meter.report_topup_failed(workspace, failed, reason)
         elif disable:
@@ -177,8 +146,8 @@ def topup(
             )
         else:
             rule = meter.auto_topup(workspace)
-    if json:
-        return print_json(as_dict(rule))
+    if remote.printed_json(rule):
+        return
     if not rule.threshold:
         return out.print(f"{workspace} has no auto top-up rule")
     buys = rule.package or f"{rule.amount} credits"

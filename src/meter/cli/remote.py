@@ -6,10 +6,13 @@ Exit codes: 0 done; 1 the server refused or failed the call (the reason is print
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -74,13 +77,15 @@ TlsKey = Annotated[
     ),
 ]
 DEFAULT_TARGET = "127.0.0.1:50051"
+Workspace = Annotated[str, typer.Argument(help="The workspace id.", show_default=False)]
+TlsFiles = tuple[Path | None, Path | None, Path | None]
 
 
 def connect(
     target: str,
     token: str | None,
     timeout: float,
-    tls_files: tuple[Path | None, Path | None, Path | None] = (None, None, None),
+    tls_files: TlsFiles = (None, None, None),
 ) -> MeterClient:
     """A client whose retries all fit in `timeout` seconds; TLS from (ca, cert, key)."""
     policy = RetryPolicy(
@@ -126,12 +131,79 @@ def session(
     target: str,
     token: str | None,
     timeout: float,
-    tls_files: tuple[Path | None, Path | None, Path | None] = (None, None, None),
+    tls_files: TlsFiles = (None, None, None),
 ) -> Iterator[MeterClient]:
     """What every command does around its calls: connect (see `connect`), and turn the
     client's exceptions into a printed reason and the exit code (see `reporting`)."""
     with reporting(target), connect(target, token, timeout, tls_files) as meter:
         yield meter
+
+
+@dataclass(frozen=True)
+class Remote:
+    """The options every client command takes: which server, how, and whether to print JSON."""
+
+    target: str
+    token: str | None
+    timeout: float
+    tls_files: TlsFiles
+    json: bool = False
+
+    def session(self) -> AbstractContextManager[MeterClient]:
+        """`session` with these options."""
+        return session(self.target, self.token, self.timeout, self.tls_files)
+
+    def printed_json(self, message: Message) -> bool:
+        """With --json, print the message as JSON (see `as_dict`) and say so."""
+        if self.json:
+            print_json(as_dict(message))
+        return self.json
+
+
+def client_command(
+    timeout: float = 10.0, json: bool = True
+) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Give a command the client options after its own: --json (unless json=False), --target,
+    --token, --tls-ca, --tls-cert, --tls-key and --timeout (default `timeout` seconds).
+
+    The command takes them as its first parameter, `remote: Remote`.
+    """
+    shared = [
+        ("target", Target, DEFAULT_TARGET),
+        ("token", Token, None),
+        ("tls_ca", TlsCa, None),
+        ("tls_cert", TlsCert, None),
+        ("tls_key", TlsKey, None),
+        ("timeout", Timeout, timeout),
+    ]
+    if json:
+        shared.insert(0, ("json", Json, False))
+
+    def decorate(command: Callable[..., None]) -> Callable[..., None]:
+        own = list(inspect.signature(command, eval_str=True).parameters.values())
+        if not own or own[0].name != "remote":
+            raise TypeError(f"{command.__name__} must take `remote: Remote` first")
+        params = own[1:] + [
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=d, annotation=a)
+            for name, a, d in shared
+        ]
+
+        @functools.wraps(command)
+        def run(*args: Any, **kwargs: Any) -> None:
+            remote = Remote(
+                target=kwargs.pop("target"),
+                token=kwargs.pop("token"),
+                timeout=kwargs.pop("timeout"),
+                tls_files=(kwargs.pop("tls_ca"), kwargs.pop("tls_cert"), kwargs.pop("tls_key")),
+                json=kwargs.pop("json", False),
+            )
+            command(remote, *args, **kwargs)
+
+        run.__signature__ = inspect.Signature(params, return_annotation=None)  # type: ignore[attr-defined]
+        run.__annotations__ = {p.name: p.annotation for p in params} | {"return": None}
+        return run
+
+    return decorate
 
 
 def as_dict(message: Message) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from rich.table import Table
 
 from meter import errors
 from meter.auth.model import NAME_RE, Principal, Role, new_token, token_hash
+from meter.cli.database import DataDir
 from meter.ledger.validation import ID_RE
 
 T = TypeVar("T")
@@ -33,12 +34,6 @@ DatabaseUrl = Annotated[
         "--database-url",
         envvar="METER_DATABASE_URL",
         help="PostgreSQL URL; without it the embedded PostgreSQL in --data-dir.",
-    ),
-]
-DataDir = Annotated[
-    Path | None,
-    typer.Option(
-        "--data-dir", envvar="METER_DATA_DIR", help="Where the embedded PostgreSQL lives."
     ),
 ]
 

@@ -4,7 +4,6 @@ deliveries|replay|test."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -13,20 +12,13 @@ from rich.table import Table
 
 from meter.cli.events import PAGE
 from meter.cli.remote import (
-    DEFAULT_TARGET,
     REFUSED,
-    Json,
-    Target,
-    Timeout,
-    TlsCa,
-    TlsCert,
-    TlsKey,
-    Token,
+    Remote,
     as_dict,
+    client_command,
     enum_name,
     out,
     print_json,
-    session,
     timestamp,
     when,
 )
@@ -80,7 +72,9 @@ def _print_secret(endpoint_id: str, secret: str) -> None:
 
 
 @app.command()
+@client_command()
 def add(
+    remote: Remote,
     url: Annotated[
         str, typer.Argument(help="The http(s) URL to POST events to.", show_default=False)
     ],
@@ -93,142 +87,89 @@ def add(
         typer.Option("--workspace", help="Only this workspace (repeatable); none: every one."),
     ] = None,
     description: Annotated[str, typer.Option("--description", help="What it is for.")] = "",
-    json: Json = False,
-    target: Target = DEFAULT_TARGET,
-    token: Token = None,
-    tls_ca: TlsCa = None,
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
-    timeout: Timeout = 10.0,
 ) -> None:
     """Add a webhook endpoint and print its signing secret, once.
 
     Example: meter webhooks add https://hooks.example.com/meter --type balance.low
     """
-    with session(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter:
+    with remote.session() as meter:
         done = meter.create_webhook_endpoint(
             url,
             event_types=type_ or (),
             workspace_ids=workspace or (),
             description=description,
         )
-    if json:
-        return print_json(as_dict(done))
+    if remote.printed_json(done):
+        return
     out.print(_endpoints_table("webhook endpoint added", [done.endpoint]))
     _print_secret(done.endpoint.endpoint_id, done.secret)
 
 
 @app.command("list")
-def list_(
-    json: Json = False,
-    target: Target = DEFAULT_TARGET,
-    token: Token = None,
-    tls_ca: TlsCa = None,
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
-    timeout: Timeout = 10.0,
-) -> None:
+@client_command()
+def list_(remote: Remote) -> None:
     """List the webhook endpoints (never their secrets).
 
     Example: meter webhooks list --json
     """
-    with session(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter:
+    with remote.session() as meter:
         found = meter.list_webhook_endpoints()
-    if json:
-        return print_json(as_dict(epb.ListWebhookEndpointsResponse(endpoints=found)))
+    if remote.printed_json(epb.ListWebhookEndpointsResponse(endpoints=found)):
+        return
     out.print(_endpoints_table(f"webhook endpoints ({len(found)})", found))
 
 
-def _set_enabled(
-    endpoint: str,
-    enabled: bool,
-    json: bool,
-    target: str,
-    token: str | None,
-    tls_files: tuple[Path | None, Path | None, Path | None],
-    timeout: float,
-) -> None:
-    with session(target, token, timeout, tls_files) as meter:
+def _set_enabled(remote: Remote, endpoint: str, enabled: bool) -> None:
+    with remote.session() as meter:
         e = meter.update_webhook_endpoint(endpoint, enabled=enabled)
-    if json:
-        return print_json(as_dict(e))
+    if remote.printed_json(e):
+        return
     out.print(f"{'enabled' if enabled else 'disabled'} {e.endpoint_id} ({escape(e.url)})")
 
 
 @app.command()
-def disable(
-    endpoint: Endpoint,
-    json: Json = False,
-    target: Target = DEFAULT_TARGET,
-    token: Token = None,
-    tls_ca: TlsCa = None,
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
-    timeout: Timeout = 10.0,
-) -> None:
+@client_command()
+def disable(remote: Remote, endpoint: Endpoint) -> None:
     """Stop delivering to an endpoint (after enable, replay catches it up).
 
     Example: meter webhooks disable ep_3f9c2a
     """
-    _set_enabled(endpoint, False, json, target, token, (tls_ca, tls_cert, tls_key), timeout)
+    _set_enabled(remote, endpoint, False)
 
 
 @app.command()
-def enable(
-    endpoint: Endpoint,
-    json: Json = False,
-    target: Target = DEFAULT_TARGET,
-    token: Token = None,
-    tls_ca: TlsCa = None,
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
-    timeout: Timeout = 10.0,
-) -> None:
+@client_command()
+def enable(remote: Remote, endpoint: Endpoint) -> None:
     """Deliver to an endpoint again (also one that Meter disabled after failures).
 
     Example: meter webhooks enable ep_3f9c2a
     """
-    _set_enabled(endpoint, True, json, target, token, (tls_ca, tls_cert, tls_key), timeout)
+    _set_enabled(remote, endpoint, True)
 
 
 @app.command()
-def delete(
-    endpoint: Endpoint,
-    target: Target = DEFAULT_TARGET,
-    token: Token = None,
-    tls_ca: TlsCa = None,
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
-    timeout: Timeout = 10.0,
-) -> None:
+@client_command(json=False)
+def delete(remote: Remote, endpoint: Endpoint) -> None:
     """Delete an endpoint with its pending deliveries and its delivery log.
 
     Example: meter webhooks delete ep_3f9c2a
     """
-    with session(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter:
+    with remote.session() as meter:
         meter.delete_webhook_endpoint(endpoint)
     out.print(f"deleted {escape(endpoint)}")
 
 
 @app.command()
-def rotate(
-    endpoint: Endpoint,
-    json: Json = False,
-    target: Target = DEFAULT_TARGET,
-    token: Token = None,
-    tls_ca: TlsCa = None,
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
-    timeout: Timeout = 10.0,
-) -> None:
+@client_command()
+def rotate(remote: Remote, endpoint: Endpoint) -> None:
     """Make a new signing secret and print it, once; the old one signs for 24 hours more.
 
     Example: meter webhooks rotate ep_3f9c2a
     """
-    with session(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter:
+    with remote.session() as meter:
         done = meter.rotate_webhook_secret(endpoint)
-    if json:
-        return print_json(as_dict(done))
+    if remote.printed_json(done):
+        return
     e = done.endpoint
     until = timestamp(e.previous_secret_expire_time)
     out.print(
@@ -239,16 +180,11 @@ def rotate(
 
 
 @app.command()
+@client_command(timeout=30.0)
 def deliveries(
+    remote: Remote,
     endpoint: Endpoint,
     limit: Annotated[int, typer.Option("--limit", help="At most this many attempts.", min=1)] = 50,
-    json: Json = False,
-    target: Target = DEFAULT_TARGET,
-    token: Token = None,
-    tls_ca: TlsCa = None,
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
-    timeout: Timeout = 30.0,
 ) -> None:
     """List an endpoint's delivery attempts, newest first.
 
@@ -256,7 +192,7 @@ def deliveries(
     """
     found: list[epb.DeliveryAttempt] = []
     cursor = ""
-    with session(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter:
+    with remote.session() as meter:
         while len(found) < limit:
             page = meter.list_deliveries(
                 endpoint, page_size=min(limit - len(found), PAGE), page_token=cursor
@@ -266,8 +202,8 @@ def deliveries(
             if not cursor:
                 break
     found = found[:limit]
-    if json:
-        return print_json(as_dict(epb.ListDeliveriesResponse(attempts=found)))
+    if remote.printed_json(epb.ListDeliveriesResponse(attempts=found)):
+        return
     t = Table(title=f"deliveries to {escape(endpoint)} ({len(found)})", title_justify="left")
     for c in ("time", "event id", "type", "try", "state", "http", "ms", "error", "next try"):
         t.add_column(c, justify="right" if c in ("try", "http", "ms") else "left")
@@ -292,7 +228,9 @@ def _attempt_row(a: epb.DeliveryAttempt) -> list[str]:
 
 
 @app.command()
+@client_command(timeout=30.0)
 def replay(
+    remote: Remote,
     endpoint: Endpoint,
     since: Annotated[
         str | None,
@@ -302,13 +240,6 @@ def replay(
         list[str] | None,
         typer.Option("--event", help="This event, whatever the filters (repeatable)."),
     ] = None,
-    json: Json = False,
-    target: Target = DEFAULT_TARGET,
-    token: Token = None,
-    tls_ca: TlsCa = None,
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
-    timeout: Timeout = 30.0,
 ) -> None:
     """Deliver events again to an endpoint, with their original ids (--since or --event).
 
@@ -317,32 +248,24 @@ def replay(
     if (since is None) == (not event):
         raise typer.BadParameter("give --since TIME or --event ID (repeatable), exactly one")
     start = when(since)
-    with session(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter:
+    with remote.session() as meter:
         queued = meter.replay_events(endpoint, since=start, event_ids=event or ())
-    if json:
-        return print_json(as_dict(epb.ReplayEventsResponse(queued=queued)))
+    if remote.printed_json(epb.ReplayEventsResponse(queued=queued)):
+        return
     out.print(f"queued {queued} deliveries to {escape(endpoint)}")
 
 
 @app.command("test")
-def send_test(
-    endpoint: Endpoint,
-    json: Json = False,
-    target: Target = DEFAULT_TARGET,
-    token: Token = None,
-    tls_ca: TlsCa = None,
-    tls_cert: TlsCert = None,
-    tls_key: TlsKey = None,
-    timeout: Timeout = 30.0,
-) -> None:
+@client_command(timeout=30.0)
+def send_test(remote: Remote, endpoint: Endpoint) -> None:
     """Deliver a webhook.test event to an endpoint now; exit 1 when it was not delivered.
 
     Example: meter webhooks test ep_3f9c2a
     """
-    with session(target, token, timeout, (tls_ca, tls_cert, tls_key)) as meter:
+    with remote.session() as meter:
         a = meter.send_test_event(endpoint)
     delivered = a.state == epb.DELIVERY_STATE_DELIVERED
-    if json:
+    if remote.json:
         print_json(as_dict(epb.SendTestEventResponse(attempt=a)))
     elif delivered:
         out.print(

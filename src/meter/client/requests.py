@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
@@ -80,6 +81,43 @@ def timestamp(value: datetime) -> timestamp_pb2.Timestamp:
     return t
 
 
+_Priced = TypeVar(
+    "_Priced", pb.ReserveRequest, pb.CommitRequest, pb.ChargeRequest, cpb.QuoteRequest
+)
+_Operation = TypeVar("_Operation", pb.ReserveRequest, pb.ChargeRequest)
+_Value = TypeVar("_Value")
+
+
+def _priced(r: _Priced, usage: pb.Usage | None, amount: int | None) -> _Priced:
+    """The request with what prices it: a usage for the catalog, or an explicit amount."""
+    if usage is not None:
+        r.usage.CopyFrom(usage)
+    if amount is not None:
+        r.amount = amount
+    return r
+
+
+def _operation(
+    kind: type[_Operation],
+    workspace: str,
+    request_id: str,
+    operation: str,
+    usage: pb.Usage | None,
+    amount: int | None,
+    actor: str,
+    labels: Labels | None,
+) -> _Operation:
+    """A Reserve or Charge request: one operation of one actor, priced."""
+    r = kind(
+        workspace_id=workspace,
+        request_id=request_id,
+        operation=operation,
+        actor_id=actor,
+        labels=dict(labels or {}),
+    )
+    return _priced(r, usage, amount)
+
+
 def reserve(
     workspace: str,
     request_id: str,
@@ -92,22 +130,19 @@ def reserve(
     ttl: Seconds | None,
     wait_for_funds: Seconds | None,
 ) -> pb.ReserveRequest:
-    r = pb.ReserveRequest(
-        workspace_id=workspace,
-        request_id=request_id,
-        operation=operation,
-        actor_id=actor,
-        labels=dict(labels or {}),
+    r = _operation(
+        pb.ReserveRequest, workspace, request_id, operation, usage, amount, actor, labels
     )
-    if usage is not None:
-        r.usage.CopyFrom(usage)
-    if amount is not None:
-        r.amount = amount
     if ttl is not None:
         r.ttl.CopyFrom(duration(ttl))
     if wait_for_funds is not None:
         r.wait_for_funds.CopyFrom(duration(wait_for_funds))
     return r
+
+
+def funds_wait(wait_for_funds: Seconds | None) -> float:
+    """How much longer than its timeout a reserve may take: its wait for funds."""
+    return seconds(wait_for_funds) if wait_for_funds is not None else 0.0
 
 
 def commit(
@@ -119,11 +154,7 @@ def commit(
     labels: Labels | None,
 ) -> pb.CommitRequest:
     r = pb.CommitRequest(workspace_id=workspace, request_id=request_id, labels=dict(labels or {}))
-    if usage is not None:
-        r.usage.CopyFrom(usage)
-    if amount is not None:
-        r.amount = amount
-    return r
+    return _priced(r, usage, amount)
 
 
 def extend(workspace: str, request_id: str, ttl: Seconds | None) -> pb.ExtendRequest:
@@ -143,18 +174,18 @@ def charge(
     actor: str,
     labels: Labels | None,
 ) -> pb.ChargeRequest:
-    r = pb.ChargeRequest(
-        workspace_id=workspace,
-        request_id=request_id,
-        operation=operation,
-        actor_id=actor,
-        labels=dict(labels or {}),
+    return _operation(
+        pb.ChargeRequest, workspace, request_id, operation, usage, amount, actor, labels
     )
-    if usage is not None:
-        r.usage.CopyFrom(usage)
-    if amount is not None:
-        r.amount = amount
-    return r
+
+
+def quote(
+    operation: str, usage: pb.Usage | None, amount: int | None, workspace: str, catalog_version: int
+) -> cpb.QuoteRequest:
+    r = cpb.QuoteRequest(
+        operation=operation, workspace_id=workspace, catalog_version=catalog_version
+    )
+    return _priced(r, usage, amount)
 
 
 def grant(
@@ -245,38 +276,33 @@ def transactions(
     return r
 
 
+def _enum(value: str | int, prefix: str, by_name: Callable[[str], _Value]) -> _Value:
+    """An enum value given as itself, or by its name in any case, with or without `prefix`."""
+    if isinstance(value, int):
+        return value  # type: ignore[return-value]
+    return by_name(prefix + value.upper().removeprefix(prefix))
+
+
 def entry_kind(kind: str | int) -> pb.EntryKind.ValueType:
     """GRANT, CHARGE, EXPIRE, ADJUST, REFUND (any case) or the enum value."""
-    if isinstance(kind, int):
-        return kind  # type: ignore[return-value]
-    name = kind.upper().removeprefix("ENTRY_KIND_")
-    return pb.EntryKind.Value(f"ENTRY_KIND_{name}")
+    return _enum(kind, "ENTRY_KIND_", pb.EntryKind.Value)
 
 
 def credit_category(category: str | int) -> pb.CreditCategory.ValueType:
     """PAID, PROMOTIONAL, MANUAL (any case), the enum value, or 0/"" for the default."""
-    if isinstance(category, int):
-        return category  # type: ignore[return-value]
     if not category:
         return pb.CREDIT_CATEGORY_UNSPECIFIED
-    name = category.upper().removeprefix("CREDIT_CATEGORY_")
-    return pb.CreditCategory.Value(f"CREDIT_CATEGORY_{name}")
+    return _enum(category, "CREDIT_CATEGORY_", pb.CreditCategory.Value)
 
 
 def limit_period(period: str | int) -> pb.LimitPeriod.ValueType:
     """DAY, WEEK, MONTH (any case) or the enum value."""
-    if isinstance(period, int):
-        return period  # type: ignore[return-value]
-    name = period.upper().removeprefix("LIMIT_PERIOD_")
-    return pb.LimitPeriod.Value(f"LIMIT_PERIOD_{name}")
+    return _enum(period, "LIMIT_PERIOD_", pb.LimitPeriod.Value)
 
 
 def hold_state(state: str | int) -> pb.HoldState.ValueType:
     """HELD, COMMITTED, RELEASED, EXPIRED (any case) or the enum value."""
-    if isinstance(state, int):
-        return state  # type: ignore[return-value]
-    name = state.upper().removeprefix("HOLD_STATE_")
-    return pb.HoldState.Value(f"HOLD_STATE_{name}")
+    return _enum(state, "HOLD_STATE_", pb.HoldState.Value)
 
 
 def usage_grouping(by: str) -> pb.UsageGrouping.ValueType:

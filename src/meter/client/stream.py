@@ -124,8 +124,7 @@ class StreamSession:
             workspace, rq.pick_request_id(request_id, job_id), operation, usage=usage,
             amount=amount, actor=actor, labels=labels, ttl=ttl, wait_for_funds=wait_for_funds,
         )  # fmt: skip
-        extra = rq.seconds(wait_for_funds) if wait_for_funds is not None else 0.0
-        result = await self._submit(pb.StreamItem(reserve=request), extra)
+        result = await self._submit(pb.StreamItem(reserve=request), rq.funds_wait(wait_for_funds))
         return result.hold
 
     async def commit(

@@ -23,13 +23,7 @@ class SyncCatalogCalls(SyncTransport):
         catalog_version: int = 0,
     ) -> cpb.QuoteResponse:
         """The min, expected and max credits of an operation for a usage."""
-        request = cpb.QuoteRequest(
-            operation=operation, workspace_id=workspace, catalog_version=catalog_version
-        )
-        if usage is not None:
-            request.usage.CopyFrom(usage)
-        if amount is not None:
-            request.amount = amount
+        request = rq.quote(operation, usage, amount, workspace, catalog_version)
         return self._call(self._catalog.Quote, request)
 
     def estimate_campaign(

@@ -75,7 +75,7 @@ class SyncHoldCalls(SyncTransport):
             ttl=ttl,
             wait_for_funds=wait_for_funds,
         )
-        extra = rq.seconds(wait_for_funds) if wait_for_funds is not None else 0.0
+        extra = rq.funds_wait(wait_for_funds)
         return (self._call(self._meter.Reserve, request, timeout, extra)).hold
 
     def commit(
