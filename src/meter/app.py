@@ -19,7 +19,7 @@ from meter.config import Settings, StartupError
 from meter.events.dispatcher import Dispatcher
 from meter.ledger.batcher import Batcher
 from meter.ledger.clock import Clock
-from meter.ledger.model import Command, SweepCmd
+from meter.ledger.commands import Command, SweepCmd
 from meter.ledger.notify import Notices
 from meter.ledger.policy_service import PolicyService
 from meter.ledger.service import LedgerService

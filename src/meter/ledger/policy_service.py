@@ -10,15 +10,13 @@ from __future__ import annotations
 from typing import Protocol
 
 from meter.catalog.service import CatalogService
-from meter.ledger.model import (
+from meter.ledger.commands import (
     ConfirmGrantCmd,
-    EntryOutcome,
-    Period,
     ReportTopUpFailedCmd,
     SetAutoTopUpCmd,
-    TopUpView,
     VoidGrantCmd,
 )
+from meter.ledger.model import EntryOutcome, Period, TopUpView
 from meter.ledger.policies import MemberLimitView
 from meter.ledger.service import LedgerService, _as, _raise
 from meter.ledger.validation import Violations

@@ -1,6 +1,6 @@
 """Ledger use cases: validate and price requests, run them as batched commands, read balances.
 
-Mutations become commands (meter.ledger.model) that the batcher applies in shared
+Mutations become commands (meter.ledger.commands) that the batcher applies in shared
 transactions; a refusal comes back as a MeterError and nothing of it is written.
 """
 
@@ -19,29 +19,31 @@ from meter.catalog.model import Usage
 from meter.catalog.pricing import quote, validate_usage
 from meter.catalog.service import CatalogService
 from meter.ledger.batcher import Batcher, Done
+from meter.ledger.commands import (
+    AdjustCmd,
+    ChargeCmd,
+    Command,
+    CommitCmd,
+    ExtendCmd,
+    GrantCmd,
+    RefundCmd,
+    ReleaseCmd,
+    ReserveCmd,
+    SetThresholdsCmd,
+)
 from meter.ledger.model import (
     DEFAULT_PRIORITY,
     DEFAULT_TTL_S,
     MAX_PRIORITY,
     MAX_TTL_S,
     MAX_WAIT_FOR_FUNDS_S,
-    AdjustCmd,
     BalanceView,
     Category,
-    ChargeCmd,
-    Command,
-    CommitCmd,
     CommitOutcome,
     EntryOutcome,
-    ExtendCmd,
-    GrantCmd,
     HoldView,
     Outcome,
-    RefundCmd,
-    ReleaseCmd,
     ReleaseOutcome,
-    ReserveCmd,
-    SetThresholdsCmd,
 )
 from meter.ledger.validation import SOURCE_RE, Violations
 
