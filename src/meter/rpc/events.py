@@ -9,7 +9,7 @@ from meter import errors
 from meter.events import types
 from meter.events.dispatcher import Dispatcher
 from meter.events.model import parse_event_id
-from meter.ledger.service import fingerprint
+from meter.ledger.builders import fingerprint
 from meter.ledger.validation import Violations
 from meter.rpc import convert
 from meter.rpc.handlers import unary
