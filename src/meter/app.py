@@ -33,6 +33,7 @@ from meter.rpc.meter import MeterServicer
 from meter.rpc.paging import Paging
 from meter.storage import db
 from meter.storage.announcer import Announcer
+from meter.storage.audit import AuditQueries
 from meter.storage.catalog_repo import CatalogRepo
 from meter.storage.deliveries_repo import DeliveriesRepo
 from meter.storage.events_repo import EventsRepo
@@ -192,7 +193,9 @@ class App:
         self.sweeper = Sweeper(SweepQueries(self.engine).due, sweep, s.sweep_interval_s)
         paging = Paging()
         self.server, self.health = rpc_server.build(
-            MeterServicer(self.ledger, self.queries, paging, policies, watch),
+            MeterServicer(
+                self.ledger, self.queries, AuditQueries(self.reads_engine), paging, policies, watch
+            ),
             CatalogServicer(self.catalog, self.queries),
             EventsServicer(events, webhooks, self.dispatcher, paging),
             guard=guard,
