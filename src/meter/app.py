@@ -36,6 +36,7 @@ from meter.storage.announcer import Announcer
 from meter.storage.audit import AuditQueries
 from meter.storage.catalog_repo import CatalogRepo
 from meter.storage.deliveries_repo import DeliveriesRepo
+from meter.storage.delivery_log_repo import DeliveryLogRepo
 from meter.storage.events_repo import EventsRepo
 from meter.storage.ledger_repo import LedgerRepo, Result
 from meter.storage.listener import Listener
@@ -197,7 +198,9 @@ class App:
                 self.ledger, self.queries, AuditQueries(self.reads_engine), paging, policies, watch
             ),
             CatalogServicer(self.catalog, self.queries),
-            EventsServicer(events, webhooks, self.dispatcher, paging),
+            EventsServicer(
+                events, webhooks, DeliveryLogRepo(self.events_engine), self.dispatcher, paging
+            ),
             guard=guard,
             observe=self.metrics.observe_call,
         )
