@@ -28,7 +28,7 @@ import time
 from bench import db as bench_db
 from bench.cpu import PgTree
 from meter.catalog.model import Usage
-from meter.ledger.model import CommitCmd, GrantCmd, ReserveCmd
+from meter.ledger.commands import CommitCmd, GrantCmd, ReserveCmd
 from meter.storage import db
 from meter.storage.ledger_repo import LedgerRepo
 

@@ -19,7 +19,7 @@ from meter.config import Settings, StartupError
 from meter.events.dispatcher import Dispatcher
 from meter.ledger.batcher import Batcher
 from meter.ledger.clock import Clock
-from meter.ledger.model import Command, SweepCmd
+from meter.ledger.commands import Command, SweepCmd
 from meter.ledger.notify import Notices
 from meter.ledger.policy_service import PolicyService
 from meter.ledger.service import LedgerService
@@ -33,8 +33,10 @@ from meter.rpc.meter import MeterServicer
 from meter.rpc.paging import Paging
 from meter.storage import db
 from meter.storage.announcer import Announcer
+from meter.storage.audit import AuditQueries
 from meter.storage.catalog_repo import CatalogRepo
 from meter.storage.deliveries_repo import DeliveriesRepo
+from meter.storage.delivery_log_repo import DeliveryLogRepo
 from meter.storage.events_repo import EventsRepo
 from meter.storage.ledger_repo import LedgerRepo, Result
 from meter.storage.listener import Listener
@@ -192,9 +194,13 @@ class App:
         self.sweeper = Sweeper(SweepQueries(self.engine).due, sweep, s.sweep_interval_s)
         paging = Paging()
         self.server, self.health = rpc_server.build(
-            MeterServicer(self.ledger, self.queries, paging, policies, watch),
+            MeterServicer(
+                self.ledger, self.queries, AuditQueries(self.reads_engine), paging, policies, watch
+            ),
             CatalogServicer(self.catalog, self.queries),
-            EventsServicer(events, webhooks, self.dispatcher, paging),
+            EventsServicer(
+                events, webhooks, DeliveryLogRepo(self.events_engine), self.dispatcher, paging
+            ),
             guard=guard,
             observe=self.metrics.observe_call,
         )

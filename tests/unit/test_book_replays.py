@@ -9,7 +9,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from meter.ledger.book import Book
-from meter.ledger.model import Account, ConfirmGrantCmd, GrantCmd, Level
+from meter.ledger.commands import ConfirmGrantCmd, GrantCmd
+from meter.ledger.model import Account, Level
 
 NOW = datetime(2026, 12, 3, 12, tzinfo=UTC)
 

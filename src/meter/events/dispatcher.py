@@ -285,6 +285,6 @@ class Dispatcher:
             {"workspace_id": "", "endpoint_id": endpoint.endpoint_id, "message": "a test event"}
         ).decode()
         status, error, latency_ms = await self.send(endpoint, msg_id, types.WEBHOOK_TEST, now, data)
-        return await self.webhooks.record_test(
+        return await self.repo.record_test(
             endpoint, msg_id, types.WEBHOOK_TEST, status, error, latency_ms
         )

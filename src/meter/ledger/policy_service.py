@@ -10,17 +10,15 @@ from __future__ import annotations
 from typing import Protocol
 
 from meter.catalog.service import CatalogService
-from meter.ledger.model import (
+from meter.ledger.commands import (
     ConfirmGrantCmd,
-    EntryOutcome,
-    Period,
     ReportTopUpFailedCmd,
     SetAutoTopUpCmd,
-    TopUpView,
     VoidGrantCmd,
 )
+from meter.ledger.model import EntryOutcome, Period, TopUpView
 from meter.ledger.policies import MemberLimitView
-from meter.ledger.service import LedgerService, _as, _raise
+from meter.ledger.service import LedgerService, _as
 from meter.ledger.validation import Violations
 
 MAX_MONTHLY_TOPUPS = 1000
@@ -49,7 +47,7 @@ class PolicyService:
     ) -> ConfirmGrantCmd:
         v = _ids(workspace_id, request_id)
         v.actor("actor_id", actor_id)
-        _raise(v)
+        v.raise_if_any()
         return ConfirmGrantCmd(workspace_id, request_id, actor_id)
 
     def build_void(
@@ -58,7 +56,7 @@ class PolicyService:
         v = _ids(workspace_id, request_id)
         v.actor("actor_id", actor_id)
         v.text("reason", reason)
-        _raise(v)
+        v.raise_if_any()
         return VoidGrantCmd(workspace_id, request_id, reason, actor_id)
 
     async def confirm(self, cmd: ConfirmGrantCmd) -> EntryOutcome:
@@ -80,14 +78,14 @@ class PolicyService:
             v.add("period", "must be LIMIT_PERIOD_DAY, LIMIT_PERIOD_WEEK or LIMIT_PERIOD_MONTH")
         if limit is not None:
             v.credits("limit", limit)
-        _raise(v)
+        v.raise_if_any()
         return await self.store.set_member_limit(workspace_id, actor_id, Period(period), limit)
 
     async def member_limits(
         self, workspace_id: str, actors: list[str] | None = None
     ) -> list[MemberLimitView]:
         """Every limit set, or (with `actors`) the limits that apply to each of them."""
-        _raise(_workspace(workspace_id))
+        _workspace(workspace_id).raise_if_any()
         return await self.store.member_limits(workspace_id, actors)
 
     # Auto top-up.
@@ -105,7 +103,7 @@ class PolicyService:
         """Raises: MeterError INVALID naming the field, PACKAGE_NOT_FOUND."""
         v = _workspace(workspace_id)
         if not enabled and not package and not amount and not threshold and not monthly_limit:
-            _raise(v)  # disable, and keep the rule as it is
+            v.raise_if_any()  # disable, and keep the rule as it is
             return SetAutoTopUpCmd(workspace_id, False, 0, "", 0, 0)
         v.credits("threshold", threshold, positive=True)
         if package and amount:
@@ -116,7 +114,7 @@ class PolicyService:
             v.credits("amount", amount, positive=True)
         if not 1 <= monthly_limit <= MAX_MONTHLY_TOPUPS:
             v.add("monthly_limit", f"must be between 1 and {MAX_MONTHLY_TOPUPS}")
-        _raise(v)
+        v.raise_if_any()
         if package:
             package = self.catalog.package(package).name  # PACKAGE_NOT_FOUND
         return SetAutoTopUpCmd(workspace_id, enabled, threshold, package, amount, monthly_limit)
@@ -128,7 +126,7 @@ class PolicyService:
         if not request_id or len(request_id) > 300:
             v.add("request_id", "must be the topup.requested event's request_id")
         v.text("reason", reason)
-        _raise(v)
+        v.raise_if_any()
         return ReportTopUpFailedCmd(workspace_id, request_id, reason)
 
     async def set_auto_topup(self, cmd: SetAutoTopUpCmd) -> TopUpView:
@@ -138,7 +136,7 @@ class PolicyService:
         return _as(TopUpView, await self.ledger.execute(cmd))
 
     async def auto_topup(self, workspace_id: str) -> TopUpView:
-        _raise(_workspace(workspace_id))
+        _workspace(workspace_id).raise_if_any()
         return await self.store.auto_topup(workspace_id)
 
 

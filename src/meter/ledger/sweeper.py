@@ -14,7 +14,8 @@ from collections.abc import Awaitable, Callable, Sequence
 import structlog
 
 from meter.errors import MeterError
-from meter.ledger.model import SweepCmd, SweepOutcome
+from meter.ledger.commands import SweepCmd
+from meter.ledger.model import SweepOutcome
 from meter.tasks import stop_if_cancelled
 
 log = structlog.get_logger("meter.sweeper")

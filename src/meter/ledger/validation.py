@@ -1,6 +1,7 @@
-"""Input rules shared by every request: ids, labels, amounts, durations.
+"""Input rules shared by every request: ids, labels, amounts, durations, usages.
 
-Each check appends FieldViolations so one error can name every bad field at once.
+Each check appends FieldViolations so one error can name every bad field at once; a request
+raises them together, as one INVALID error, once all its fields are checked.
 """
 
 from __future__ import annotations
@@ -8,6 +9,9 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+from meter import errors
+from meter.catalog.model import Usage
+from meter.catalog.pricing import validate_usage
 from meter.errors import FieldViolation
 
 ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -70,3 +74,28 @@ class Violations(list[FieldViolation]):
             self.add(field, f"at most {limit} characters")
         elif value and not value.isprintable():
             self.add(field, "must be printable text")
+
+    def usage(self, usage: Usage | None) -> None:
+        """A usage's own rules (meter.catalog.pricing), under the usage's field names."""
+        if usage is not None:
+            try:
+                validate_usage(usage)
+            except errors.MeterError as e:
+                self.extend(e.violations)
+
+    def raise_if_any(self) -> None:
+        """Raises: MeterError INVALID naming every bad field, when there is one."""
+        if self:
+            raise errors.invalid(list(self))
+
+
+def request_fields(
+    workspace_id: str, request_id: str, actor_id: str, labels: Mapping[str, str]
+) -> Violations:
+    """The checks a ledger request starts with: its workspace, request id, actor and labels."""
+    v = Violations()
+    v.id("workspace_id", workspace_id)
+    v.id("request_id", request_id)
+    v.actor("actor_id", actor_id)
+    v.labels("labels", labels)
+    return v

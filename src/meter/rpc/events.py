@@ -9,11 +9,12 @@ from meter import errors
 from meter.events import types
 from meter.events.dispatcher import Dispatcher
 from meter.events.model import parse_event_id
-from meter.ledger.service import fingerprint
+from meter.ledger.builders import fingerprint
 from meter.ledger.validation import Violations
 from meter.rpc import convert
 from meter.rpc.handlers import unary
 from meter.rpc.paging import Paging
+from meter.storage.delivery_log_repo import DeliveryLogRepo
 from meter.storage.events_repo import EventsRepo
 from meter.storage.webhooks_repo import WebhooksRepo
 from meterpb.v1 import events_pb2 as epb
@@ -27,10 +28,16 @@ UPDATABLE = ("url", "description", "event_types", "workspace_ids", "enabled")
 
 class EventsServicer(events_pb2_grpc.EventsServicer):
     def __init__(
-        self, events: EventsRepo, webhooks: WebhooksRepo, dispatcher: Dispatcher, paging: Paging
+        self,
+        events: EventsRepo,
+        webhooks: WebhooksRepo,
+        delivery_log: DeliveryLogRepo,
+        dispatcher: Dispatcher,
+        paging: Paging,
     ) -> None:
         self.events = events
         self.webhooks = webhooks
+        self.delivery_log = delivery_log
         self.dispatcher = dispatcher
         self.paging = paging
 
@@ -172,7 +179,7 @@ class EventsServicer(events_pb2_grpc.EventsServicer):
         size = self.paging.size(request.page_size)
         key = ("deliveries", request.endpoint_id, request.event_id)
         before = self.paging.position(request.page_token, key, (int, int))
-        found = await self.webhooks.attempts(
+        found = await self.delivery_log.attempts(
             request.endpoint_id,
             request.event_id,
             size + 1,
@@ -211,7 +218,7 @@ class EventsServicer(events_pb2_grpc.EventsServicer):
         if v:
             raise errors.invalid(v)
         endpoint = await self.webhooks.endpoint(_endpoint_id(request.endpoint_id))
-        queued = await self.webhooks.replay(
+        queued = await self.delivery_log.replay(
             endpoint,
             since,
             list(request.event_ids),

@@ -23,6 +23,7 @@ from meter.rpc.paging import Paging
 from meter.rpc.policies import PolicyRpcs
 from meter.rpc.policies import category as _category
 from meter.rpc.stream import outcome, serve_stream
+from meter.storage.audit import AuditQueries
 from meter.storage.queries import LedgerQueries
 from meterpb.v1 import meter_pb2 as pb
 from meterpb.v1 import meter_pb2_grpc
@@ -36,6 +37,7 @@ class MeterServicer(PolicyRpcs, meter_pb2_grpc.MeterServicer):
         self,
         ledger: LedgerService,
         queries: LedgerQueries,
+        audits: AuditQueries,
         paging: Paging,
         policies: PolicyService,
         watch: BalanceWatch | None = None,
@@ -43,6 +45,7 @@ class MeterServicer(PolicyRpcs, meter_pb2_grpc.MeterServicer):
         self.ledger = ledger
         self.policies = policies
         self.queries = queries
+        self.audits = audits
         self.paging = paging
         self.watch = watch
         self._sent: OrderedDict[int, tuple[object, pb.WatchBalanceResponse]] = OrderedDict()
@@ -357,13 +360,13 @@ class MeterServicer(PolicyRpcs, meter_pb2_grpc.MeterServicer):
     async def Audit(self, request: pb.AuditRequest, context: Any) -> pb.AuditResponse:
         if request.workspace_id:
             _workspace(request.workspace_id)
-            checked, found = await self.queries.audit([request.workspace_id])
+            checked, found = await self.audits.audit([request.workspace_id])
             if not checked:
                 raise errors.workspace_not_found(request.workspace_id)
         else:
             checked, found, after = 0, [], ""
-            while ids := await self.queries.workspace_ids(after, 500):
-                n, more = await self.queries.audit(ids)
+            while ids := await self.audits.workspace_ids(after, 500):
+                n, more = await self.audits.audit(ids)
                 checked, found, after = checked + n, found + more, ids[-1]
         return pb.AuditResponse(
             workspaces_checked=checked, discrepancies=[convert.discrepancy(d) for d in found]

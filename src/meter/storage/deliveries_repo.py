@@ -3,7 +3,8 @@
 Replicas share the work through row locks taken with SKIP LOCKED: an endpoint's feed
 position while one replica copies new events into deliveries, a delivery while one replica
 leases it. Nothing here touches a workspace row, so deliveries never wait for the ledger,
-nor it for them.
+nor it for them. SendTestEvent's attempt, which the dispatcher makes at once, is logged here
+too, as a delivery of its own.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from meter.events import types
-from meter.events.model import Claimed, DeliveryState, Endpoint, FeedPosition
+from meter.events.model import Attempt, Claimed, DeliveryState, Endpoint, FeedPosition
 from meter.storage.db import translating
 from meter.storage.events_repo import EventsRepo, event_of, write_global_event
 
@@ -182,6 +183,57 @@ class DeliveriesRepo:
             )
             disabled = await self._endpoint_health(conn, endpoint, ok, error, disable_after_s)
         return state, disabled
+
+    @translating
+    async def record_test(
+        self,
+        endpoint: Endpoint,
+        msg_id: str,
+        type_: str,
+        status: int,
+        error: str,
+        latency_ms: int,
+    ) -> Attempt:
+        """Log a SendTestEvent attempt (a delivery of its own, finished at once)."""
+        state = DeliveryState.FAILED if error else DeliveryState.DELIVERED
+        async with self.engine.begin() as conn:
+            row = (
+                await conn.execute(
+                    text(
+                        "WITH d AS (INSERT INTO webhook_deliveries (workspace_id, sequence,"
+                        "  endpoint_id, state, attempts, finished_at)"
+                        "  VALUES ('', 0, :ep, :st, 1, now()) RETURNING delivery_id)"
+                        " INSERT INTO webhook_attempts (workspace_id, delivery_id, attempt,"
+                        " endpoint_id, event_id, event_type, attempted_at, status, error,"
+                        " latency_ms) SELECT '', d.delivery_id, 1, :ep, :ev, :type,"
+                        " now() - make_interval(secs => :lat / 1000.0), :status, :error, :lat"
+                        " FROM d RETURNING *"
+                    ),
+                    {
+                        "ep": endpoint.endpoint_id,
+                        "st": int(state),
+                        "ev": msg_id,
+                        "type": type_,
+                        "status": status,
+                        "error": error,
+                        "lat": latency_ms,
+                    },
+                )
+            ).one()
+        return Attempt(
+            endpoint.endpoint_id,
+            row.event_id,
+            row.event_type,
+            1,
+            row.attempted_at,
+            status,
+            error,
+            latency_ms,
+            None,
+            state,
+            False,
+            row.delivery_id,
+        )
 
     async def _endpoint_health(
         self,

@@ -22,19 +22,14 @@ from meter import errors
 from meter.ledger.batcher import YIELD_EVERY
 from meter.ledger.book import Book, Pricer
 from meter.ledger.clock import Clock
-from meter.ledger.model import (
+from meter.ledger.commands import (
     AdjustCmd,
     ChargeCmd,
     Command,
     CommitCmd,
     ConfirmGrantCmd,
-    Entry,
     ExtendCmd,
     GrantCmd,
-    Hold,
-    Lot,
-    Outcome,
-    Period,
     RefundCmd,
     ReleaseCmd,
     ReportTopUpFailedCmd,
@@ -42,9 +37,9 @@ from meter.ledger.model import (
     SetAutoTopUpCmd,
     SetThresholdsCmd,
     SweepCmd,
-    SweepOutcome,
     VoidGrantCmd,
 )
+from meter.ledger.model import Entry, Hold, Lot, Outcome, Period, SweepOutcome
 from meter.ledger.policies import Members, Spend
 from meter.storage import ledger_rows
 from meter.storage import ledger_sql as sql

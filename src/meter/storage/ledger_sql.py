@@ -3,8 +3,9 @@
 A batch reads through meter_load (migration 0004) and writes with statements that take
 whole columns as array parameters (one array per column, `unnest`ed in SQL), so their text
 is fixed however many rows they carry and each connection prepares them once (Writer). The
-statements are built here from the tables of meter.storage.tables, so they follow the schema
-without restating it; ledger_rows.py maps domain objects to their rows and back.
+statements are built here from the tables of meter.storage.tables and event_tables, so they
+follow the schema without restating it; ledger_rows.py maps domain objects to their rows and
+back.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 from meter.storage import ledger_rows as rows
 from meter.storage import tables as t
+from meter.storage.event_tables import events
 
 _DIALECT = postgresql.dialect()  # type: ignore[no-untyped-call]
 
@@ -248,7 +250,7 @@ INSERT_ALERTS = insert(t.alerts)
 # each workspace's order. Raising a position never lets a reader pass over it
 # (meter.storage.events_repo): a running transaction's events still sort at or above its id.
 INSERT_EVENTS = insert(
-    t.events,
+    events,
     computed={
         "txid": "greatest(pg_current_xact_id(),"
         " (SELECT max(e.txid) FROM events e WHERE e.workspace_id = u.workspace_id))"

@@ -1,7 +1,10 @@
 """The schema, as SQLAlchemy Core tables: the one description migrations and queries share.
 
-Every table that grows with use has workspace_id first in its primary key, and no constraint
-relates two workspaces (DESIGN.md §8): the schema can be distributed by workspace_id.
+Here are the ledger's tables and the reference tables; the events outbox and its webhook
+tables are in meter.storage.event_tables, and importing this module brings them in too, so
+`metadata` (from meter.storage.schema) is the whole schema. Every table that grows with use
+has workspace_id first in its primary key, and no constraint relates two workspaces
+(DESIGN.md §8): the schema can be distributed by workspace_id.
 """
 
 from __future__ import annotations
@@ -12,10 +15,8 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Column,
-    DateTime,
     Index,
     Integer,
-    MetaData,
     PrimaryKeyConstraint,
     SmallInteger,
     Table,
@@ -24,32 +25,12 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
-from sqlalchemy.types import UserDefinedType
 
-metadata = MetaData(
-    naming_convention={
-        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-        "ck": "ck_%(table_name)s_%(constraint_name)s",
-        "pk": "pk_%(table_name)s",
-    }
-)
-
-NOW = text("now()")
-
-
-class XID8(UserDefinedType[int]):
-    """PostgreSQL's 64-bit transaction id."""
-
-    cache_ok = True
-
-    def get_col_spec(self, **kw: object) -> str:
-        return "xid8"
-
-
-def _ts(name: str, nullable: bool = False, **kw: object) -> Column[object]:
-    return Column(name, DateTime(timezone=True), nullable=nullable, **kw)  # type: ignore[arg-type]
-
+# Importing the events outbox's tables puts them in `metadata` too: whoever reads the whole
+# schema from here (migrations/env.py) finds every table in it.
+from meter.storage import event_tables  # noqa: F401
+from meter.storage.schema import NOW, ts
+from meter.storage.schema import metadata as metadata
 
 workspaces = Table(
     "workspaces",
@@ -73,18 +54,18 @@ workspaces = Table(
     # The events outbox's (DESIGN.md §9): the last event's sequence.
     Column("event_seq", BigInteger, nullable=False, server_default="0"),
     # The earliest expiry among lots with credits left: writers expire lots lazily past it.
-    _ts("next_expiry_at", nullable=True),
+    ts("next_expiry_at", nullable=True),
     # When the next lot's credits.expiring event is due (sent lazily past it, like expiry).
-    _ts("next_notice_at", nullable=True),
-    _ts("last_entry_at", nullable=True),
+    ts("next_notice_at", nullable=True),
+    ts("last_entry_at", nullable=True),
     Column("last_entry_kind", SmallInteger, nullable=True),
     Column("last_entry_amount", BigInteger, nullable=False, server_default="0"),
     Column("last_entry_operation", Text, nullable=False, server_default=""),
     # The workspace has member limits (member_spend is kept) / an auto top-up rule.
     Column("member_limits", Boolean, nullable=False, server_default="false"),
     Column("auto_topup", Boolean, nullable=False, server_default="false"),
-    _ts("created_at", server_default=NOW),
-    _ts("updated_at", server_default=NOW),
+    ts("created_at", server_default=NOW),
+    ts("updated_at", server_default=NOW),
     CheckConstraint("held >= 0", name="held_not_negative"),
     CheckConstraint("balance >= held", name="available_not_negative"),
     CheckConstraint("critical_threshold >= 0 AND low_threshold >= 0", name="thresholds"),
@@ -99,10 +80,10 @@ lots = Table(
     Column("amount", BigInteger, nullable=False),
     # Neither spent, held nor expired.
     Column("remaining", BigInteger, nullable=False),
-    _ts("expires_at", nullable=True),
+    ts("expires_at", nullable=True),
     Column("source", Text, nullable=False, server_default=""),
     Column("package", Text, nullable=False, server_default=""),
-    _ts("created_at", server_default=NOW),
+    ts("created_at", server_default=NOW),
     # Its credits.expiring event was written (once per lot).
     Column("expiring_noticed", Boolean, nullable=False, server_default="false"),
     # DESIGN.md §10: 1 paid, 2 promotional, 3 manual; burn order priority first (lower first).
@@ -141,9 +122,9 @@ holds = Table(
     # Digests of the request parameters, for replays and REQUEST_ID_REUSED.
     Column("fingerprint", Text, nullable=False),
     Column("commit_fingerprint", Text, nullable=False, server_default=""),
-    _ts("expires_at"),
-    _ts("created_at"),
-    _ts("finished_at", nullable=True),
+    ts("expires_at"),
+    ts("created_at"),
+    ts("finished_at", nullable=True),
     PrimaryKeyConstraint("workspace_id", "hold_id"),
     UniqueConstraint("workspace_id", "request_id"),
     CheckConstraint("amount >= 0 AND charged >= 0 AND shortfall >= 0", name="amounts"),
@@ -169,7 +150,7 @@ journal = Table(
     Column("reason", Text, nullable=False, server_default=""),
     Column("package", Text, nullable=False, server_default=""),
     Column("fingerprint", Text, nullable=False, server_default=""),
-    _ts("created_at"),
+    ts("created_at"),
     # The category of the lots the entry moved, when they share one (0: several or none).
     Column("category", SmallInteger, nullable=False, server_default="0"),
     PrimaryKeyConstraint("workspace_id", "entry_id"),
@@ -193,7 +174,7 @@ member_limits = Table(
     Column("actor_id", Text, nullable=False),
     Column("period", SmallInteger, nullable=False),  # Period
     Column("credit_limit", BigInteger, nullable=False),
-    _ts("updated_at", server_default=NOW),
+    ts("updated_at", server_default=NOW),
     PrimaryKeyConstraint("workspace_id", "actor_id", "period"),
     CheckConstraint("credit_limit >= 0", name="limit"),
 )
@@ -211,7 +192,7 @@ member_spend = Table(
     Column("month_used", BigInteger, nullable=False, server_default="0"),
     # Bit p-1 set: period p's member.limit_reached event was written (once per period).
     Column("noticed", SmallInteger, nullable=False, server_default="0"),
-    _ts("updated_at"),
+    ts("updated_at"),
     PrimaryKeyConstraint("workspace_id", "actor_id"),
 )
 
@@ -228,8 +209,8 @@ auto_topups = Table(
     Column("failures", Integer, nullable=False, server_default="0"),  # in a row
     Column("seq", BigInteger, nullable=False, server_default="0"),  # n of topup:<ws>:<n>
     Column("outstanding", Text, nullable=False, server_default=""),  # its request id
-    _ts("requested_at", nullable=True),
-    _ts("month_start", nullable=True),
+    ts("requested_at", nullable=True),
+    ts("month_start", nullable=True),
     Column("month_count", Integer, nullable=False, server_default="0"),
     Column("last_failed", Text, nullable=False, server_default=""),
     PrimaryKeyConstraint("workspace_id"),
@@ -246,119 +227,8 @@ alerts = Table(
     Column("required", BigInteger, nullable=False, server_default="0"),
     Column("operation", Text, nullable=False, server_default=""),
     Column("request_id", Text, nullable=False, server_default=""),
-    _ts("created_at"),
+    ts("created_at"),
     PrimaryKeyConstraint("workspace_id", "event_id"),
-)
-
-# The events outbox and its webhook deliveries (DESIGN.md §9).
-
-events = Table(
-    "events",
-    metadata,
-    # '' for events about no workspace (catalog.published, webhook.endpoint_disabled).
-    Column("workspace_id", Text, nullable=False),
-    Column("sequence", BigInteger, nullable=False),
-    Column("type", Text, nullable=False),
-    _ts("created_at"),
-    # The JSON object consumers act on: the balance after the change and what changed.
-    Column("data", JSONB, nullable=False),
-    # The writing transaction: feeds read only below the oldest transaction still running,
-    # so an event that commits late with a smaller position is never skipped.
-    Column("txid", XID8, nullable=False, server_default=text("pg_current_xact_id()")),
-    PrimaryKeyConstraint("workspace_id", "sequence"),
-    Index("ix_events_feed", "txid", "workspace_id", "sequence"),
-    Index("ix_events_workspace_feed", "workspace_id", "txid", "sequence"),
-    Index("ix_events_created_at", "created_at"),
-)
-
-webhook_endpoints = Table(
-    "webhook_endpoints",
-    metadata,
-    Column("endpoint_id", Text, primary_key=True),
-    Column("url", Text, nullable=False),
-    Column("description", Text, nullable=False, server_default=""),
-    # Empty: every type, every workspace.
-    Column("event_types", ARRAY(Text), nullable=False, server_default="{}"),
-    Column("workspace_ids", ARRAY(Text), nullable=False, server_default="{}"),
-    Column("enabled", Boolean, nullable=False, server_default="true"),
-    # Signing secrets (whsec_...); the previous one signs too until previous_until.
-    Column("secret", Text, nullable=False),
-    Column("previous_secret", Text, nullable=True),
-    _ts("previous_until", nullable=True),
-    # Where fan-out has got to in the event feed: (txid, workspace_id, sequence).
-    Column("feed_txid", XID8, nullable=False),
-    Column("feed_workspace_id", Text, nullable=False, server_default=""),
-    Column("feed_sequence", BigInteger, nullable=False, server_default="0"),
-    # Failing since this time (no 2xx since); cleared by a delivered attempt.
-    _ts("failing_since", nullable=True),
-    Column("disabled_reason", Text, nullable=False, server_default=""),
-    Column("request_id", Text, nullable=True, unique=True),
-    Column("fingerprint", Text, nullable=False, server_default=""),
-    Column("rotate_request_id", Text, nullable=True),
-    _ts("created_at", server_default=NOW),
-    _ts("updated_at", server_default=NOW),
-)
-
-# One chain of attempts to deliver one event to one endpoint (a replay starts another).
-webhook_deliveries = Table(
-    "webhook_deliveries",
-    metadata,
-    Column("workspace_id", Text, nullable=False),
-    Column(
-        "delivery_id",
-        BigInteger,
-        nullable=False,
-        server_default=text("nextval('webhook_delivery_ids')"),
-    ),
-    Column("sequence", BigInteger, nullable=False),
-    Column("endpoint_id", Text, nullable=False),
-    Column("state", SmallInteger, nullable=False, server_default="0"),  # 0 pending, 1 ok, 2 failed
-    Column("attempts", Integer, nullable=False, server_default="0"),
-    # When the next attempt is due; while one is under way, when its lease runs out.
-    _ts("next_attempt_at", server_default=NOW),
-    _ts("created_at", server_default=NOW),
-    _ts("finished_at", nullable=True),
-    Column("replay", Boolean, nullable=False, server_default="false"),
-    PrimaryKeyConstraint("workspace_id", "delivery_id"),
-    Index(
-        "ix_webhook_deliveries_due",
-        "endpoint_id",
-        "next_attempt_at",
-        postgresql_where=text("state = 0"),
-    ),
-    Index("ix_webhook_deliveries_endpoint", "endpoint_id", "delivery_id"),
-    Index("ix_webhook_deliveries_event", "workspace_id", "sequence"),
-)
-
-webhook_attempts = Table(
-    "webhook_attempts",
-    metadata,
-    Column("workspace_id", Text, nullable=False),
-    Column("delivery_id", BigInteger, nullable=False),
-    Column("attempt", Integer, nullable=False),
-    Column("endpoint_id", Text, nullable=False),
-    Column("event_id", Text, nullable=False),
-    Column("event_type", Text, nullable=False),
-    _ts("attempted_at"),
-    Column("status", Integer, nullable=False, server_default="0"),  # HTTP status, 0: none
-    Column("error", Text, nullable=False, server_default=""),
-    Column("latency_ms", Integer, nullable=False, server_default="0"),
-    _ts("next_attempt_at", nullable=True),
-    PrimaryKeyConstraint("workspace_id", "delivery_id", "attempt"),
-    Index("ix_webhook_attempts_endpoint", "endpoint_id", "delivery_id", "attempt"),
-    Index("ix_webhook_attempts_event", "event_id"),
-)
-
-# Replays keyed by their request ids (AIP-155): a retried ReplayEvents queues nothing twice.
-webhook_replays = Table(
-    "webhook_replays",
-    metadata,
-    Column("endpoint_id", Text, nullable=False),
-    Column("request_id", Text, nullable=False),
-    Column("fingerprint", Text, nullable=False),
-    Column("queued", Integer, nullable=False),
-    _ts("created_at", server_default=NOW),
-    PrimaryKeyConstraint("endpoint_id", "request_id"),
 )
 
 # Reference tables (small, replicated on every node under Citus).
@@ -371,7 +241,7 @@ catalog_versions = Table(
     Column("description", Text, nullable=False, server_default=""),
     Column("request_id", Text, nullable=True, unique=True),
     Column("fingerprint", Text, nullable=False, server_default=""),
-    _ts("created_at", server_default=NOW),
+    ts("created_at", server_default=NOW),
 )
 
 packages = Table(
@@ -397,8 +267,8 @@ principals = Table(
     # Hex SHA-256 of the token; the token itself is never stored.
     Column("token_hash", Text, nullable=False, unique=True),
     Column("cert_subject", Text, nullable=True),
-    _ts("created_at", server_default=NOW),
-    _ts("revoked_at", nullable=True),
+    ts("created_at", server_default=NOW),
+    ts("revoked_at", nullable=True),
     CheckConstraint("role IN ('worker', 'planner', 'app', 'billing', 'admin')", name="known_role"),
     # One active principal per name and per certificate subject; revoked ones keep theirs.
     Index(

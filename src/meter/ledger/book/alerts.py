@@ -4,14 +4,8 @@ from __future__ import annotations
 
 from meter.events import types as events
 from meter.ledger.book.state import BookState
-from meter.ledger.model import (
-    AlertEvent,
-    AlertKind,
-    BalanceView,
-    Level,
-    SetThresholdsCmd,
-    level_of,
-)
+from meter.ledger.commands import SetThresholdsCmd
+from meter.ledger.model import AlertEvent, AlertKind, BalanceView, Level, level_of
 
 
 class AlertRules(BookState):

@@ -5,14 +5,8 @@ from __future__ import annotations
 from meter import errors
 from meter.events import types as events
 from meter.ledger.book.state import BookState
-from meter.ledger.model import (
-    AdjustCmd,
-    Category,
-    EntryKind,
-    EntryOutcome,
-    HoldState,
-    RefundCmd,
-)
+from meter.ledger.commands import AdjustCmd, RefundCmd
+from meter.ledger.model import Category, EntryKind, EntryOutcome, HoldState
 
 
 class CorrectionRules(BookState):

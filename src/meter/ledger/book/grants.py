@@ -5,15 +5,8 @@ from __future__ import annotations
 from meter import errors
 from meter.events import types as events
 from meter.ledger.book.state import BookState
-from meter.ledger.model import (
-    ConfirmGrantCmd,
-    EntryKind,
-    EntryOutcome,
-    GrantCmd,
-    Lot,
-    LotState,
-    VoidGrantCmd,
-)
+from meter.ledger.commands import ConfirmGrantCmd, GrantCmd, VoidGrantCmd
+from meter.ledger.model import EntryKind, EntryOutcome, Lot, LotState
 
 
 class GrantRules(BookState):

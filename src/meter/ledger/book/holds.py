@@ -9,20 +9,16 @@ from meter import errors
 from meter.catalog.model import Usage
 from meter.events import types as events
 from meter.ledger.book.state import BookState
+from meter.ledger.commands import ChargeCmd, CommitCmd, ExtendCmd, ReleaseCmd, ReserveCmd
 from meter.ledger.model import (
     AlertKind,
-    ChargeCmd,
-    CommitCmd,
     CommitOutcome,
     EntryKind,
-    ExtendCmd,
     Hold,
     HoldKind,
     HoldState,
     HoldView,
-    ReleaseCmd,
     ReleaseOutcome,
-    ReserveCmd,
 )
 
 # Prices an operation's actual usage with a given catalog version: (operation, version, usage).

@@ -5,11 +5,8 @@ from __future__ import annotations
 from meter import errors
 from meter.events import types as events
 from meter.ledger.book.state import BookState
-from meter.ledger.model import (
-    ReportTopUpFailedCmd,
-    SetAutoTopUpCmd,
-    TopUpView,
-)
+from meter.ledger.commands import ReportTopUpFailedCmd, SetAutoTopUpCmd
+from meter.ledger.model import TopUpView
 from meter.ledger.policies import TOPUP_MAX_FAILURES, TopUp
 
 

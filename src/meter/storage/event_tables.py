@@ -1,0 +1,144 @@
+"""The events outbox and its webhook tables (DESIGN.md §9): endpoints, deliveries, attempts.
+
+Events are written with the ledger change they tell of, in the same transaction; the webhook
+tables are the dispatcher's and the Events API's, and no ledger statement touches them.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    ARRAY,
+    BigInteger,
+    Boolean,
+    Column,
+    Index,
+    Integer,
+    PrimaryKeyConstraint,
+    SmallInteger,
+    Table,
+    Text,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.types import UserDefinedType
+
+from meter.storage.schema import NOW, metadata, ts
+
+
+class XID8(UserDefinedType[int]):
+    """PostgreSQL's 64-bit transaction id."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **kw: object) -> str:
+        return "xid8"
+
+
+events = Table(
+    "events",
+    metadata,
+    # '' for events about no workspace (catalog.published, webhook.endpoint_disabled).
+    Column("workspace_id", Text, nullable=False),
+    Column("sequence", BigInteger, nullable=False),
+    Column("type", Text, nullable=False),
+    ts("created_at"),
+    # The JSON object consumers act on: the balance after the change and what changed.
+    Column("data", JSONB, nullable=False),
+    # The writing transaction: feeds read only below the oldest transaction still running,
+    # so an event that commits late with a smaller position is never skipped.
+    Column("txid", XID8, nullable=False, server_default=text("pg_current_xact_id()")),
+    PrimaryKeyConstraint("workspace_id", "sequence"),
+    Index("ix_events_feed", "txid", "workspace_id", "sequence"),
+    Index("ix_events_workspace_feed", "workspace_id", "txid", "sequence"),
+    Index("ix_events_created_at", "created_at"),
+)
+
+webhook_endpoints = Table(
+    "webhook_endpoints",
+    metadata,
+    Column("endpoint_id", Text, primary_key=True),
+    Column("url", Text, nullable=False),
+    Column("description", Text, nullable=False, server_default=""),
+    # Empty: every type, every workspace.
+    Column("event_types", ARRAY(Text), nullable=False, server_default="{}"),
+    Column("workspace_ids", ARRAY(Text), nullable=False, server_default="{}"),
+    Column("enabled", Boolean, nullable=False, server_default="true"),
+    # Signing secrets (whsec_...); the previous one signs too until previous_until.
+    Column("secret", Text, nullable=False),
+    Column("previous_secret", Text, nullable=True),
+    ts("previous_until", nullable=True),
+    # Where fan-out has got to in the event feed: (txid, workspace_id, sequence).
+    Column("feed_txid", XID8, nullable=False),
+    Column("feed_workspace_id", Text, nullable=False, server_default=""),
+    Column("feed_sequence", BigInteger, nullable=False, server_default="0"),
+    # Failing since this time (no 2xx since); cleared by a delivered attempt.
+    ts("failing_since", nullable=True),
+    Column("disabled_reason", Text, nullable=False, server_default=""),
+    Column("request_id", Text, nullable=True, unique=True),
+    Column("fingerprint", Text, nullable=False, server_default=""),
+    Column("rotate_request_id", Text, nullable=True),
+    ts("created_at", server_default=NOW),
+    ts("updated_at", server_default=NOW),
+)
+
+# One chain of attempts to deliver one event to one endpoint (a replay starts another).
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("workspace_id", Text, nullable=False),
+    Column(
+        "delivery_id",
+        BigInteger,
+        nullable=False,
+        server_default=text("nextval('webhook_delivery_ids')"),
+    ),
+    Column("sequence", BigInteger, nullable=False),
+    Column("endpoint_id", Text, nullable=False),
+    Column("state", SmallInteger, nullable=False, server_default="0"),  # 0 pending, 1 ok, 2 failed
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    # When the next attempt is due; while one is under way, when its lease runs out.
+    ts("next_attempt_at", server_default=NOW),
+    ts("created_at", server_default=NOW),
+    ts("finished_at", nullable=True),
+    Column("replay", Boolean, nullable=False, server_default="false"),
+    PrimaryKeyConstraint("workspace_id", "delivery_id"),
+    Index(
+        "ix_webhook_deliveries_due",
+        "endpoint_id",
+        "next_attempt_at",
+        postgresql_where=text("state = 0"),
+    ),
+    Index("ix_webhook_deliveries_endpoint", "endpoint_id", "delivery_id"),
+    Index("ix_webhook_deliveries_event", "workspace_id", "sequence"),
+)
+
+webhook_attempts = Table(
+    "webhook_attempts",
+    metadata,
+    Column("workspace_id", Text, nullable=False),
+    Column("delivery_id", BigInteger, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("endpoint_id", Text, nullable=False),
+    Column("event_id", Text, nullable=False),
+    Column("event_type", Text, nullable=False),
+    ts("attempted_at"),
+    Column("status", Integer, nullable=False, server_default="0"),  # HTTP status, 0: none
+    Column("error", Text, nullable=False, server_default=""),
+    Column("latency_ms", Integer, nullable=False, server_default="0"),
+    ts("next_attempt_at", nullable=True),
+    PrimaryKeyConstraint("workspace_id", "delivery_id", "attempt"),
+    Index("ix_webhook_attempts_endpoint", "endpoint_id", "delivery_id", "attempt"),
+    Index("ix_webhook_attempts_event", "event_id"),
+)
+
+# Replays keyed by their request ids (AIP-155): a retried ReplayEvents queues nothing twice.
+webhook_replays = Table(
+    "webhook_replays",
+    metadata,
+    Column("endpoint_id", Text, nullable=False),
+    Column("request_id", Text, nullable=False),
+    Column("fingerprint", Text, nullable=False),
+    Column("queued", Integer, nullable=False),
+    ts("created_at", server_default=NOW),
+    PrimaryKeyConstraint("endpoint_id", "request_id"),
+)
