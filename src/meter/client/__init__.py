@@ -40,8 +40,9 @@ from meter.client.errors import (
     Unimplemented,
     WorkspaceNotFound,
 )
+from meter.client.ids import request_id_for
 from meter.client.options import Connection, Tls
-from meter.client.requests import request_id_for, usage
+from meter.client.requests import usage
 from meter.client.retry import NO_RETRY, RetryEvent, RetryPolicy
 from meter.client.stream import StreamSession
 from meter.client.sync import Job, MeterClient

@@ -26,6 +26,7 @@ from meter.client.errors import (
     from_rpc_error,
     from_status,
 )
+from meter.client.ids import pick_request_id
 from meter.client.options import Connection
 from meter.client.retry import Attempts, RetryPolicy
 from meterpb.v1 import meter_pb2 as pb
@@ -121,7 +122,7 @@ class StreamSession:
     ) -> pb.Hold:
         """As `MeterClient.reserve`, batched."""
         request = rq.reserve(
-            workspace, rq.pick_request_id(request_id, job_id), operation, usage=usage,
+            workspace, pick_request_id(request_id, job_id), operation, usage=usage,
             amount=amount, actor=actor, labels=labels, ttl=ttl, wait_for_funds=wait_for_funds,
         )  # fmt: skip
         result = await self._submit(pb.StreamItem(reserve=request), rq.funds_wait(wait_for_funds))
@@ -139,7 +140,7 @@ class StreamSession:
     ) -> pb.CommitResponse:
         """As `MeterClient.commit`, batched."""
         request = rq.commit(
-            workspace, rq.pick_request_id(request_id, job_id), usage=usage, amount=amount,
+            workspace, pick_request_id(request_id, job_id), usage=usage, amount=amount,
             labels=labels,
         )  # fmt: skip
         return (await self._submit(pb.StreamItem(commit=request))).commit
@@ -149,7 +150,7 @@ class StreamSession:
     ) -> pb.Hold:
         """As `MeterClient.release`, batched; returns the released hold."""
         request = pb.ReleaseRequest(
-            workspace_id=workspace, request_id=rq.pick_request_id(request_id, job_id)
+            workspace_id=workspace, request_id=pick_request_id(request_id, job_id)
         )
         return (await self._submit(pb.StreamItem(release=request))).hold
 
@@ -162,7 +163,7 @@ class StreamSession:
         ttl: rq.Seconds | None = None,
     ) -> pb.Hold:
         """As `MeterClient.extend`, batched."""
-        request = rq.extend(workspace, rq.pick_request_id(request_id, job_id), ttl)
+        request = rq.extend(workspace, pick_request_id(request_id, job_id), ttl)
         return (await self._submit(pb.StreamItem(extend=request))).hold
 
     async def charge(
@@ -179,7 +180,7 @@ class StreamSession:
     ) -> pb.ChargeResponse:
         """As `MeterClient.charge`, batched."""
         request = rq.charge(
-            workspace, rq.pick_request_id(request_id, job_id), operation, usage=usage,
+            workspace, pick_request_id(request_id, job_id), operation, usage=usage,
             amount=amount, actor=actor, labels=labels,
         )  # fmt: skip
         return (await self._submit(pb.StreamItem(charge=request))).charge

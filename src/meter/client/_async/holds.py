@@ -9,6 +9,7 @@ from meter.client import _flavours
 from meter.client import requests as rq
 from meter.client._async.transport import AsyncTransport
 from meter.client.errors import MeterError
+from meter.client.ids import pick_request_id
 from meter.client.job import JobState
 from meterpb.v1 import meter_pb2 as pb
 
@@ -61,7 +62,7 @@ class AsyncHoldCalls(AsyncTransport):
             RequestIdReused: the request id was used with other parameters.
             OperationNotFound, InvalidArgument, Unavailable, ...
         """
-        rid = rq.pick_request_id(request_id, job_id)
+        rid = pick_request_id(request_id, job_id)
         request = rq.reserve(
             workspace,
             rid,
@@ -92,7 +93,7 @@ class AsyncHoldCalls(AsyncTransport):
         Raises:
             HoldReleased: the hold was released. HoldNotFound: no such hold.
         """
-        rid = rq.pick_request_id(request_id, job_id)
+        rid = pick_request_id(request_id, job_id)
         request = rq.commit(workspace, rid, usage=usage, amount=amount, labels=labels)
         return await self._call(self._meter.Commit, request, timeout)
 
@@ -109,7 +110,7 @@ class AsyncHoldCalls(AsyncTransport):
         Raises:
             HoldCommitted: the hold was committed. HoldNotFound: no such hold.
         """
-        rid = rq.pick_request_id(request_id, job_id)
+        rid = pick_request_id(request_id, job_id)
         request = pb.ReleaseRequest(workspace_id=workspace, request_id=rid)
         return await self._call(self._meter.Release, request, timeout)
 
@@ -127,7 +128,7 @@ class AsyncHoldCalls(AsyncTransport):
         Raises:
             HoldReleased, HoldCommitted, HoldExpired, HoldNotFound.
         """
-        request = rq.extend(workspace, rq.pick_request_id(request_id, job_id), ttl)
+        request = rq.extend(workspace, pick_request_id(request_id, job_id), ttl)
         return (await self._call(self._meter.Extend, request, timeout)).hold
 
     async def charge(
@@ -148,7 +149,7 @@ class AsyncHoldCalls(AsyncTransport):
         Raises:
             InsufficientCredits, RequestIdReused, OperationNotFound, ...
         """
-        rid = rq.pick_request_id(request_id, job_id)
+        rid = pick_request_id(request_id, job_id)
         request = rq.charge(
             workspace, rid, operation, usage=usage, amount=amount, actor=actor, labels=labels
         )
@@ -180,7 +181,7 @@ class AsyncHoldCalls(AsyncTransport):
                 j.actual = generate(job)
             j.result.charged
         """
-        rid = rq.pick_request_id(request_id, job_id)
+        rid = pick_request_id(request_id, job_id)
         hold = await self.reserve(
             workspace,
             rid,

@@ -11,6 +11,7 @@ from meter.client import _flavours
 from meter.client import requests as rq
 from meter.client._sync.transport import SyncTransport
 from meter.client.errors import MeterError
+from meter.client.ids import pick_request_id
 from meter.client.job import JobState
 from meterpb.v1 import meter_pb2 as pb
 
@@ -63,7 +64,7 @@ class SyncHoldCalls(SyncTransport):
             RequestIdReused: the request id was used with other parameters.
             OperationNotFound, InvalidArgument, Unavailable, ...
         """
-        rid = rq.pick_request_id(request_id, job_id)
+        rid = pick_request_id(request_id, job_id)
         request = rq.reserve(
             workspace,
             rid,
@@ -94,7 +95,7 @@ class SyncHoldCalls(SyncTransport):
         Raises:
             HoldReleased: the hold was released. HoldNotFound: no such hold.
         """
-        rid = rq.pick_request_id(request_id, job_id)
+        rid = pick_request_id(request_id, job_id)
         request = rq.commit(workspace, rid, usage=usage, amount=amount, labels=labels)
         return self._call(self._meter.Commit, request, timeout)
 
@@ -111,7 +112,7 @@ class SyncHoldCalls(SyncTransport):
         Raises:
             HoldCommitted: the hold was committed. HoldNotFound: no such hold.
         """
-        rid = rq.pick_request_id(request_id, job_id)
+        rid = pick_request_id(request_id, job_id)
         request = pb.ReleaseRequest(workspace_id=workspace, request_id=rid)
         return self._call(self._meter.Release, request, timeout)
 
@@ -129,7 +130,7 @@ class SyncHoldCalls(SyncTransport):
         Raises:
             HoldReleased, HoldCommitted, HoldExpired, HoldNotFound.
         """
-        request = rq.extend(workspace, rq.pick_request_id(request_id, job_id), ttl)
+        request = rq.extend(workspace, pick_request_id(request_id, job_id), ttl)
         return (self._call(self._meter.Extend, request, timeout)).hold
 
     def charge(
@@ -150,7 +151,7 @@ class SyncHoldCalls(SyncTransport):
         Raises:
             InsufficientCredits, RequestIdReused, OperationNotFound, ...
         """
-        rid = rq.pick_request_id(request_id, job_id)
+        rid = pick_request_id(request_id, job_id)
         request = rq.charge(
             workspace, rid, operation, usage=usage, amount=amount, actor=actor, labels=labels
         )
@@ -182,7 +183,7 @@ class SyncHoldCalls(SyncTransport):
                 j.actual = generate(job)
             j.result.charged
         """
-        rid = rq.pick_request_id(request_id, job_id)
+        rid = pick_request_id(request_id, job_id)
         hold = self.reserve(
             workspace,
             rid,
