@@ -43,15 +43,16 @@ proto-check: $(STAMP)
 	diff -r generated/meterpb /tmp/meter-proto-check/generated/meterpb \
 	  --exclude=__pycache__ || { echo "generated/ is stale: run make proto"; exit 1; }
 
-# The blocking client is generated from the asyncio one (src/meter/client/_async -> _sync).
+# The blocking client is generated from the asyncio one (src/meter/client/_async ->
+# generated/meter/client/_sync).
 client: $(STAMP)
 	$(BIN)/python scripts/client.py
 
 client-check: $(STAMP)
 	rm -rf /tmp/meter-client-check
 	$(BIN)/python scripts/client.py /tmp/meter-client-check
-	diff -r src/meter/client/_sync /tmp/meter-client-check \
-	  --exclude=__pycache__ || { echo "src/meter/client/_sync is stale: run make client"; exit 1; }
+	diff -r generated/meter/client/_sync /tmp/meter-client-check \
+	  --exclude=__pycache__ || { echo "generated/meter/client/_sync is stale: run make client"; exit 1; }
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run

@@ -1,8 +1,9 @@
-"""Writes src/meter/client/_sync/ from src/meter/client/_async/ (unasync), like `make proto`.
+"""Writes generated/meter/client/_sync/ from src/meter/client/_async/ (unasync), like `make proto`.
 
-    python scripts/client.py [OUT_DIR]    # default: src/meter/client/_sync
+    python scripts/client.py [OUT_DIR]    # default: generated/meter/client/_sync
 
-The output is committed; `make client-check` regenerates it elsewhere and fails on drift.
+The output is committed beside the other generated code, and installed as meter.client._sync
+(pyproject.toml's package-dir); `make client-check` regenerates it elsewhere and fails on drift.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import unasync
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SOURCE = ROOT / "src/meter/client/_async"
+OUT = ROOT / "generated/meter/client/_sync"
 # Beyond unasync's own (async/await, __aenter__, AsyncIterator, asynccontextmanager, and
 # Async* class names to Sync*).
 REPLACEMENTS = {
@@ -54,4 +56,4 @@ def generate(out: pathlib.Path) -> None:
 
 
 if __name__ == "__main__":
-    generate(pathlib.Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "src/meter/client/_sync")
+    generate(pathlib.Path(sys.argv[1]) if len(sys.argv) > 1 else OUT)

@@ -173,9 +173,12 @@ async def test_the_server_wheel_holds_every_client_file_unchanged(client_wheel, 
         }
 
     client, server = record(client_wheel), record(server_wheel)
-    assert {"meter/client/__init__.py", "meter/webhooks.py", "meterpb/v1/meter_pb2.py"} <= set(
-        client
-    )
+    assert {
+        "meter/client/__init__.py",
+        "meter/client/_sync/holds.py",  # from generated/, like meterpb
+        "meter/webhooks.py",
+        "meterpb/v1/meter_pb2.py",
+    } <= set(client)
     assert client == {path: server.get(path) for path in client}
 
 
@@ -185,3 +188,23 @@ def test_the_client_asks_for_what_the_server_asks_for_and_no_more():
     server = requirements(REPO / "pyproject.toml")
     assert {"grpcio", "protobuf", "googleapis-common-protos"} == set(client)
     assert client == {name: server[name] for name in client}
+
+
+def test_the_server_distribution_lists_every_package_in_the_tree():
+    """pyproject.toml names its packages (the generated blocking client lives under generated/,
+    in a package whose source is src/): none under src/ or generated/ is left out, and each
+    listed one is found where package-dir says."""
+    from setuptools import find_namespace_packages
+
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    tree = {*find_namespace_packages(REPO / "src"), *find_namespace_packages(REPO / "generated")}
+    assert sorted(tree) == config["packages"]
+
+    def source(package: str) -> Path:
+        parts = package.split(".")
+        for n in range(len(parts), -1, -1):  # the longest prefix package-dir maps
+            if (root := config["package-dir"].get(".".join(parts[:n]))) is not None:
+                return REPO / root / Path(*parts[n:])
+        raise AssertionError(package)
+
+    assert [] == [p for p in config["packages"] if not any(source(p).iterdir())]
