@@ -73,23 +73,24 @@ class Notices:
     # Publishing (the listener).
 
     def balance_changed(self, workspace_id: str) -> None:
-        topic = self._topics.get(workspace_id)
-        if topic is None:
-            return
-        topic.version += 1
-        for sub in topic.subscribers:
+        for sub in self._counted(workspace_id):
             sub.balance = True
             sub.wake.set()
 
     def alert_added(self, workspace_id: str) -> None:
-        topic = self._topics.get(workspace_id)
-        if topic is None:
-            return
-        # Readers check for new alerts in a shared read: it must be one made after this.
-        topic.version += 1
-        for sub in topic.subscribers:
+        for sub in self._counted(workspace_id):
             sub.alerts = True
             sub.wake.set()
+
+    def _counted(self, workspace_id: str) -> Iterable[Subscription]:
+        """The workspace's subscribers (none when nobody watches it), once this notice is
+        counted in its topic's version."""
+        topic = self._topics.get(workspace_id)
+        if topic is None:
+            return ()
+        # Readers woken by this notice check in a shared read: it must be one made after it.
+        topic.version += 1
+        return topic.subscribers
 
     def resync(self, workspace_ids: Iterable[str] | None = None) -> None:
         """Notices may have been lost: wake the readers of these workspaces (all of them when

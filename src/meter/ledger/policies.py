@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from meter.ledger.model import Period
+from meter.ledger.model import Period, TopUpView
 
 # Auto top-up: failures in a row that disable the rule, and how long a request stays
 # outstanding before another may be made.
@@ -192,6 +192,21 @@ class TopUp:
         self.outstanding = f"topup:{workspace_id}:{self.seq}"
         self.requested_at = now
         return self.outstanding
+
+    def view(self, workspace_id: str, now: datetime) -> TopUpView:
+        """The rule as callers see it at `now` (the book's answer and the policy read's)."""
+        return TopUpView(
+            workspace_id,
+            self.enabled,
+            self.threshold,
+            self.package,
+            self.amount,
+            self.monthly_limit,
+            self.failures,
+            self.outstanding,
+            self.requested_at if self.outstanding else None,
+            self.requested_this_month(now),
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ loads a Book, the methods run in memory, and storage writes back what changed.
 Each rule has its module: holds.py (reserve, commit, release, extend, charge), lots.py (burn
 order: draws and give-backs), expiry.py, grants.py (pending grants too), corrections.py
 (adjustments, refunds), alerts.py, topup.py, members.py (member limits); state.py holds the
-state they share.
+state they share and writes the records (entries, events, alerts, new lots) they all add.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ from __future__ import annotations
 from meter.events import types as events
 from meter.ledger.book.state import BookState
 from meter.ledger.commands import SetThresholdsCmd
-from meter.ledger.model import AlertEvent, AlertKind, BalanceView, Level, level_of
+from meter.ledger.model import AlertKind, BalanceView, Level, level_of
 
 
 class AlertRules(BookState):
@@ -33,43 +33,6 @@ class AlertRules(BookState):
         self.seen_available = a.available
         if self.topup is not None:
             self._top_up()
-
-    def _alert(
-        self,
-        kind: AlertKind,
-        threshold: int,
-        required: int = 0,
-        operation: str = "",
-        request_id: str = "",
-        actor_id: str = "",
-    ) -> None:
-        self.account.alert_seq += 1
-        self.account_dirty = True
-        if kind is AlertKind.INSUFFICIENT_CREDITS:
-            available = self.account.available
-            self._event(
-                events.RESERVATION_REFUSED,
-                required=required,
-                available=available,
-                shortfall=required - available,
-                operation=operation,
-                request_id=request_id,
-                actor_id=actor_id,
-            )
-        else:
-            self._event(events.ALERT_TYPES[kind], threshold=threshold)
-        self.alerts.append(
-            AlertEvent(
-                self.account.alert_seq,
-                kind,
-                self.account.available,
-                threshold,
-                self.now,
-                required,
-                operation,
-                request_id,
-            )
-        )
 
     def set_thresholds(self, cmd: SetThresholdsCmd) -> BalanceView:
         """Set the alert thresholds; the level is re-evaluated without firing an alert.

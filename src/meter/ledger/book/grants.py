@@ -8,6 +8,12 @@ from meter.ledger.book.state import BookState
 from meter.ledger.commands import ConfirmGrantCmd, GrantCmd, VoidGrantCmd
 from meter.ledger.model import EntryKind, EntryOutcome, Lot, LotState
 
+# What a grant confirmed or voided answers an attempt to settle it the other way.
+_SETTLED = {
+    LotState.CONFIRMED: ("GRANT_CONFIRMED", "confirmed; it cannot be voided (refund or adjust)"),
+    LotState.VOIDED: ("GRANT_VOIDED", "voided; it cannot be confirmed"),
+}
+
 
 class GrantRules(BookState):
     """Grants, and pending grants' confirmation or voiding."""
@@ -86,15 +92,9 @@ class GrantRules(BookState):
         Raises:
             MeterError: GRANT_NOT_FOUND, GRANT_VOIDED, GRANT_NOT_PENDING.
         """
-        lot = self._pending_lot(cmd.request_id, "confirmed")
+        lot = self._pending_lot(cmd.request_id, LotState.CONFIRMED)
         if lot.state is LotState.CONFIRMED:
             return EntryOutcome(self._request_entry(cmd.request_id), self.balance(), lot)
-        if lot.state is LotState.VOIDED:
-            raise errors.precondition(
-                "GRANT_VOIDED",
-                f"grant {cmd.request_id!r} was voided; it cannot be confirmed",
-                request_id=cmd.request_id,
-            )
         lot.state = LotState.CONFIRMED
         self._revise(lot)
         self.account.balance += lot.remaining
@@ -127,15 +127,9 @@ class GrantRules(BookState):
         Raises:
             MeterError: GRANT_NOT_FOUND, GRANT_CONFIRMED, GRANT_NOT_PENDING.
         """
-        lot = self._pending_lot(cmd.request_id, "voided")
+        lot = self._pending_lot(cmd.request_id, LotState.VOIDED)
         if lot.state is LotState.VOIDED:
             return EntryOutcome(None, self.balance(), lot)
-        if lot.state is LotState.CONFIRMED:
-            raise errors.precondition(
-                "GRANT_CONFIRMED",
-                f"grant {cmd.request_id!r} was confirmed; it cannot be voided (refund or adjust)",
-                request_id=cmd.request_id,
-            )
         lot.state, lot.remaining = LotState.VOIDED, 0
         self._revise(lot)
         self._event(
@@ -148,8 +142,13 @@ class GrantRules(BookState):
         )
         return EntryOutcome(None, self.balance(), lot)
 
-    def _pending_lot(self, request_id: str, verb: str) -> Lot:
-        """A grant's lot that was pending (and may be confirmed or voided by now)."""
+    def _pending_lot(self, request_id: str, to: LotState) -> Lot:
+        """A grant's lot that is pending, or already `to` (confirmed or voided: a replay).
+
+        Raises:
+            MeterError: GRANT_NOT_FOUND, GRANT_NOT_PENDING (it never was), and GRANT_CONFIRMED
+                or GRANT_VOIDED when it went the other way.
+        """
         lot = self._lot_of(request_id)
         if lot is None or request_id in self.holds:
             raise errors.not_found(
@@ -160,7 +159,12 @@ class GrantRules(BookState):
         if lot.state is LotState.ACTIVE:
             raise errors.precondition(
                 "GRANT_NOT_PENDING",
-                f"grant {request_id!r} was never pending; it cannot be {verb}",
+                f"grant {request_id!r} was never pending; it cannot be {to.name.lower()}",
                 request_id=request_id,
+            )
+        if lot.state is not to and lot.state in _SETTLED:
+            reason, settled = _SETTLED[lot.state]
+            raise errors.precondition(
+                reason, f"grant {request_id!r} was {settled}", request_id=request_id
             )
         return lot

@@ -1,58 +1,16 @@
-"""Lots and their burn order: new lots, and drawing credits from them and giving them back."""
+"""Lots' burn order: drawing credits from them and giving them back (BookState adds lots)."""
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from meter.events import types as events
 from meter.ledger.book.state import BookState
-from meter.ledger.model import (
-    DEFAULT_PRIORITY,
-    Category,
-    EntryKind,
-    Lot,
-    LotState,
-)
+from meter.ledger.model import Category, EntryKind, Lot
 
 
 class LotRules(BookState):
-    """Lots: adding them, and drawing from them in burn order."""
+    """Lots: drawing from them in burn order, and giving credits back to them."""
 
     __slots__ = ()  # the state's slots are BookState's
-
-    def _new_lot(
-        self,
-        request_id: str,
-        amount: int,
-        expires_at: datetime | None,
-        source: str,
-        package: str,
-        category: Category = Category.PAID,
-        priority: int = DEFAULT_PRIORITY,
-        state: LotState = LotState.ACTIVE,
-        fingerprint: str = "",
-    ) -> Lot:
-        self.account.lot_seq += 1
-        lot = Lot(
-            lot_id=self.account.lot_seq,
-            request_id=request_id,
-            amount=amount,
-            remaining=amount,
-            expires_at=expires_at,
-            source=source,
-            package=package,
-            created_at=self.now,
-            category=category,
-            priority=priority,
-            state=state,
-            fingerprint=fingerprint,
-        )
-        self.lots[lot.lot_id] = lot
-        self.new_lots.append(lot)
-        self.new_lot_ids.add(lot.lot_id)
-        if lot.spendable:
-            self.account.balance += amount
-        return lot
 
     def _lot_of(self, request_id: str) -> Lot | None:
         """The lot granted under a request id, if the book has it."""

@@ -1,5 +1,7 @@
-"""A book's state: what storage loaded, what changed, the views, and the journal and outbox.
+"""A book's state: what storage loaded, what changed, the views, and the records it adds.
 
+The records are journal entries, outbox events, alerts and new lots: each takes the next
+number of its sequence from the account, and the seams that write one share its method here.
 The rules live in the mixins beside this module, one seam each (holds.py, lots.py, ...), and
 `Book` (book/__init__.py) combines them. Every mixin declares `__slots__ = ()` and the state's
 slots are all here, so a Book is as cheap to build as one class, and a method is found on the
@@ -196,6 +198,80 @@ class BookState:
             )
         )
 
+    def _alert(
+        self,
+        kind: AlertKind,
+        threshold: int,
+        required: int = 0,
+        operation: str = "",
+        request_id: str = "",
+        actor_id: str = "",
+    ) -> None:
+        """Record a balance alert, and its event in the outbox: a refused reservation's for
+        INSUFFICIENT_CREDITS, the threshold's for the others."""
+        self.account.alert_seq += 1
+        self.account_dirty = True
+        if kind is AlertKind.INSUFFICIENT_CREDITS:
+            available = self.account.available
+            self._event(
+                events.RESERVATION_REFUSED,
+                required=required,
+                available=available,
+                shortfall=required - available,
+                operation=operation,
+                request_id=request_id,
+                actor_id=actor_id,
+            )
+        else:
+            self._event(events.ALERT_TYPES[kind], threshold=threshold)
+        self.alerts.append(
+            AlertEvent(
+                self.account.alert_seq,
+                kind,
+                self.account.available,
+                threshold,
+                self.now,
+                required,
+                operation,
+                request_id,
+            )
+        )
+
+    def _new_lot(
+        self,
+        request_id: str,
+        amount: int,
+        expires_at: datetime | None,
+        source: str,
+        package: str,
+        category: Category = Category.PAID,
+        priority: int = DEFAULT_PRIORITY,
+        state: LotState = LotState.ACTIVE,
+        fingerprint: str = "",
+    ) -> Lot:
+        """Add a lot of `amount` credits; a spendable one adds them to the balance."""
+        self.account.lot_seq += 1
+        lot = Lot(
+            lot_id=self.account.lot_seq,
+            request_id=request_id,
+            amount=amount,
+            remaining=amount,
+            expires_at=expires_at,
+            source=source,
+            package=package,
+            created_at=self.now,
+            category=category,
+            priority=priority,
+            state=state,
+            fingerprint=fingerprint,
+        )
+        self.lots[lot.lot_id] = lot
+        self.new_lots.append(lot)
+        self.new_lot_ids.add(lot.lot_id)
+        if lot.spendable:
+            self.account.balance += amount
+        return lot
+
     def _lot_changed(self, lot: Lot) -> None:
         if lot.lot_id not in self.new_lot_ids:
             self.dirty_lots.add(lot.lot_id)
@@ -263,19 +339,6 @@ class BookState:
 
         def _expire_hold(self, hold: Hold) -> None: ...
 
-        def _new_lot(
-            self,
-            request_id: str,
-            amount: int,
-            expires_at: datetime | None,
-            source: str,
-            package: str,
-            category: Category = Category.PAID,
-            priority: int = DEFAULT_PRIORITY,
-            state: LotState = LotState.ACTIVE,
-            fingerprint: str = "",
-        ) -> Lot: ...
-
         def _lot_of(self, request_id: str) -> Lot | None: ...
 
         def _category(self, draws: list[list[int]]) -> Category | None: ...
@@ -291,16 +354,6 @@ class BookState:
         def expire_lots(self) -> None: ...
 
         def _touch(self) -> None: ...
-
-        def _alert(
-            self,
-            kind: AlertKind,
-            threshold: int,
-            required: int = 0,
-            operation: str = "",
-            request_id: str = "",
-            actor_id: str = "",
-        ) -> None: ...
 
         def _top_up(self) -> None: ...
 

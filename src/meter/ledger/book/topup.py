@@ -71,20 +71,8 @@ class TopUpRules(BookState):
         return self.topup_view()
 
     def topup_view(self) -> TopUpView:
-        t = self.topup
-        assert t is not None
-        return TopUpView(
-            self.account.workspace_id,
-            t.enabled,
-            t.threshold,
-            t.package,
-            t.amount,
-            t.monthly_limit,
-            t.failures,
-            t.outstanding,
-            t.requested_at if t.outstanding else None,
-            t.requested_this_month(self.now),
-        )
+        assert self.topup is not None
+        return self.topup.view(self.account.workspace_id, self.now)
 
     def _top_up(self) -> None:
         """Request a top-up when available is below the rule's threshold and none is
