@@ -1,10 +1,10 @@
-"""Engines, the embedded PostgreSQL, and schema migrations."""
+"""Engines, the embedded PostgreSQL, schema migrations, and what repositories share."""
 
 from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
@@ -13,8 +13,9 @@ import psycopg
 import psycopg_pool
 from sqlalchemy import create_engine, text
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import URL, Engine
+from sqlalchemy.engine import URL, Engine, Row
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.sql import Executable
 
 from meter import errors
 from meter.storage.dburl import DatabaseUrl
@@ -261,3 +262,20 @@ def reading(
             return await fn(*args, **kwargs)
 
     return wrapper
+
+
+class Repository:
+    """What the repositories on the server's engine share: `engine` for transactions and
+    `autocommit` for statements that stand alone."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        # Single-statement reads need no transaction: no BEGIN and ROLLBACK round trips.
+        self.autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+
+    async def fetch_all(
+        self, statement: Executable, params: Mapping[str, Any] | None = None
+    ) -> Sequence[Row[Any]]:
+        """Run one statement on its own, outside a transaction, and return all its rows."""
+        async with self.autocommit.connect() as conn:
+            return (await conn.execute(statement, params)).all()

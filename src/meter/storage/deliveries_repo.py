@@ -15,14 +15,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from meter.events import types
 from meter.events.model import Attempt, Claimed, DeliveryState, Endpoint, FeedPosition
-from meter.storage.db import translating
+from meter.storage.db import Repository, translating
 from meter.storage.events_repo import EventsRepo, event_of, write_global_event
 
 
-class DeliveriesRepo:
+class DeliveriesRepo(Repository):
     def __init__(self, engine: AsyncEngine) -> None:
-        self.engine = engine
-        self.autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+        super().__init__(engine)
         self.feed = EventsRepo(engine)
 
     @translating
@@ -79,16 +78,12 @@ class DeliveriesRepo:
     @translating
     async def due(self) -> dict[str, float]:
         """Seconds until each enabled endpoint's earliest pending delivery is due (<= 0: now)."""
-        async with self.autocommit.connect() as conn:
-            rows = await conn.execute(
-                text(
-                    "SELECT d.endpoint_id,"
-                    " extract(epoch FROM min(d.next_attempt_at) - now()) AS in_s"
-                    " FROM webhook_deliveries d JOIN webhook_endpoints e USING (endpoint_id)"
-                    " WHERE d.state = 0 AND e.enabled GROUP BY d.endpoint_id"
-                )
-            )
-            return {r.endpoint_id: float(r.in_s) for r in rows}
+        return await self._seconds_by_endpoint(
+            "SELECT d.endpoint_id,"
+            " extract(epoch FROM min(d.next_attempt_at) - now()) AS s"
+            " FROM webhook_deliveries d JOIN webhook_endpoints e USING (endpoint_id)"
+            " WHERE d.state = 0 AND e.enabled GROUP BY d.endpoint_id"
+        )
 
     @translating
     async def claim(self, endpoint_id: str, limit: int, lease_s: float) -> list[Claimed]:
@@ -293,14 +288,14 @@ class DeliveriesRepo:
     @translating
     async def backlog(self) -> dict[str, float]:
         """Seconds since the oldest undelivered event, per enabled endpoint (0: none)."""
-        async with self.autocommit.connect() as conn:
-            rows = await conn.execute(
-                text(
-                    "SELECT e.endpoint_id, coalesce(extract(epoch FROM now() - ("
-                    "  SELECT min(ev.created_at) FROM webhook_deliveries d JOIN events ev"
-                    "   ON ev.workspace_id = d.workspace_id AND ev.sequence = d.sequence"
-                    "  WHERE d.endpoint_id = e.endpoint_id AND d.state = 0)), 0) AS age"
-                    " FROM webhook_endpoints e WHERE e.enabled"
-                )
-            )
-            return {r.endpoint_id: float(r.age) for r in rows}
+        return await self._seconds_by_endpoint(
+            "SELECT e.endpoint_id, coalesce(extract(epoch FROM now() - ("
+            "  SELECT min(ev.created_at) FROM webhook_deliveries d JOIN events ev"
+            "   ON ev.workspace_id = d.workspace_id AND ev.sequence = d.sequence"
+            "  WHERE d.endpoint_id = e.endpoint_id AND d.state = 0)), 0) AS s"
+            " FROM webhook_endpoints e WHERE e.enabled"
+        )
+
+    async def _seconds_by_endpoint(self, sql: str) -> dict[str, float]:
+        """A statement's rows of (endpoint_id, s), as seconds by endpoint id."""
+        return {r.endpoint_id: float(r.s) for r in await self.fetch_all(text(sql))}

@@ -12,18 +12,14 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from meter import errors
 from meter.events.model import Attempt, DeliveryState, Endpoint, event_id, parse_event_id
-from meter.storage.db import translating
+from meter.storage.db import Repository, translating
+from meter.storage.events_repo import TYPE_FILTER, WORKSPACE_FILTER
 
 
-class DeliveryLogRepo:
-    def __init__(self, engine: AsyncEngine) -> None:
-        self.engine = engine
-        self.autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
-
+class DeliveryLogRepo(Repository):
     @translating
     async def attempts(
         self,
@@ -44,18 +40,17 @@ class DeliveryLogRepo:
         if before is not None:
             where.append("(a.delivery_id, a.attempt) < (:bd, :ba)")
             params.update(bd=before[0], ba=before[1])
-        async with self.autocommit.connect() as conn:
-            rows = await conn.execute(
-                text(
-                    "SELECT a.*, d.state, d.replay, d.attempts AS made FROM webhook_attempts a"
-                    " JOIN webhook_deliveries d ON d.workspace_id = a.workspace_id"
-                    "  AND d.delivery_id = a.delivery_id"
-                    f" WHERE {' AND '.join(where)}"
-                    " ORDER BY a.delivery_id DESC, a.attempt DESC LIMIT :n"
-                ),
-                params,
-            )
-            return [_attempt(r) for r in rows]
+        rows = await self.fetch_all(
+            text(
+                "SELECT a.*, d.state, d.replay, d.attempts AS made FROM webhook_attempts a"
+                " JOIN webhook_deliveries d ON d.workspace_id = a.workspace_id"
+                "  AND d.delivery_id = a.delivery_id"
+                f" WHERE {' AND '.join(where)}"
+                " ORDER BY a.delivery_id DESC, a.attempt DESC LIMIT :n"
+            ),
+            params,
+        )
+        return [_attempt(r) for r in rows]
 
     @translating
     async def replay(
@@ -115,11 +110,7 @@ class DeliveryLogRepo:
                     text(
                         "INSERT INTO webhook_deliveries (workspace_id, sequence, endpoint_id,"
                         " replay) SELECT workspace_id, sequence, :ep, true FROM events"
-                        " WHERE created_at >= :since"
-                        " AND (cardinality(CAST(:types AS text[])) = 0"
-                        "      OR type = ANY(CAST(:types AS text[])))"
-                        " AND (cardinality(CAST(:wss AS text[])) = 0"
-                        "      OR workspace_id = ANY(CAST(:wss AS text[])))"
+                        f" WHERE created_at >= :since AND {TYPE_FILTER} AND {WORKSPACE_FILTER}"
                     ),
                     {
                         "ep": endpoint.endpoint_id,

@@ -9,7 +9,6 @@ from __future__ import annotations
 from sqlalchemy import (
     ARRAY,
     BigInteger,
-    Boolean,
     Column,
     Index,
     Integer,
@@ -22,7 +21,17 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.types import UserDefinedType
 
-from meter.storage.schema import NOW, metadata, ts
+from meter.storage.schema import (
+    NOW,
+    created_at,
+    flag,
+    metadata,
+    text_or_empty,
+    ts,
+    updated_at,
+    workspace_id,
+    zeroed,
+)
 
 
 class XID8(UserDefinedType[int]):
@@ -38,7 +47,7 @@ events = Table(
     "events",
     metadata,
     # '' for events about no workspace (catalog.published, webhook.endpoint_disabled).
-    Column("workspace_id", Text, nullable=False),
+    workspace_id(),
     Column("sequence", BigInteger, nullable=False),
     Column("type", Text, nullable=False),
     ts("created_at"),
@@ -58,34 +67,34 @@ webhook_endpoints = Table(
     metadata,
     Column("endpoint_id", Text, primary_key=True),
     Column("url", Text, nullable=False),
-    Column("description", Text, nullable=False, server_default=""),
+    text_or_empty("description"),
     # Empty: every type, every workspace.
     Column("event_types", ARRAY(Text), nullable=False, server_default="{}"),
     Column("workspace_ids", ARRAY(Text), nullable=False, server_default="{}"),
-    Column("enabled", Boolean, nullable=False, server_default="true"),
+    flag("enabled", default=True),
     # Signing secrets (whsec_...); the previous one signs too until previous_until.
     Column("secret", Text, nullable=False),
     Column("previous_secret", Text, nullable=True),
     ts("previous_until", nullable=True),
     # Where fan-out has got to in the event feed: (txid, workspace_id, sequence).
     Column("feed_txid", XID8, nullable=False),
-    Column("feed_workspace_id", Text, nullable=False, server_default=""),
-    Column("feed_sequence", BigInteger, nullable=False, server_default="0"),
+    text_or_empty("feed_workspace_id"),
+    zeroed("feed_sequence"),
     # Failing since this time (no 2xx since); cleared by a delivered attempt.
     ts("failing_since", nullable=True),
-    Column("disabled_reason", Text, nullable=False, server_default=""),
+    text_or_empty("disabled_reason"),
     Column("request_id", Text, nullable=True, unique=True),
-    Column("fingerprint", Text, nullable=False, server_default=""),
+    text_or_empty("fingerprint"),
     Column("rotate_request_id", Text, nullable=True),
-    ts("created_at", server_default=NOW),
-    ts("updated_at", server_default=NOW),
+    created_at(),
+    updated_at(),
 )
 
 # One chain of attempts to deliver one event to one endpoint (a replay starts another).
 webhook_deliveries = Table(
     "webhook_deliveries",
     metadata,
-    Column("workspace_id", Text, nullable=False),
+    workspace_id(),
     Column(
         "delivery_id",
         BigInteger,
@@ -98,9 +107,9 @@ webhook_deliveries = Table(
     Column("attempts", Integer, nullable=False, server_default="0"),
     # When the next attempt is due; while one is under way, when its lease runs out.
     ts("next_attempt_at", server_default=NOW),
-    ts("created_at", server_default=NOW),
+    created_at(),
     ts("finished_at", nullable=True),
-    Column("replay", Boolean, nullable=False, server_default="false"),
+    flag("replay"),
     PrimaryKeyConstraint("workspace_id", "delivery_id"),
     Index(
         "ix_webhook_deliveries_due",
@@ -115,7 +124,7 @@ webhook_deliveries = Table(
 webhook_attempts = Table(
     "webhook_attempts",
     metadata,
-    Column("workspace_id", Text, nullable=False),
+    workspace_id(),
     Column("delivery_id", BigInteger, nullable=False),
     Column("attempt", Integer, nullable=False),
     Column("endpoint_id", Text, nullable=False),
@@ -123,7 +132,7 @@ webhook_attempts = Table(
     Column("event_type", Text, nullable=False),
     ts("attempted_at"),
     Column("status", Integer, nullable=False, server_default="0"),  # HTTP status, 0: none
-    Column("error", Text, nullable=False, server_default=""),
+    text_or_empty("error"),
     Column("latency_ms", Integer, nullable=False, server_default="0"),
     ts("next_attempt_at", nullable=True),
     PrimaryKeyConstraint("workspace_id", "delivery_id", "attempt"),
@@ -139,6 +148,6 @@ webhook_replays = Table(
     Column("request_id", Text, nullable=False),
     Column("fingerprint", Text, nullable=False),
     Column("queued", Integer, nullable=False),
-    ts("created_at", server_default=NOW),
+    created_at(),
     PrimaryKeyConstraint("endpoint_id", "request_id"),
 )

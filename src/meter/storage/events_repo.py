@@ -16,42 +16,47 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy import TextClause, text
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from meter.events.model import FeedPosition, StoredEvent, parse_event_id
-from meter.storage.db import translating
+from meter.storage.db import Repository, translating
 
 HORIZON = "pg_snapshot_xmin(pg_current_snapshot())"
 
 _EVENT_COLUMNS = "workspace_id, sequence, type, created_at, data::text AS data"
 
-_FEED = text(
-    f"""
+# An endpoint's filters (event types :types, workspaces :wss) on events; empty: every one.
+TYPE_FILTER = "(cardinality(CAST(:types AS text[])) = 0 OR type = ANY(CAST(:types AS text[])))"
+WORKSPACE_FILTER = (
+    "(cardinality(CAST(:wss AS text[])) = 0 OR workspace_id = ANY(CAST(:wss AS text[])))"
+)
+
+
+def _feed(after: str, order: str) -> TextClause:
+    """A read of the feed: the horizon, and up to :n events of type :types (any, if empty)
+    past the position `after` states, below the horizon, in `order`. There is always one
+    row; with no event in it, its txid is NULL and it carries the horizon alone."""
+    return text(
+        f"""
     WITH h AS (SELECT {HORIZON} AS x)
     SELECT h.x::text AS horizon, e.txid::text AS txid, e.workspace_id, e.sequence, e.type,
            e.created_at, e.data
       FROM h LEFT JOIN LATERAL (
         SELECT txid, {_EVENT_COLUMNS} FROM events
-         WHERE (txid, workspace_id, sequence) > (CAST(:t AS xid8), :w, :s) AND txid < h.x
-           AND (cardinality(CAST(:types AS text[])) = 0 OR type = ANY(CAST(:types AS text[])))
-           AND (cardinality(CAST(:wss AS text[])) = 0
-                OR workspace_id = ANY(CAST(:wss AS text[])))
-         ORDER BY txid, workspace_id, sequence LIMIT :n) e ON true
+         WHERE {after} AND txid < h.x AND {TYPE_FILTER}
+         ORDER BY {order} LIMIT :n) e ON true
     """
+    )
+
+
+_FEED = _feed(
+    f"(txid, workspace_id, sequence) > (CAST(:t AS xid8), :w, :s) AND {WORKSPACE_FILTER}",
+    "txid, workspace_id, sequence",
 )
 # One workspace's events: its own index, in the same order.
-_WORKSPACE_FEED = text(
-    f"""
-    WITH h AS (SELECT {HORIZON} AS x)
-    SELECT h.x::text AS horizon, e.txid::text AS txid, e.workspace_id, e.sequence, e.type,
-           e.created_at, e.data
-      FROM h LEFT JOIN LATERAL (
-        SELECT txid, {_EVENT_COLUMNS} FROM events
-         WHERE workspace_id = :ws AND (txid, sequence) > (CAST(:t AS xid8), :s) AND txid < h.x
-           AND (cardinality(CAST(:types AS text[])) = 0 OR type = ANY(CAST(:types AS text[])))
-         ORDER BY txid, sequence LIMIT :n) e ON true
-    """
+_WORKSPACE_FEED = _feed(
+    "workspace_id = :ws AND (txid, sequence) > (CAST(:t AS xid8), :s)", "txid, sequence"
 )
 
 _GLOBAL_EVENT = text(
@@ -90,12 +95,8 @@ def _next_position(
     return last
 
 
-class EventsRepo:
+class EventsRepo(Repository):
     """The feed: ListEvents, and the dispatcher's fan-out."""
-
-    def __init__(self, engine: AsyncEngine) -> None:
-        self.engine = engine
-        self.autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     @translating
     async def feed(
@@ -136,16 +137,15 @@ class EventsRepo:
         keys = [k for k in map(parse_event_id, ids) if k is not None]
         if not keys:
             return []
-        async with self.autocommit.connect() as conn:
-            rows = await conn.execute(
-                text(
-                    f"SELECT {_EVENT_COLUMNS} FROM events"
-                    " WHERE (workspace_id, sequence) IN"
-                    " (SELECT * FROM unnest(CAST(:w AS text[]), CAST(:s AS int8[])))"
-                ),
-                {"w": [k[0] for k in keys], "s": [k[1] for k in keys]},
-            )
-            return [event_of(r) for r in rows]
+        rows = await self.fetch_all(
+            text(
+                f"SELECT {_EVENT_COLUMNS} FROM events"
+                " WHERE (workspace_id, sequence) IN"
+                " (SELECT * FROM unnest(CAST(:w AS text[]), CAST(:s AS int8[])))"
+            ),
+            {"w": [k[0] for k in keys], "s": [k[1] for k in keys]},
+        )
+        return [event_of(r) for r in rows]
 
     @translating
     async def purge(self, retention_s: float, limit: int = 10_000) -> int:

@@ -9,8 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import Column, Row, Select, select, text
 
 from meter import errors
 from meter.ledger.book import Book
@@ -24,7 +23,7 @@ from meter.ledger.model import (
     JournalFilter,
 )
 from meter.ledger.usage import UsageGrouping, UsageReport, UsageRow
-from meter.storage.db import reading
+from meter.storage.db import Repository, reading
 from meter.storage.ledger_rows import ACCOUNT_COLUMNS, LOT_COLUMNS, ordered
 from meter.storage.ledger_rows import account as _account
 from meter.storage.ledger_rows import entry as _entry
@@ -33,13 +32,8 @@ from meter.storage.ledger_rows import lot as _lot
 from meter.storage.tables import alerts, holds, journal, workspaces
 
 
-class LedgerQueries:
+class LedgerQueries(Repository):
     """What the web app, the planner and operators read."""
-
-    def __init__(self, engine: AsyncEngine) -> None:
-        self.engine = engine
-        # Single-statement reads need no transaction: no BEGIN and ROLLBACK round trips.
-        self.autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     @reading
     async def balance(self, workspace_id: str) -> BalanceView:
@@ -64,8 +58,7 @@ class LedgerQueries:
     async def balances(self, workspace_ids: Sequence[str]) -> dict[str, tuple[BalanceView, int]]:
         """`balance_and_last_alert` of many workspaces in one statement (a burst of watchers
         is answered by a few queries, not one each); unknown workspaces are left out."""
-        async with self.autocommit.connect() as conn:
-            rows = (await conn.execute(_BALANCES, {"ws": list(workspace_ids)})).all()
+        rows = await self.fetch_all(_BALANCES, {"ws": list(workspace_ids)})
         return {row.workspace_id: _balance_of(row) for row in rows}
 
     @reading
@@ -76,12 +69,7 @@ class LedgerQueries:
         q = select(holds).where(holds.c.workspace_id == workspace_id)
         if states:
             q = q.where(holds.c.state.in_([int(s) for s in states]))
-        if before is not None:
-            q = q.where(holds.c.hold_id < before)
-        q = q.order_by(holds.c.hold_id.desc()).limit(limit)
-        async with self.engine.connect() as conn:
-            await self._require_workspace(conn, workspace_id)
-            rows = (await conn.execute(q)).all()
+        rows = await self._newest_first(workspace_id, q, holds.c.hold_id, limit, before)
         return [_hold_view(workspace_id, r) for r in rows]
 
     @reading
@@ -105,23 +93,14 @@ class LedgerQueries:
             q = q.where(journal.c.created_at >= flt.start_time)
         if flt.end_time is not None:
             q = q.where(journal.c.created_at < flt.end_time)
-        if before is not None:
-            q = q.where(journal.c.entry_id < before)
-        q = q.order_by(journal.c.entry_id.desc()).limit(limit)
-        async with self.engine.connect() as conn:
-            await self._require_workspace(conn, workspace_id)
-            rows = (await conn.execute(q)).all()
+        rows = await self._newest_first(workspace_id, q, journal.c.entry_id, limit, before)
         return [_entry(r) for r in rows]
 
     @reading
     async def alerts(self, workspace_id: str, limit: int, before: int | None) -> list[AlertEvent]:
+        """Alerts newest first; `before` is the event_id to continue below."""
         q = select(alerts).where(alerts.c.workspace_id == workspace_id)
-        if before is not None:
-            q = q.where(alerts.c.event_id < before)
-        q = q.order_by(alerts.c.event_id.desc()).limit(limit)
-        async with self.engine.connect() as conn:
-            await self._require_workspace(conn, workspace_id)
-            rows = (await conn.execute(q)).all()
+        rows = await self._newest_first(workspace_id, q, alerts.c.event_id, limit, before)
         return [_alert(r) for r in rows]
 
     @reading
@@ -199,6 +178,29 @@ class LedgerQueries:
                 for r in rows
             )
         )
+
+    async def _newest_first(
+        self,
+        workspace_id: str,
+        q: Select[Any],
+        key: Column[int],
+        limit: int,
+        before: int | None,
+    ) -> Sequence[Row[Any]]:
+        """One page of a workspace's rows by descending `key`, below the `before` cursor.
+
+        Keyset pagination on an id dense per workspace: a page below a cursor never changes
+        as new rows arrive above it.
+
+        Raises: MeterError WORKSPACE_NOT_FOUND (an empty page and no workspace are told apart).
+        """
+        if before is not None:
+            q = q.where(key < before)
+        q = q.order_by(key.desc()).limit(limit)
+        async with self.engine.connect() as conn:
+            await self._require_workspace(conn, workspace_id)
+            rows: Sequence[Row[Any]] = (await conn.execute(q)).all()
+        return rows
 
     async def _require_workspace(self, conn: Any, workspace_id: str) -> None:
         found = (

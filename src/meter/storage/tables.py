@@ -29,7 +29,15 @@ from sqlalchemy.dialects.postgresql import JSONB, UUID
 # Importing the events outbox's tables puts them in `metadata` too: whoever reads the whole
 # schema from here (migrations/env.py) finds every table in it.
 from meter.storage import event_tables  # noqa: F401
-from meter.storage.schema import NOW, ts
+from meter.storage.schema import (
+    created_at,
+    flag,
+    text_or_empty,
+    ts,
+    updated_at,
+    workspace_id,
+    zeroed,
+)
 from meter.storage.schema import metadata as metadata
 
 workspaces = Table(
@@ -37,35 +45,35 @@ workspaces = Table(
     metadata,
     Column("workspace_id", Text, primary_key=True),
     # available + held; the journal sums to it.
-    Column("balance", BigInteger, nullable=False, server_default="0"),
-    Column("held", BigInteger, nullable=False, server_default="0"),
-    Column("lifetime_used", BigInteger, nullable=False, server_default="0"),
-    Column("lifetime_granted", BigInteger, nullable=False, server_default="0"),
+    zeroed("balance"),
+    zeroed("held"),
+    zeroed("lifetime_used"),
+    zeroed("lifetime_granted"),
     Column("low_threshold", BigInteger, nullable=False, server_default="100"),
     Column("critical_threshold", BigInteger, nullable=False, server_default="10"),
     # The balance level last reached (1 OK, 2 LOW, 3 CRITICAL): alerts fire when it worsens.
     Column("alert_level", SmallInteger, nullable=False, server_default="3"),
     # Per-workspace id counters: ids are dense, ordered by commit, and assigned without a
     # round trip (the row is locked by every writer anyway).
-    Column("hold_seq", BigInteger, nullable=False, server_default="0"),
-    Column("lot_seq", BigInteger, nullable=False, server_default="0"),
-    Column("entry_seq", BigInteger, nullable=False, server_default="0"),
-    Column("alert_seq", BigInteger, nullable=False, server_default="0"),
+    zeroed("hold_seq"),
+    zeroed("lot_seq"),
+    zeroed("entry_seq"),
+    zeroed("alert_seq"),
     # The events outbox's (DESIGN.md §9): the last event's sequence.
-    Column("event_seq", BigInteger, nullable=False, server_default="0"),
+    zeroed("event_seq"),
     # The earliest expiry among lots with credits left: writers expire lots lazily past it.
     ts("next_expiry_at", nullable=True),
     # When the next lot's credits.expiring event is due (sent lazily past it, like expiry).
     ts("next_notice_at", nullable=True),
     ts("last_entry_at", nullable=True),
     Column("last_entry_kind", SmallInteger, nullable=True),
-    Column("last_entry_amount", BigInteger, nullable=False, server_default="0"),
-    Column("last_entry_operation", Text, nullable=False, server_default=""),
+    zeroed("last_entry_amount"),
+    text_or_empty("last_entry_operation"),
     # The workspace has member limits (member_spend is kept) / an auto top-up rule.
-    Column("member_limits", Boolean, nullable=False, server_default="false"),
-    Column("auto_topup", Boolean, nullable=False, server_default="false"),
-    ts("created_at", server_default=NOW),
-    ts("updated_at", server_default=NOW),
+    flag("member_limits"),
+    flag("auto_topup"),
+    created_at(),
+    updated_at(),
     CheckConstraint("held >= 0", name="held_not_negative"),
     CheckConstraint("balance >= held", name="available_not_negative"),
     CheckConstraint("critical_threshold >= 0 AND low_threshold >= 0", name="thresholds"),
@@ -74,25 +82,25 @@ workspaces = Table(
 lots = Table(
     "lots",
     metadata,
-    Column("workspace_id", Text, nullable=False),
+    workspace_id(),
     Column("lot_id", BigInteger, nullable=False),
     Column("request_id", Text, nullable=False),
     Column("amount", BigInteger, nullable=False),
     # Neither spent, held nor expired.
     Column("remaining", BigInteger, nullable=False),
     ts("expires_at", nullable=True),
-    Column("source", Text, nullable=False, server_default=""),
-    Column("package", Text, nullable=False, server_default=""),
-    ts("created_at", server_default=NOW),
+    text_or_empty("source"),
+    text_or_empty("package"),
+    created_at(),
     # Its credits.expiring event was written (once per lot).
-    Column("expiring_noticed", Boolean, nullable=False, server_default="false"),
+    flag("expiring_noticed"),
     # DESIGN.md §10: 1 paid, 2 promotional, 3 manual; burn order priority first (lower first).
     Column("category", SmallInteger, nullable=False, server_default="1"),
     Column("priority", SmallInteger, nullable=False, server_default="50"),
     # 0 active, 1 pending (not spendable, not in the balance), 2 confirmed, 3 voided.
     Column("state", SmallInteger, nullable=False, server_default="0"),
     # A pending grant's request digest: its replays find the lot, not a journal entry.
-    Column("fingerprint", Text, nullable=False, server_default=""),
+    text_or_empty("fingerprint"),
     PrimaryKeyConstraint("workspace_id", "lot_id"),
     Index("ix_lots_request", "workspace_id", "request_id"),
     CheckConstraint("amount > 0", name="amount_positive"),
@@ -102,26 +110,26 @@ lots = Table(
 holds = Table(
     "holds",
     metadata,
-    Column("workspace_id", Text, nullable=False),
+    workspace_id(),
     Column("hold_id", BigInteger, nullable=False),
     Column("request_id", Text, nullable=False),
     Column("kind", SmallInteger, nullable=False),  # 1 reserve, 2 charge
     Column("state", SmallInteger, nullable=False),  # HoldState
     Column("amount", BigInteger, nullable=False),
-    Column("charged", BigInteger, nullable=False, server_default="0"),
-    Column("shortfall", BigInteger, nullable=False, server_default="0"),
-    Column("refunded", BigInteger, nullable=False, server_default="0"),
-    Column("late", Boolean, nullable=False, server_default="false"),
-    Column("operation", Text, nullable=False, server_default=""),
+    zeroed("charged"),
+    zeroed("shortfall"),
+    zeroed("refunded"),
+    flag("late"),
+    text_or_empty("operation"),
     Column("catalog_version", Integer, nullable=False),
-    Column("actor_id", Text, nullable=False, server_default=""),
+    text_or_empty("actor_id"),
     Column("labels", JSONB, nullable=True),
     # Which lots the credits came from: held credits while HELD, charged ones once COMMITTED.
     Column("draw_lots", ARRAY(BigInteger), nullable=False),
     Column("draw_amounts", ARRAY(BigInteger), nullable=False),
     # Digests of the request parameters, for replays and REQUEST_ID_REUSED.
     Column("fingerprint", Text, nullable=False),
-    Column("commit_fingerprint", Text, nullable=False, server_default=""),
+    text_or_empty("commit_fingerprint"),
     ts("expires_at"),
     ts("created_at"),
     ts("finished_at", nullable=True),
@@ -136,20 +144,20 @@ holds = Table(
 journal = Table(
     "journal",
     metadata,
-    Column("workspace_id", Text, nullable=False),
+    workspace_id(),
     Column("entry_id", BigInteger, nullable=False),
     Column("kind", SmallInteger, nullable=False),  # EntryKind
     Column("amount", BigInteger, nullable=False),
     Column("balance_after", BigInteger, nullable=False),
-    Column("operation", Text, nullable=False, server_default=""),
-    Column("actor_id", Text, nullable=False, server_default=""),
-    Column("request_id", Text, nullable=False, server_default=""),
+    text_or_empty("operation"),
+    text_or_empty("actor_id"),
+    text_or_empty("request_id"),
     Column("labels", JSONB, nullable=True),
-    Column("shortfall", BigInteger, nullable=False, server_default="0"),
-    Column("late", Boolean, nullable=False, server_default="false"),
-    Column("reason", Text, nullable=False, server_default=""),
-    Column("package", Text, nullable=False, server_default=""),
-    Column("fingerprint", Text, nullable=False, server_default=""),
+    zeroed("shortfall"),
+    flag("late"),
+    text_or_empty("reason"),
+    text_or_empty("package"),
+    text_or_empty("fingerprint"),
     ts("created_at"),
     # The category of the lots the entry moved, when they share one (0: several or none).
     Column("category", SmallInteger, nullable=False, server_default="0"),
@@ -170,11 +178,11 @@ journal = Table(
 member_limits = Table(
     "member_limits",
     metadata,
-    Column("workspace_id", Text, nullable=False),
+    workspace_id(),
     Column("actor_id", Text, nullable=False),
     Column("period", SmallInteger, nullable=False),  # Period
     Column("credit_limit", BigInteger, nullable=False),
-    ts("updated_at", server_default=NOW),
+    updated_at(),
     PrimaryKeyConstraint("workspace_id", "actor_id", "period"),
     CheckConstraint("credit_limit >= 0", name="limit"),
 )
@@ -184,12 +192,12 @@ member_limits = Table(
 member_spend = Table(
     "member_spend",
     metadata,
-    Column("workspace_id", Text, nullable=False),
+    workspace_id(),
     Column("actor_id", Text, nullable=False),
-    Column("held", BigInteger, nullable=False, server_default="0"),
-    Column("day_used", BigInteger, nullable=False, server_default="0"),
-    Column("week_used", BigInteger, nullable=False, server_default="0"),
-    Column("month_used", BigInteger, nullable=False, server_default="0"),
+    zeroed("held"),
+    zeroed("day_used"),
+    zeroed("week_used"),
+    zeroed("month_used"),
     # Bit p-1 set: period p's member.limit_reached event was written (once per period).
     Column("noticed", SmallInteger, nullable=False, server_default="0"),
     ts("updated_at"),
@@ -200,33 +208,33 @@ member_spend = Table(
 auto_topups = Table(
     "auto_topups",
     metadata,
-    Column("workspace_id", Text, nullable=False),
+    workspace_id(),
     Column("enabled", Boolean, nullable=False),
     Column("threshold", BigInteger, nullable=False),
-    Column("package", Text, nullable=False, server_default=""),
-    Column("amount", BigInteger, nullable=False, server_default="0"),
+    text_or_empty("package"),
+    zeroed("amount"),
     Column("monthly_limit", Integer, nullable=False),
     Column("failures", Integer, nullable=False, server_default="0"),  # in a row
-    Column("seq", BigInteger, nullable=False, server_default="0"),  # n of topup:<ws>:<n>
-    Column("outstanding", Text, nullable=False, server_default=""),  # its request id
+    zeroed("seq"),  # n of topup:<ws>:<n>
+    text_or_empty("outstanding"),  # its request id
     ts("requested_at", nullable=True),
     ts("month_start", nullable=True),
     Column("month_count", Integer, nullable=False, server_default="0"),
-    Column("last_failed", Text, nullable=False, server_default=""),
+    text_or_empty("last_failed"),
     PrimaryKeyConstraint("workspace_id"),
 )
 
 alerts = Table(
     "alerts",
     metadata,
-    Column("workspace_id", Text, nullable=False),
+    workspace_id(),
     Column("event_id", BigInteger, nullable=False),
     Column("kind", SmallInteger, nullable=False),  # AlertKind
     Column("available", BigInteger, nullable=False),
     Column("threshold", BigInteger, nullable=False),
-    Column("required", BigInteger, nullable=False, server_default="0"),
-    Column("operation", Text, nullable=False, server_default=""),
-    Column("request_id", Text, nullable=False, server_default=""),
+    zeroed("required"),
+    text_or_empty("operation"),
+    text_or_empty("request_id"),
     ts("created_at"),
     PrimaryKeyConstraint("workspace_id", "event_id"),
 )
@@ -238,10 +246,10 @@ catalog_versions = Table(
     metadata,
     Column("version", Integer, primary_key=True),
     Column("rules", JSONB, nullable=False),
-    Column("description", Text, nullable=False, server_default=""),
+    text_or_empty("description"),
     Column("request_id", Text, nullable=True, unique=True),
-    Column("fingerprint", Text, nullable=False, server_default=""),
-    ts("created_at", server_default=NOW),
+    text_or_empty("fingerprint"),
+    created_at(),
 )
 
 packages = Table(
@@ -267,7 +275,7 @@ principals = Table(
     # Hex SHA-256 of the token; the token itself is never stored.
     Column("token_hash", Text, nullable=False, unique=True),
     Column("cert_subject", Text, nullable=True),
-    ts("created_at", server_default=NOW),
+    created_at(),
     ts("revoked_at", nullable=True),
     CheckConstraint("role IN ('worker', 'planner', 'app', 'billing', 'admin')", name="known_role"),
     # One active principal per name and per certificate subject; revoked ones keep theirs.

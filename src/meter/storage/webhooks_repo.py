@@ -12,11 +12,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from meter import errors
 from meter.events.model import Endpoint
-from meter.storage.db import translating
+from meter.storage.db import Repository, translating
 from meter.storage.events_repo import HORIZON
 from meter.webhooks import new_secret
 
@@ -48,12 +47,8 @@ def _endpoint(r: Any) -> Endpoint:
     )
 
 
-class WebhooksRepo:
+class WebhooksRepo(Repository):
     """What the endpoint calls of meter.v1.Events read and write."""
-
-    def __init__(self, engine: AsyncEngine) -> None:
-        self.engine = engine
-        self.autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     @translating
     async def create_endpoint(
@@ -117,11 +112,10 @@ class WebhooksRepo:
     @translating
     async def endpoints(self, enabled_only: bool = False) -> list[Endpoint]:
         where = " WHERE enabled" if enabled_only else ""
-        async with self.autocommit.connect() as conn:
-            rows = await conn.execute(
-                text(f"SELECT {_ENDPOINT_COLUMNS} FROM webhook_endpoints{where} ORDER BY 1")
-            )
-            return [_endpoint(r) for r in rows]
+        rows = await self.fetch_all(
+            text(f"SELECT {_ENDPOINT_COLUMNS} FROM webhook_endpoints{where} ORDER BY 1")
+        )
+        return [_endpoint(r) for r in rows]
 
     @translating
     async def endpoint(self, endpoint_id: str) -> Endpoint:
