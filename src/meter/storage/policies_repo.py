@@ -100,18 +100,7 @@ class PoliciesRepo:
             found = (await conn.execute(_TOPUP, {"w": workspace_id})).one_or_none()
         now = self.clock.at(row.now)
         t = TopUp(False, 0, "", 0, 0) if found is None else ledger_rows.topup(tuple(found))
-        return TopUpView(
-            workspace_id,
-            t.enabled,
-            t.threshold,
-            t.package,
-            t.amount,
-            t.monthly_limit,
-            t.failures,
-            t.outstanding,
-            t.requested_at if t.outstanding else None,
-            t.requested_this_month(now),
-        )
+        return t.view(workspace_id, now)
 
     async def _state(
         self, conn: Any, workspace_id: str, actors: list[str] | None
