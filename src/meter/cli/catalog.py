@@ -18,6 +18,7 @@ from meter.cli.remote import (
     err,
     out,
     print_json,
+    table,
 )
 from meterpb.v1 import catalog_pb2 as cpb
 
@@ -40,18 +41,17 @@ def _unit(value: int) -> str:
 
 
 def _operations_table(title: str, operations: Any) -> Table:
-    t = Table(title=title, title_justify="left")
-    for c in ("operation", "min", "max", "per", "name"):
-        t.add_column(c, justify="right" if c in ("min", "max") else "left")
-    for op in sorted(operations, key=lambda o: o.operation):
-        t.add_row(
-            op.operation,
-            str(op.min),
-            str(op.max),
-            "free" if op.free else _unit(op.unit),
-            op.display_name,
-        )
-    return t
+    return table(
+        title,
+        ("operation", "min", "max", "per", "name"),
+        map(_operation_row, sorted(operations, key=lambda o: o.operation)),
+        right=("min", "max"),
+    )
+
+
+def _operation_row(op: cpb.Operation) -> list[str]:
+    return [op.operation, str(op.min), str(op.max), "free" if op.free else _unit(op.unit),
+            op.display_name]  # fmt: skip
 
 
 @app.command()
@@ -159,12 +159,8 @@ def packages(remote: Remote) -> None:
         found = meter.list_packages()
     if remote.printed_json(cpb.ListPackagesResponse(packages=found)):
         return
-    t = Table(title="packages", title_justify="left")
-    for c in ("package", "credits", "price"):
-        t.add_column(c, justify="left" if c == "package" else "right")
-    for p in found:
-        t.add_row(p.name, str(p.credits), f"{p.price_cents / 100:,.2f} {p.currency}")
-    out.print(t)
+    rows = ([p.name, str(p.credits), f"{p.price_cents / 100:,.2f} {p.currency}"] for p in found)
+    out.print(table("packages", ("package", "credits", "price"), rows, right=("credits", "price")))
 
 
 @client_command()
@@ -204,15 +200,17 @@ def estimate(
         )
     if remote.printed_json(e):
         return
-    t = Table(
-        title=f"{platforms} platform(s), {days} days: {e.min}-{e.max} credits, about {e.expected}",
-        title_justify="left",
+    out.print(
+        table(
+            f"{platforms} platform(s), {days} days: {e.min}-{e.max} credits, about {e.expected}",
+            ("operation", "count", "min", "expected", "max"),
+            (
+                [line.operation, str(line.count), str(line.min), str(line.expected), str(line.max)]
+                for line in e.breakdown
+            ),
+            right=("count", "min", "expected", "max"),
+        )
     )
-    for c in ("operation", "count", "min", "expected", "max"):
-        t.add_column(c, justify="left" if c == "operation" else "right")
-    for line in e.breakdown:
-        t.add_row(line.operation, str(line.count), str(line.min), str(line.expected), str(line.max))
-    out.print(t)
     # The answer, not the flag, says whether sufficiency was asked about: without a
     # workspace the fields are unset and nothing is said about affording it.
     if e.HasField("sufficient"):

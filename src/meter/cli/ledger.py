@@ -20,6 +20,7 @@ from meter.cli.remote import (
     enum_name,
     err,
     out,
+    table,
     timestamp,
     when,
 )
@@ -225,14 +226,15 @@ def history(
         return
     if csv_file is not None:
         return None
-    t = Table(title=f"history of {workspace} ({len(found)} entries)", title_justify="left")
-    for c in ("time", "kind", "amount", "after", "operation", "actor", "request id", "note"):
-        t.add_column(
-            c, justify="right" if c in ("amount", "after") else "left", no_wrap=c == "time"
+    out.print(
+        table(
+            f"history of {workspace} ({len(found)} entries)",
+            ("time", "kind", "amount", "after", "operation", "actor", "request id", "note"),
+            map(_history_row, found),
+            right=("amount", "after"),
+            no_wrap=("time",),
         )
-    for e in found:
-        t.add_row(*_history_row(e))
-    out.print(t)
+    )
 
 
 def _limited(
@@ -318,11 +320,8 @@ def holds(
         found = list(meter.holds(workspace, states=states))
     if remote.printed_json(pb.ListHoldsResponse(holds=found)):
         return
-    t = Table(title=f"holds of {workspace} ({len(found)})", title_justify="left")
-    for c in ("request_id", "state", "amount", "charged", "operation", "actor", "expires_at"):
-        t.add_column(c, justify="right" if c in ("amount", "charged") else "left")
-    for h in found:
-        t.add_row(
+    rows = (
+        [
             h.request_id,
             enum_name(pb.HoldState.Name(h.state), "HOLD_STATE_"),
             str(h.amount),
@@ -330,8 +329,17 @@ def holds(
             h.operation,
             h.actor_id,
             timestamp(h.expires_at),
+        ]
+        for h in found
+    )
+    out.print(
+        table(
+            f"holds of {workspace} ({len(found)})",
+            ("request_id", "state", "amount", "charged", "operation", "actor", "expires_at"),
+            rows,
+            right=("amount", "charged"),
         )
-    out.print(t)
+    )
 
 
 @client_command(timeout=600.0)

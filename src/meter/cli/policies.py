@@ -5,18 +5,8 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from meter.cli.remote import (
-    Remote,
-    Workspace,
-    as_dict,
-    client_command,
-    enum_name,
-    out,
-    print_json,
-    timestamp,
-)
+from meter.cli.remote import Remote, Workspace, client_command, enum_name, out, table, timestamp
 from meterpb.v1 import meter_pb2 as pb
 
 GrantId = Annotated[
@@ -87,23 +77,29 @@ def limits(
             assert member is not None
             meter.set_member_limit(workspace, member, period, None if remove else limit)
         found = meter.member_limits(workspace)
-    if remote.json:
-        return print_json([as_dict(x) for x in found])
+    if remote.printed_json(found):
+        return
     if not found:
         return out.print(f"{workspace} has no member limits: every member may spend the balance")
-    t = Table(title=f"member limits of {workspace}", title_justify="left")
-    for c in ("member", "period", "limit", "used", "remaining", "resets"):
-        t.add_column(c, justify="right" if c in ("limit", "used", "remaining") else "left")
-    for x in found:
-        t.add_row(
+    rows = (
+        [
             x.actor_id or "(every member)",
             enum_name(pb.LimitPeriod.Name(x.period), "LIMIT_PERIOD_"),
             str(x.limit),
             str(x.used) if x.actor_id else "",
             str(x.remaining) if x.actor_id else "",
             timestamp(x.resets_at),
+        ]
+        for x in found
+    )
+    out.print(
+        table(
+            f"member limits of {workspace}",
+            ("member", "period", "limit", "used", "remaining", "resets"),
+            rows,
+            right=("limit", "used", "remaining"),
         )
-    out.print(t)
+    )
 
 
 @client_command()

@@ -10,7 +10,7 @@ import functools
 import inspect
 import json
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,6 +22,7 @@ from google.protobuf import json_format
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 from rich.console import Console
+from rich.table import Table
 
 from meter.client import (
     DeadlineExceeded,
@@ -153,10 +154,14 @@ class Remote:
         """`session` with these options."""
         return session(self.target, self.token, self.timeout, self.tls_files)
 
-    def printed_json(self, message: Message) -> bool:
-        """With --json, print the message as JSON (see `as_dict`) and say so."""
+    def printed_json(self, message: Message | Sequence[Message]) -> bool:
+        """With --json, print the message (a list of them: a JSON array) as JSON (see
+        `as_dict`) and say so."""
         if self.json:
-            print_json(as_dict(message))
+            if isinstance(message, Message):
+                print_json(as_dict(message))
+            else:
+                print_json([as_dict(m) for m in message])
         return self.json
 
 
@@ -246,6 +251,25 @@ def _numbers(descriptor: Any, data: dict[str, Any]) -> None:
 
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def table(
+    title: str,
+    columns: Iterable[str],
+    rows: Iterable[Sequence[str]],
+    *,
+    right: Collection[str] = (),
+    no_wrap: Collection[str] = (),
+) -> Table:
+    """A result table as the commands print them: the title on the left, then `columns` (the
+    ones in `right` right-justified, as numbers are; those in `no_wrap` on one line) and
+    `rows`."""
+    t = Table(title=title, title_justify="left")
+    for c in columns:
+        t.add_column(c, justify="right" if c in right else "left", no_wrap=c in no_wrap)
+    for row in rows:
+        t.add_row(*row)
+    return t
 
 
 def when(text: str | None) -> datetime | None:

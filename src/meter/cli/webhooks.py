@@ -11,17 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from meter.cli.events import PAGE
-from meter.cli.remote import (
-    REFUSED,
-    Remote,
-    as_dict,
-    client_command,
-    enum_name,
-    out,
-    print_json,
-    timestamp,
-    when,
-)
+from meter.cli.remote import REFUSED, Remote, client_command, enum_name, out, table, timestamp, when
 from meterpb.v1 import events_pb2 as epb
 
 app = typer.Typer(
@@ -34,11 +24,8 @@ Endpoint = Annotated[str, typer.Argument(help="The endpoint id (ep_...).", show_
 
 
 def _endpoints_table(title: str, endpoints: Iterable[epb.WebhookEndpoint]) -> Table:
-    t = Table(title=title, title_justify="left")
-    for c in ("endpoint", "url", "enabled", "types", "workspaces", "description", "status"):
-        t.add_column(c, no_wrap=c in ("endpoint", "enabled"))
-    for e in endpoints:
-        t.add_row(
+    rows = (
+        [
             e.endpoint_id,
             escape(e.url),
             "yes" if e.enabled else "no",
@@ -46,8 +33,15 @@ def _endpoints_table(title: str, endpoints: Iterable[epb.WebhookEndpoint]) -> Ta
             escape(", ".join(e.workspace_ids)) or "all",
             escape(e.description),
             escape(_status(e)),
-        )
-    return t
+        ]
+        for e in endpoints
+    )
+    return table(
+        title,
+        ("endpoint", "url", "enabled", "types", "workspaces", "description", "status"),
+        rows,
+        no_wrap=("endpoint", "enabled"),
+    )
 
 
 def _status(e: epb.WebhookEndpoint) -> str:
@@ -204,12 +198,14 @@ def deliveries(
     found = found[:limit]
     if remote.printed_json(epb.ListDeliveriesResponse(attempts=found)):
         return
-    t = Table(title=f"deliveries to {escape(endpoint)} ({len(found)})", title_justify="left")
-    for c in ("time", "event id", "type", "try", "state", "http", "ms", "error", "next try"):
-        t.add_column(c, justify="right" if c in ("try", "http", "ms") else "left")
-    for a in found:
-        t.add_row(*_attempt_row(a))
-    out.print(t)
+    out.print(
+        table(
+            f"deliveries to {escape(endpoint)} ({len(found)})",
+            ("time", "event id", "type", "try", "state", "http", "ms", "error", "next try"),
+            map(_attempt_row, found),
+            right=("try", "http", "ms"),
+        )
+    )
 
 
 def _attempt_row(a: epb.DeliveryAttempt) -> list[str]:
@@ -265,19 +261,18 @@ def send_test(remote: Remote, endpoint: Endpoint) -> None:
     with remote.session() as meter:
         a = meter.send_test_event(endpoint)
     delivered = a.state == epb.DELIVERY_STATE_DELIVERED
-    if remote.json:
-        print_json(as_dict(epb.SendTestEventResponse(attempt=a)))
-    elif delivered:
-        out.print(
-            f"delivered {a.event_id} to {escape(endpoint)}: HTTP {a.http_status} "
-            f"in {a.latency.ToMilliseconds()} ms"
-        )
-    else:
-        answer = f"HTTP {a.http_status}" if a.http_status else "no answer"
-        out.print(
-            f"[red]not delivered[/] to {escape(endpoint)} ({answer}): {escape(a.error)}",
-            soft_wrap=True,
-        )
+    if not remote.printed_json(epb.SendTestEventResponse(attempt=a)):
+        if delivered:
+            out.print(
+                f"delivered {a.event_id} to {escape(endpoint)}: HTTP {a.http_status} "
+                f"in {a.latency.ToMilliseconds()} ms"
+            )
+        else:
+            answer = f"HTTP {a.http_status}" if a.http_status else "no answer"
+            out.print(
+                f"[red]not delivered[/] to {escape(endpoint)} ({answer}): {escape(a.error)}",
+                soft_wrap=True,
+            )
     if not delivered:
         raise typer.Exit(REFUSED)
 

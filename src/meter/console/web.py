@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -82,9 +83,10 @@ def request_id(prefix: str) -> str:
 
 
 Handler = Callable[[Ctx], Awaitable[Response]]
+Endpoint = Callable[[Request], Awaitable[Response]]
 
 
-def page(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+def page(handler: Handler) -> Endpoint:
     """A console page: resolve the session (or send to sign-in), check CSRF on POST, turn a
     server refusal into a readable page."""
 
@@ -124,6 +126,40 @@ def page(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
     endpoint.__name__ = handler.__name__
     endpoint.__doc__ = handler.__doc__
     return endpoint
+
+
+# What a role refused a capability (keys of access.CAPABILITIES) may not do, in the
+# not-allowed page's words: "Your token's role (...) may not <this>."
+MAY_NOT = {
+    "balance": "read this workspace's balance",
+    "history": "read the history",
+    "usage": "read usage",
+    "holds": "list holds",
+    "audit": "audit workspaces",
+    "grant": "grant credits",
+    "adjust": "adjust balances",
+    "catalog": "read the catalog",
+    "packages": "list packages",
+    "estimate": "estimate campaigns",
+    "webhooks": "manage webhook endpoints",
+}
+
+
+def gated(capability: str) -> Callable[[Handler], Endpoint]:
+    """A page (see `page`) for the roles that may `capability`; to any other role it answers
+    the not-allowed page (403) without running the handler."""
+    what = MAY_NOT[capability]
+
+    def decorate(handler: Handler) -> Endpoint:
+        @functools.wraps(handler)
+        async def checked(ctx: Ctx) -> Response:
+            if not ctx.access.may(capability):
+                return ctx.not_allowed(what)
+            return await handler(ctx)
+
+        return page(checked)
+
+    return decorate
 
 
 def set_cookie(request: Request, response: Response, session: Session) -> None:

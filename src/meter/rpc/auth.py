@@ -210,12 +210,7 @@ class Guard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             authorize(principal, method, request)
             return principal
         except MeterError as e:
-            log.info(
-                "auth.refused",
-                method=method.rsplit("/", 1)[-1],
-                reason=e.reason,
-                principal=principal.name if principal else None,
-            )
+            _log_refused(method, e, principal)
             await abort(context, e)
         return None  # pragma: no cover (abort raises)
 
@@ -261,12 +256,7 @@ class Guard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 async for item in inner_ss(requests, context):  # type: ignore[attr-defined]
                     yield item
                 if refused:
-                    log.info(
-                        "auth.refused",
-                        method=method.rsplit("/", 1)[-1],
-                        reason=refused[0].reason,
-                        principal=principal.name,
-                    )
+                    _log_refused(method, refused[0], principal)
                     await abort(context, refused[0])
 
             return grpc.stream_stream_rpc_method_handler(
@@ -274,6 +264,15 @@ class Guard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             )
         # Client streaming: no such method in the contract; nobody may call one.
         return None
+
+
+def _log_refused(method: str, error: MeterError, principal: Principal | None) -> None:
+    log.info(
+        "auth.refused",
+        method=method.rsplit("/", 1)[-1],
+        reason=error.reason,
+        principal=principal.name if principal else None,
+    )
 
 
 async def _in_scope(

@@ -185,14 +185,9 @@ class EventsServicer(events_pb2_grpc.EventsServicer):
             size + 1,
             (before[0], before[1]) if before else None,
         )
-        more = len(found) > size
-        found = found[:size]
-        last = found[-1] if found else None
+        shown, token = self.paging.page(found, size, key, lambda a: [a.delivery_id, a.attempt])
         return epb.ListDeliveriesResponse(
-            attempts=[convert.attempt(a) for a in found],
-            next_page_token=self.paging.token([last.delivery_id, last.attempt], key)
-            if more and last
-            else "",
+            attempts=[convert.attempt(a) for a in shown], next_page_token=token
         )
 
     @unary

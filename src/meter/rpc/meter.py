@@ -295,12 +295,8 @@ class MeterServicer(PolicyRpcs, meter_pb2_grpc.MeterServicer):
         key = ("holds", request.workspace_id, tuple(sorted(states)))
         before = self.paging.cursor(request.page_token, key)
         found = await self.queries.holds(request.workspace_id, states, size + 1, before)
-        more = len(found) > size
-        found = found[:size]
-        return pb.ListHoldsResponse(
-            holds=[convert.hold(h) for h in found],
-            next_page_token=self.paging.token(found[-1].hold_id, key) if more else "",
-        )
+        shown, token = self.paging.page(found, size, key, lambda h: h.hold_id)
+        return pb.ListHoldsResponse(holds=[convert.hold(h) for h in shown], next_page_token=token)
 
     @unary
     async def ListTransactions(
@@ -333,11 +329,9 @@ class MeterServicer(PolicyRpcs, meter_pb2_grpc.MeterServicer):
         key = ("journal", request.workspace_id, flt)
         before = self.paging.cursor(request.page_token, key)
         found = await self.queries.entries(request.workspace_id, flt, size + 1, before)
-        more = len(found) > size
-        found = found[:size]
+        shown, token = self.paging.page(found, size, key, lambda e: e.entry_id)
         return pb.ListTransactionsResponse(
-            entries=[convert.entry(request.workspace_id, e) for e in found],
-            next_page_token=self.paging.token(found[-1].entry_id, key) if more else "",
+            entries=[convert.entry(request.workspace_id, e) for e in shown], next_page_token=token
         )
 
     @unary
@@ -349,11 +343,9 @@ class MeterServicer(PolicyRpcs, meter_pb2_grpc.MeterServicer):
         key = ("alerts", request.workspace_id)
         before = self.paging.cursor(request.page_token, key)
         found = await self.queries.alerts(request.workspace_id, size + 1, before)
-        more = len(found) > size
-        found = found[:size]
+        shown, token = self.paging.page(found, size, key, lambda a: a.event_id)
         return pb.ListAlertsResponse(
-            alerts=[convert.alert(request.workspace_id, a) for a in found],
-            next_page_token=self.paging.token(found[-1].event_id, key) if more else "",
+            alerts=[convert.alert(request.workspace_id, a) for a in shown], next_page_token=token
         )
 
     @unary

@@ -5,13 +5,16 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from meter import errors
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
+
+Row = TypeVar("Row")
+Cursor = int | Sequence[int | str]
 
 
 class Paging:
@@ -21,9 +24,20 @@ class Paging:
             raise errors.invalid_field("page_size", "must not be negative")
         return min(requested or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
 
-    def token(self, cursor: int | Sequence[int | str], key: object) -> str:
+    def token(self, cursor: Cursor, key: object) -> str:
         raw = json.dumps([cursor, _digest(key)]).encode()
         return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    def page(
+        self, found: list[Row], size: int, key: object, cursor: Callable[[Row], Cursor]
+    ) -> tuple[list[Row], str]:
+        """One page from the rows a keyset query returned when asked for `size + 1` (the
+        extra row only tells that another page follows): the first `size` rows, and the next
+        page's token from `cursor` of the last of them, or "" on the last page."""
+        if len(found) <= size:
+            return found, ""
+        shown = found[:size]
+        return shown, self.token(cursor(shown[-1]), key)
 
     def cursor(self, token: str, key: object) -> int | None:
         """The id to continue below, or None for the first page.

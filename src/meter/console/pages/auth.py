@@ -124,10 +124,7 @@ def unreachable(request: Request, console: Console) -> HTMLResponse:
         503,
         "UNAVAILABLE",
     )
-    return console.templates.TemplateResponse(
-        request, "problem.html", {"ctx": None, "console": console, "problem": problem},
-        status_code=503,
-    )  # fmt: skip
+    return _problem_page(request, console, problem)
 
 
 def crashed(request: Request, console: Console) -> HTMLResponse:
@@ -138,7 +135,12 @@ def crashed(request: Request, console: Console) -> HTMLResponse:
         500,
         "INTERNAL",
     )
+    return _problem_page(request, console, problem)
+
+
+def _problem_page(request: Request, console: Console, problem: Problem) -> HTMLResponse:
+    """The problem page outside any session (no Ctx: the page cannot be served normally)."""
     return console.templates.TemplateResponse(
         request, "problem.html", {"ctx": None, "console": console, "problem": problem},
-        status_code=500,
+        status_code=problem.status,
     )  # fmt: skip

@@ -9,7 +9,7 @@ from typing import Any
 from starlette.responses import Response
 
 from meter.client import NotFound
-from meter.console.web import Ctx, page
+from meter.console.web import Ctx, gated
 from meterpb.v1 import catalog_pb2 as cpb
 
 
@@ -52,11 +52,9 @@ def diff(old: list[cpb.Operation], new: list[cpb.Operation]) -> list[Change]:
     return out
 
 
-@page
+@gated("catalog")
 async def catalog(ctx: Ctx) -> Response:
     """A catalog version's rules (the current one by default), and its diff with another."""
-    if not ctx.access.may("catalog"):
-        return ctx.not_allowed("read the catalog")
     current = (await ctx.client.list_operations()).catalog_version
     version = _int(ctx.field("version"), current) or current
     try:
@@ -78,18 +76,14 @@ async def catalog(ctx: Ctx) -> Response:
     )  # fmt: skip
 
 
-@page
+@gated("packages")
 async def packages(ctx: Ctx) -> Response:
-    if not ctx.access.may("packages"):
-        return ctx.not_allowed("list packages")
     return ctx.render("packages.html", packages=await ctx.client.list_packages())
 
 
-@page
+@gated("estimate")
 async def estimate(ctx: Ctx) -> Response:
     """The planner's calculator: EstimateCampaign for the form's campaign (a GET, no write)."""
-    if not ctx.access.may("estimate"):
-        return ctx.not_allowed("estimate campaigns")
     q = ctx.request.query_params
     v: dict[str, Any] = {
         "platforms": max(_int(q.get("platforms", "1"), 1), 1),
@@ -112,18 +106,14 @@ async def estimate(ctx: Ctx) -> Response:
     return ctx.render("estimate.html", v=v, result=result)
 
 
-@page
+@gated("webhooks")
 async def webhooks(ctx: Ctx) -> Response:
-    if not ctx.access.may("webhooks"):
-        return ctx.not_allowed("manage webhook endpoints")
     return ctx.render("webhooks.html", endpoints=await ctx.client.list_webhook_endpoints())
 
 
-@page
+@gated("webhooks")
 async def deliveries(ctx: Ctx) -> Response:
     """One endpoint and its delivery attempts, newest first, a keyset page at a time."""
-    if not ctx.access.may("webhooks"):
-        return ctx.not_allowed("manage webhook endpoints")
     endpoint_id = str(ctx.request.path_params["endpoint"])
     endpoint = await ctx.client.get_webhook_endpoint(endpoint_id)
     found = await ctx.client.list_deliveries(

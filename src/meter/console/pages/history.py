@@ -12,7 +12,7 @@ from starlette.responses import Response, StreamingResponse
 
 from meter.console import charts
 from meter.console.format import day, enum, iso
-from meter.console.web import Ctx, page
+from meter.console.web import Ctx, gated
 from meterpb.v1 import meter_pb2 as pb
 
 KINDS = ("grant", "charge", "expire", "adjust", "refund")
@@ -76,11 +76,9 @@ def parse_time(text: str, *, end: bool) -> datetime | None:
     return value
 
 
-@page
+@gated("history")
 async def history(ctx: Ctx) -> Response:
     """One page of ListTransactions under the filters; its next page by keyset token."""
-    if not ctx.access.may("history"):
-        return ctx.not_allowed("read the history")
     filters = Filters.of(ctx)
     try:
         query = filters.query()
@@ -113,11 +111,9 @@ def csv_row(e: pb.JournalEntry) -> list[object]:
     ]  # fmt: skip
 
 
-@page
+@gated("history")
 async def history_csv(ctx: Ctx) -> Response:
     """Every entry under the filters as CSV, streamed page by page."""
-    if not ctx.access.may("history"):
-        return ctx.not_allowed("read the history")
     filters = Filters.of(ctx)
     try:
         query = filters.query()
@@ -154,11 +150,9 @@ async def history_csv(ctx: Ctx) -> Response:
     )  # fmt: skip
 
 
-@page
+@gated("usage")
 async def usage(ctx: Ctx) -> Response:
     """Credits used by member and by operation, and the daily or weekly trend as a chart."""
-    if not ctx.access.may("usage"):
-        return ctx.not_allowed("read usage")
     trend = "week" if ctx.field("trend") == "week" else "day"
     default_days = 90 if trend == "week" else 30
     since_text = (

@@ -9,17 +9,15 @@ from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from meter.client import MeterError, Unavailable
 from meter.console.format import credits, enum
 from meter.console.problems import explain
-from meter.console.web import Ctx, page
+from meter.console.web import Ctx, gated, page
 from meterpb.v1 import meter_pb2 as pb
 
 HOLD_STATES = ("held", "committed", "released", "expired")
 
 
-@page
+@gated("balance")
 async def overview(ctx: Ctx) -> Response:
     """The balance card (live when the role may watch) and the latest entries."""
-    if not ctx.access.may("balance"):
-        return ctx.not_allowed("read this workspace's balance")
     balance = await ctx.client.balance(ctx.ws)
     recent: list[pb.JournalEntry] = []
     if ctx.access.may("history"):
@@ -73,11 +71,9 @@ async def live(ctx: Ctx) -> Response:
     )
 
 
-@page
+@gated("balance")
 async def lots(ctx: Ctx) -> Response:
     """Lots as the API shows them: available by category, expiring soon, pending, grants."""
-    if not ctx.access.may("balance"):
-        return ctx.not_allowed("read this workspace's balance")
     balance = await ctx.client.balance(ctx.ws)
     grants: list[pb.JournalEntry] = []
     if ctx.access.may("history"):
@@ -86,11 +82,9 @@ async def lots(ctx: Ctx) -> Response:
     return ctx.render("lots.html", tab="lots", b=balance, grants=grants)
 
 
-@page
+@gated("holds")
 async def holds(ctx: Ctx) -> Response:
     """Holds by state, a keyset page at a time."""
-    if not ctx.access.may("holds"):
-        return ctx.not_allowed("list holds")
     state = ctx.field("state", "held")
     states = [state] if state in HOLD_STATES else []
     found = await ctx.client.list_holds(
@@ -102,10 +96,8 @@ async def holds(ctx: Ctx) -> Response:
     )  # fmt: skip
 
 
-@page
+@gated("audit")
 async def audit(ctx: Ctx) -> Response:
     """The server's audit of one workspace: every discrepancy, or that there is none."""
-    if not ctx.access.may("audit"):
-        return ctx.not_allowed("audit workspaces")
     result = await ctx.client.audit(ctx.ws)
     return ctx.render("audit.html", tab="audit", result=result)

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 from starlette.responses import Response
 
-from meter.console.web import Ctx, page, request_id
+from meter.console.web import Ctx, gated, request_id
 from meterpb.v1 import catalog_pb2 as cpb
 
 CATEGORIES = ("paid", "promotional", "manual")
@@ -43,21 +43,17 @@ def _grant_values(ctx: Ctx) -> tuple[dict[str, str], list[str]]:
     return v, errors
 
 
-@page
+@gated("grant")
 async def grant_form(ctx: Ctx) -> Response:
     """The grant form (admin or billing); a new request id each time it is opened."""
-    if not ctx.access.may("grant"):
-        return ctx.not_allowed("grant credits")
     values = {"request_id": request_id("grant"), "category": "manual"}
     return ctx.render("grant.html", tab="grant", step="form", v=values, errors=[],
                       packages=await _packages(ctx), categories=CATEGORIES)  # fmt: skip
 
 
-@page
+@gated("grant")
 async def grant_review(ctx: Ctx) -> Response:
     """Check the form and ask for confirmation; nothing is sent to Meter yet."""
-    if not ctx.access.may("grant"):
-        return ctx.not_allowed("grant credits")
     v, errors = _grant_values(ctx)
     step = "form" if errors else "confirm"
     return ctx.render("grant.html", 400 if errors else 200, tab="grant", step=step, v=v,
@@ -65,11 +61,9 @@ async def grant_review(ctx: Ctx) -> Response:
                       categories=CATEGORIES)  # fmt: skip
 
 
-@page
+@gated("grant")
 async def grant_confirm(ctx: Ctx) -> Response:
     """GrantCredits with the form's request id: once, however often this is submitted."""
-    if not ctx.access.may("grant"):
-        return ctx.not_allowed("grant credits")
     v, errors = _grant_values(ctx)
     if errors:
         return ctx.render("grant.html", 400, tab="grant", step="form", v=v, errors=errors,
@@ -105,29 +99,23 @@ def _adjust_values(ctx: Ctx) -> tuple[dict[str, str], list[str]]:
     return v, errors
 
 
-@page
+@gated("adjust")
 async def adjust_form(ctx: Ctx) -> Response:
     """The adjustment form (admin)."""
-    if not ctx.access.may("adjust"):
-        return ctx.not_allowed("adjust balances")
     return ctx.render("adjust.html", tab="adjust", step="form", errors=[],
                       v={"request_id": request_id("adjust")})  # fmt: skip
 
 
-@page
+@gated("adjust")
 async def adjust_review(ctx: Ctx) -> Response:
-    if not ctx.access.may("adjust"):
-        return ctx.not_allowed("adjust balances")
     v, errors = _adjust_values(ctx)
     return ctx.render("adjust.html", 400 if errors else 200, tab="adjust",
                       step="form" if errors else "confirm", v=v, errors=errors)  # fmt: skip
 
 
-@page
+@gated("adjust")
 async def adjust_confirm(ctx: Ctx) -> Response:
     """AdjustCredits with the form's request id."""
-    if not ctx.access.may("adjust"):
-        return ctx.not_allowed("adjust balances")
     v, errors = _adjust_values(ctx)
     if errors:
         return ctx.render("adjust.html", 400, tab="adjust", step="form", v=v, errors=errors)
