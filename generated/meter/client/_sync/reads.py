@@ -37,10 +37,18 @@ class SyncReadCalls(SyncTransport):
         page_token: str = "",
     ) -> pb.ListTransactionsResponse:
         """One page of journal entries, newest first (kinds: GRANT, CHARGE, ...)."""
-        request = rq.transactions(
-            workspace, kinds=kinds, operations=operations, actor=actor, since=since,
-            until=until, page_size=page_size, page_token=page_token,
-        )  # fmt: skip
+        request = pb.ListTransactionsRequest(
+            workspace_id=workspace,
+            kinds=[rq.entry_kind(k) for k in kinds],
+            operations=list(operations),
+            actor_id=actor,
+            page_size=page_size,
+            page_token=page_token,
+        )
+        if since is not None:
+            request.start_time.CopyFrom(rq.timestamp(since))
+        if until is not None:
+            request.end_time.CopyFrom(rq.timestamp(until))
         return self._call(self._meter.ListTransactions, request)
 
     def history(

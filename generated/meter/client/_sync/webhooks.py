@@ -93,10 +93,30 @@ class SyncEventCalls(SyncTransport):
         Raises:
             ValueError: nothing to change.
         """
-        request = rq.endpoint_update(
-            endpoint_id, url=url, event_types=event_types, workspace_ids=workspace_ids,
-            description=description, enabled=enabled,
-        )  # fmt: skip
+        endpoint = epb.WebhookEndpoint(endpoint_id=endpoint_id)
+        # The update_mask names the arguments given, so that the server leaves the rest.
+        paths = []
+        if url is not None:
+            endpoint.url = url
+            paths.append("url")
+        if description is not None:
+            endpoint.description = description
+            paths.append("description")
+        if event_types is not None:
+            endpoint.event_types.extend(event_types)
+            paths.append("event_types")
+        if workspace_ids is not None:
+            endpoint.workspace_ids.extend(workspace_ids)
+            paths.append("workspace_ids")
+        if enabled is not None:
+            endpoint.enabled = enabled
+            paths.append("enabled")
+        if not paths:
+            raise ValueError(
+                "nothing to change: give url, event_types, workspace_ids, description or enabled"
+            )
+        request = epb.UpdateWebhookEndpointRequest(endpoint=endpoint)
+        request.update_mask.paths.extend(paths)
         return self._call(self._events.UpdateWebhookEndpoint, request)
 
     def delete_webhook_endpoint(self, endpoint_id: str) -> None:
@@ -137,7 +157,16 @@ class SyncEventCalls(SyncTransport):
     ) -> int:
         """Deliver again, with their ids, the endpoint's events `since` a time or the
         `event_ids` given (exactly one of them); returns the deliveries queued."""
-        request = rq.replay(endpoint_id, since, event_ids, request_id)
+        ids = list(event_ids)
+        if (since is None) == (not ids):
+            raise ValueError("replay takes since or event_ids, exactly one")
+        request = epb.ReplayEventsRequest(
+            endpoint_id=endpoint_id,
+            event_ids=ids,
+            request_id=request_id or rq.new_request_id("replay"),
+        )
+        if since is not None:
+            request.start_time.CopyFrom(rq.timestamp(since))
         return (self._call(self._events.ReplayEvents, request)).queued
 
     def send_test_event(self, endpoint_id: str) -> epb.DeliveryAttempt:

@@ -21,8 +21,10 @@ class AsyncCatalogCalls(AsyncTransport):
         catalog_version: int = 0,
     ) -> cpb.QuoteResponse:
         """The min, expected and max credits of an operation for a usage."""
-        request = rq.quote(operation, usage, amount, workspace, catalog_version)
-        return await self._call(self._catalog.Quote, request)
+        request = cpb.QuoteRequest(
+            operation=operation, workspace_id=workspace, catalog_version=catalog_version
+        )
+        return await self._call(self._catalog.Quote, rq.priced(request, usage, amount))
 
     async def estimate_campaign(
         self,
@@ -42,12 +44,18 @@ class AsyncCatalogCalls(AsyncTransport):
         `sufficient`, `shortfall` and `available` are set only when a workspace is given:
         without one, ``HasField("sufficient")`` is false (and --json leaves them out).
         """
-        request = rq.estimate(
-            platforms=platforms, duration_days=days, posts_per_week=posts_per_week,
-            complexity_name=complexity, strategy_analysis=strategy_analysis,
-            rss_items=rss_items, regenerations=regenerations, workspace=workspace,
+        request = cpb.EstimateCampaignRequest(
+            platforms=platforms,
+            duration_days=days,
+            posts_per_week=posts_per_week,
+            complexity=rq.complexity(complexity),
+            strategy_analysis=strategy_analysis,
+            rss_items=rss_items,
+            workspace_id=workspace,
             catalog_version=catalog_version,
-        )  # fmt: skip
+        )
+        if regenerations is not None:
+            request.regenerations = regenerations
         return await self._call(self._catalog.EstimateCampaign, request)
 
     async def list_packages(self) -> list[cpb.Package]:

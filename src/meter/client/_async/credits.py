@@ -35,20 +35,24 @@ class AsyncCreditCalls(AsyncTransport):
 
         Raises:
             PackageNotFound, RequestIdReused, InvalidArgument.
+            ValueError: both a package and an amount, or neither.
         """
-        request = rq.grant(
-            workspace,
-            request_id,
-            package=package,
-            amount=amount,
-            expires_at=expires_at,
+        if (package is None) == (amount is None):
+            raise ValueError("grant takes a package or an amount, exactly one")
+        request = pb.GrantCreditsRequest(
+            workspace_id=workspace,
+            request_id=request_id,
+            package=package or "",
+            amount=amount or 0,
             source=source,
-            actor=actor,
-            labels=labels,
-            category=category,
+            actor_id=actor,
+            labels=dict(labels or {}),
+            category=rq.credit_category(category),
             priority=priority,
             pending=pending,
         )
+        if expires_at is not None:
+            request.expires_at.CopyFrom(rq.timestamp(expires_at))
         return await self._call(self._meter.GrantCredits, request)
 
     async def adjust(
@@ -115,7 +119,9 @@ class AsyncCreditCalls(AsyncTransport):
     ) -> pb.MemberLimit:
         """Limit what `actor` ("" = every member) may spend per day, week or month; a limit of
         None removes it. A member over its limit gets MemberLimitReached."""
-        request = rq.member_limit(workspace, actor, period, limit)
+        request = pb.SetMemberLimitRequest(
+            workspace_id=workspace, actor_id=actor, period=rq.limit_period(period), limit=limit
+        )
         return await self._call(self._meter.SetMemberLimit, request)
 
     async def member_limits(self, workspace: str) -> list[pb.MemberLimit]:
@@ -136,12 +142,14 @@ class AsyncCreditCalls(AsyncTransport):
         """Below `threshold`, a topup.requested event asks the payment handler to buy
         `package` (or `amount`), at most `monthly_limit` times a month. enabled=False alone
         disables the rule and keeps it."""
-        request = rq.auto_topup(
-            workspace,
+        if enabled and (package is None) == (amount is None):
+            raise ValueError("an auto top-up buys a package or an amount, exactly one")
+        request = pb.SetAutoTopUpRequest(
+            workspace_id=workspace,
             enabled=enabled,
             threshold=threshold,
-            package=package,
-            amount=amount,
+            package=package or "",
+            amount=amount or 0,
             monthly_limit=monthly_limit,
         )
         return await self._call(self._meter.SetAutoTopUp, request)
