@@ -38,6 +38,21 @@ CAPABILITIES = {
     "estimate": "EstimateCampaign",
     "webhooks": "ListWebhookEndpoints",
 }
+# What a role refused a capability may not do, in the not-allowed page's words (pages gated
+# by a capability, web.gated): "Your token's role (...) may not <this>."
+MAY_NOT = {
+    "balance": "read this workspace's balance",
+    "history": "read the history",
+    "usage": "read usage",
+    "holds": "list holds",
+    "audit": "audit workspaces",
+    "grant": "grant credits",
+    "adjust": "adjust balances",
+    "catalog": "read the catalog",
+    "packages": "list packages",
+    "estimate": "estimate campaigns",
+    "webhooks": "manage webhook endpoints",
+}
 # Calls about no workspace, or about all of them: a token limited to some workspaces is
 # refused these whatever its role.
 _GLOBAL = {"webhooks"}

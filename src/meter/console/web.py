@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from meter.client import AsyncMeterClient, MeterError, Unauthenticated
-from meter.console.access import Access
+from meter.console.access import MAY_NOT, Access
 from meter.console.problems import Problem, explain
 from meter.console.sessions import COOKIE, Session
 
@@ -126,23 +126,6 @@ def page(handler: Handler) -> Endpoint:
     endpoint.__name__ = handler.__name__
     endpoint.__doc__ = handler.__doc__
     return endpoint
-
-
-# What a role refused a capability (keys of access.CAPABILITIES) may not do, in the
-# not-allowed page's words: "Your token's role (...) may not <this>."
-MAY_NOT = {
-    "balance": "read this workspace's balance",
-    "history": "read the history",
-    "usage": "read usage",
-    "holds": "list holds",
-    "audit": "audit workspaces",
-    "grant": "grant credits",
-    "adjust": "adjust balances",
-    "catalog": "read the catalog",
-    "packages": "list packages",
-    "estimate": "estimate campaigns",
-    "webhooks": "manage webhook endpoints",
-}
 
 
 def gated(capability: str) -> Callable[[Handler], Endpoint]:
