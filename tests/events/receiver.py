@@ -39,6 +39,8 @@ class Receiver:
     port: int = 0
     _server: ThreadingHTTPServer | None = None
     _connections: set[socket.socket] = field(default_factory=set)
+    # Set while the receiver is down: a "slow" request holds its answer until then (or 30 s).
+    _stopped: threading.Event = field(default_factory=threading.Event)
 
     @property
     def url(self) -> str:
@@ -46,6 +48,7 @@ class Receiver:
 
     def start(self) -> Receiver:
         receiver = self
+        self._stopped.clear()
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -83,7 +86,8 @@ class Receiver:
                 with receiver.lock:
                     receiver.requests.append(Request(headers, body, time.monotonic(), answered))
                 if mode == "slow":
-                    time.sleep(30)
+                    # Never answers in time: the sender's timeout has to end the attempt.
+                    receiver._stopped.wait(30)
                 if mode == "reset":
                     # An abortive close: the client sees a connection reset, not an answer.
                     self.connection.setsockopt(
@@ -122,6 +126,7 @@ class Receiver:
     def stop(self) -> None:
         """Go down: close the listening socket and cut every open connection, so that new
         connections are refused until start() and kept-alive ones fail."""
+        self._stopped.set()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
