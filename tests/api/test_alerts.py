@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import grpc
 import pytest
 
+from meterpb.v1 import events_pb2 as epb
 from meterpb.v1 import meter_pb2 as pb
 from tests.support import balance, fails, grant, rid
 
@@ -197,3 +199,77 @@ async def test_equal_thresholds_and_zero_are_allowed(stub, ws):
     )
     assert (0, 0) == (got.low, got.critical)
     assert pb.BALANCE_LEVEL_OK == (await balance(stub, ws)).level
+
+
+async def _events(events: Any, ws: str) -> list[tuple[str, int]]:
+    """(type, available in the event's balance) of a workspace's events, oldest first."""
+    page = await events.ListEvents(epb.ListEventsRequest(workspace_id=ws, page_size=1000))
+    return [(e.type, json.loads(e.data)["balance"]["available"]) for e in page.events]
+
+
+async def test_a_reserve_then_its_commit_notifies_each_crossing_once(stub, events, ws, path):
+    """The worker's normal flow: the hold crosses the threshold, its commit (which gives the
+    hold back before charging) is not a second crossing, on either path."""
+    await grant(stub, ws, 150)
+    first = rid()
+    await path.reserve(
+        pb.ReserveRequest(
+            workspace_id=ws, request_id=first, operation="content.optimize", amount=60
+        )
+    )
+    await path.commit(pb.CommitRequest(workspace_id=ws, request_id=first, amount=60))
+    await fails(
+        stub.Reserve(
+            pb.ReserveRequest(
+                workspace_id=ws, request_id=rid(), operation="content.optimize", amount=1000
+            )
+        )
+    )
+    second = rid()
+    await path.reserve(
+        pb.ReserveRequest(
+            workspace_id=ws, request_id=second, operation="content.optimize", amount=85
+        )
+    )
+    await path.commit(pb.CommitRequest(workspace_id=ws, request_id=second, amount=85))
+
+    assert [pb.ALERT_KIND_LOW, pb.ALERT_KIND_INSUFFICIENT_CREDITS, pb.ALERT_KIND_CRITICAL] == (
+        await kinds(stub, ws)
+    )
+    assert [
+        ("credits.granted", 150),
+        ("balance.low", 90),
+        ("reservation.refused", 90),
+        ("balance.critical", 5),
+    ] == await _events(events, ws)
+
+
+async def test_a_released_hold_ends_the_dip_it_started_with_balance_recovered(stub, events, ws):
+    await grant(stub, ws, 150)
+    job = rid()
+    await reserve_amount(stub, ws, job, 60)  # 90: low
+    await stub.Release(pb.ReleaseRequest(workspace_id=ws, request_id=job))  # 150
+    await reserve_amount(stub, ws, rid(), 60)  # 90: low again, a new crossing
+
+    assert [
+        ("credits.granted", 150),
+        ("balance.low", 90),
+        ("balance.recovered", 150),
+        ("balance.low", 90),
+    ] == await _events(events, ws)
+
+
+async def test_a_new_workspace_funded_below_the_threshold_is_not_a_crossing(stub, events, ws):
+    await grant(stub, ws, 50)  # from 0 to 50: upward, nothing fires
+    await grant(stub, ws, 100)  # 150: nothing was notified, nothing recovered
+
+    assert [] == await kinds(stub, ws)
+    assert [("credits.granted", 50), ("credits.granted", 150)] == await _events(events, ws)
+
+
+async def reserve_amount(stub: Any, ws: str, job: str, amount: int) -> None:
+    await stub.Reserve(
+        pb.ReserveRequest(
+            workspace_id=ws, request_id=job, operation="content.optimize", amount=amount
+        )
+    )

@@ -104,7 +104,7 @@ class Account:
     lifetime_granted: int
     low_threshold: int
     critical_threshold: int
-    alert_level: Level  # the level last reached: alerts fire when it worsens
+    alert_level: Level  # the worst notice of the current dip (OK: none); see book/alerts.py
     hold_seq: int
     lot_seq: int
     entry_seq: int
@@ -222,7 +222,7 @@ class Event:
     sequence: int
     type: str
     created_at: datetime
-    data: Mapping[str, object]
+    data: dict[str, object]  # its balance is added when its command ends
 
 
 @dataclass(frozen=True, slots=True)

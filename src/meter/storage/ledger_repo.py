@@ -213,6 +213,7 @@ async def _load(
             account, ws_lots[wid], ws_holds[wid], ws_entries[wid], now, members, topups.get(wid)
         )
         book.settle_due()
+        book.settle()
         books[wid] = book
     return books
 
@@ -285,41 +286,48 @@ async def _write(conn: AsyncConnection[Any], books: dict[str, Book], guard: bool
 
 
 def _run(book: Book | None, cmd: Command, price: Pricer) -> Result:
-    """Apply one command to its workspace's book; a refusal is its result, not an exception."""
+    """Apply one command to its workspace's book; a refusal is its result, not an exception.
+    Either way the command ends with the book's settle (its notices, its events' balance)."""
     if book is None:
         if isinstance(cmd, SweepCmd):
             return SweepOutcome(0, 0)
         return errors.workspace_not_found(cmd.workspace_id)
     try:
-        match cmd:
-            case ReserveCmd():
-                return book.reserve(cmd)
-            case CommitCmd():
-                return book.commit(cmd, price)
-            case ReleaseCmd():
-                return book.release(cmd)
-            case ExtendCmd():
-                return book.extend(cmd)
-            case ChargeCmd():
-                return book.charge(cmd)
-            case GrantCmd():
-                return book.grant(cmd)
-            case AdjustCmd():
-                return book.adjust(cmd)
-            case RefundCmd():
-                return book.refund(cmd)
-            case SetThresholdsCmd():
-                return book.set_thresholds(cmd)
-            case SweepCmd():
-                return book.sweep()
-            case ConfirmGrantCmd():
-                return book.confirm_grant(cmd)
-            case VoidGrantCmd():
-                return book.void_grant(cmd)
-            case SetAutoTopUpCmd():
-                return book.set_auto_topup(cmd)
-            case ReportTopUpFailedCmd():
-                return book.report_topup_failed(cmd)
+        return _apply(book, cmd, price)
     except errors.MeterError as e:
         return e
+    finally:
+        book.settle()
+
+
+def _apply(book: Book, cmd: Command, price: Pricer) -> Outcome:
+    match cmd:
+        case ReserveCmd():
+            return book.reserve(cmd)
+        case CommitCmd():
+            return book.commit(cmd, price)
+        case ReleaseCmd():
+            return book.release(cmd)
+        case ExtendCmd():
+            return book.extend(cmd)
+        case ChargeCmd():
+            return book.charge(cmd)
+        case GrantCmd():
+            return book.grant(cmd)
+        case AdjustCmd():
+            return book.adjust(cmd)
+        case RefundCmd():
+            return book.refund(cmd)
+        case SetThresholdsCmd():
+            return book.set_thresholds(cmd)
+        case SweepCmd():
+            return book.sweep()
+        case ConfirmGrantCmd():
+            return book.confirm_grant(cmd)
+        case VoidGrantCmd():
+            return book.void_grant(cmd)
+        case SetAutoTopUpCmd():
+            return book.set_auto_topup(cmd)
+        case ReportTopUpFailedCmd():
+            return book.report_topup_failed(cmd)
     raise AssertionError(f"unknown command {cmd!r}")

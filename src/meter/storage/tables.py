@@ -51,8 +51,9 @@ workspaces = Table(
     zeroed("lifetime_granted"),
     Column("low_threshold", BigInteger, nullable=False, server_default="100"),
     Column("critical_threshold", BigInteger, nullable=False, server_default="10"),
-    # The balance level last reached (1 OK, 2 LOW, 3 CRITICAL): alerts fire when it worsens.
-    Column("alert_level", SmallInteger, nullable=False, server_default="3"),
+    # The worst balance notice sent since available was last at or above the low threshold
+    # (1 none, 2 LOW, 3 CRITICAL): balance.recovered ends a dip that was notified.
+    Column("alert_level", SmallInteger, nullable=False, server_default="1"),
     # Per-workspace id counters: ids are dense, ordered by commit, and assigned without a
     # round trip (the row is locked by every writer anyway).
     zeroed("hold_seq"),

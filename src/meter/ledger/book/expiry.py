@@ -54,6 +54,7 @@ class ExpiryRules(BookState):
             a.next_expiry_at = expiry
             a.next_notice_at = None if notice is None else notice - NOTICE_WINDOW
             self.account_dirty = True
+            self._settle_events()
 
     def sweep(self) -> SweepOutcome:
         """Expire every overdue hold and lot this book holds."""

@@ -59,7 +59,7 @@ class HoldRules(BookState):
         self.account.held += cmd.amount
         if self.members is not None and cmd.actor_id:
             self.members.hold(cmd.actor_id, cmd.amount, self.now)
-        self._touch()
+        self.account_dirty = True
         return self.view(hold)
 
     def commit(self, cmd: CommitCmd, price: Pricer) -> CommitOutcome:
@@ -150,7 +150,7 @@ class HoldRules(BookState):
         hold.state = HoldState.RELEASED
         hold.finished_at = self.now
         self._dirty(hold)
-        self._touch()
+        self.account_dirty = True
         return ReleaseOutcome(self.view(hold), hold.amount)
 
     def extend(self, cmd: ExtendCmd) -> HoldView:

@@ -88,4 +88,4 @@ class LotRules(BookState):
                 request_id=request_id,
                 reason=reason,
             )
-        self._touch()
+        self.account_dirty = True

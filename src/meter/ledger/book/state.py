@@ -66,6 +66,7 @@ class BookState:
         "seen_available",
         "topup",
         "topup_dirty",
+        "unsettled",
     )
 
     def __init__(
@@ -93,9 +94,11 @@ class BookState:
         self.dirty_holds: dict[int, Hold] = {}
         self.entries: list[Entry] = []
         self.alerts: list[AlertEvent] = []
-        # The events outbox's rows (DESIGN.md §9), and the available balance the last one
-        # saw: balance.depleted fires when available reaches 0 from above.
+        # The events outbox's rows (DESIGN.md §9); those from `unsettled` on belong to the
+        # command in progress and get its balance when it ends. `seen_available` is available
+        # as the last command left it: notices compare it with the next one's (alerts.py).
         self.events: list[Event] = []
+        self.unsettled = 0
         self.seen_available = account.available
         # Existing lots whose state or credits.expiring flag changed: written whole (new lots
         # carry both). Also in dirty_lots.
@@ -176,11 +179,11 @@ class BookState:
         self.entries.append(entry)
         a.last_entry_at, a.last_entry_kind = self.now, kind
         a.last_entry_amount, a.last_entry_operation = amount, str(fields.get("operation", ""))
-        self._touch()
+        self.account_dirty = True
         return entry
 
     def _event(self, type_: str, **data: object) -> None:
-        """Add an event to the outbox, with the balance as it is now."""
+        """Add an event to the outbox; it gets the balance after its command (AlertRules.settle)."""
         a = self.account
         a.event_seq += 1
         self.account_dirty = True
@@ -189,14 +192,17 @@ class BookState:
                 a.event_seq,
                 type_,
                 self.now,
-                {
-                    "workspace_id": a.workspace_id,
-                    "sequence": a.event_seq,
-                    **data,
-                    "balance": events.balance(a),
-                },
+                {"workspace_id": a.workspace_id, "sequence": a.event_seq, **data},
             )
         )
+
+    def _settle_events(self) -> None:
+        """Give the events written since the last settle the balance as it is now."""
+        if self.unsettled < len(self.events):
+            balance = events.balance(self.account)
+            for e in self.events[self.unsettled :]:
+                e.data["balance"] = balance
+            self.unsettled = len(self.events)
 
     def _alert(
         self,
@@ -352,8 +358,6 @@ class BookState:
         ) -> None: ...
 
         def expire_lots(self) -> None: ...
-
-        def _touch(self) -> None: ...
 
         def _top_up(self) -> None: ...
 

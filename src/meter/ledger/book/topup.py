@@ -34,7 +34,9 @@ class TopUpRules(BookState):
             t.package, t.amount = cmd.package, cmd.amount
         self.topup_dirty = True
         self.account.auto_topup = True
-        self._touch()
+        self.account_dirty = True
+        if self.topup is not None:
+            self._top_up()  # the rule is new or changed: a request at once if it is due
         return self.topup_view()
 
     def report_topup_failed(self, cmd: ReportTopUpFailedCmd) -> TopUpView:
