@@ -12,11 +12,13 @@ from typing import Any
 
 import grpc
 import psycopg
+from sqlalchemy import text
 
 from meter.app import App
 from meter.config import Settings
 from meter.storage import ledger_sql as sql
-from meter.storage.db import normalize_url
+from meter.storage.db import async_engine, normalize_url
+from meter.storage.events_repo import write_global_event
 from meterpb.v1 import events_pb2 as epb
 from meterpb.v1 import meter_pb2 as pb
 from meterpb.v1 import meter_pb2_grpc
@@ -194,3 +196,37 @@ async def test_the_feed_pages_through_a_workspace_oldest_first(stub, events, ws)
 
     await eventually(all_read)
     assert list(range(1, 13)) == amounts
+
+
+async def test_two_concurrent_global_events_reach_the_feed_in_sequence_order(events, database_url):
+    """Catalog publishes and endpoint disables are about no workspace, so no workspace lock
+    orders them: one that took its transaction id first and its sequence second must still
+    come after the other in the feed."""
+    engine = async_engine(database_url)
+    try:
+        async with engine.connect() as early, engine.connect() as late:
+            await early.execute(text("SELECT pg_current_xact_id()"))  # the smaller id, first
+            await write_global_event(late, "catalog.published", '{"version": -1}')
+            await late.commit()
+            await write_global_event(early, "catalog.published", '{"version": -2}')
+            await early.commit()
+    finally:
+        await engine.dispose()
+
+    async def ours() -> list[tuple[int, int]] | None:
+        found, token = [], ""
+        while True:
+            got = await events.ListEvents(
+                epb.ListEventsRequest(page_size=1000, page_token=token, types=["catalog.published"])
+            )
+            for e in got.events:
+                version = json.loads(e.data).get("version")
+                if e.workspace_id == "" and version in (-1, -2):
+                    found.append((version, e.sequence))
+            if not got.events:
+                return found if len(found) == 2 else None
+            token = got.next_page_token
+
+    (first, first_seq), (second, second_seq) = await eventually(ours)
+    assert (-1, -2) == (first, second)
+    assert first_seq < second_seq

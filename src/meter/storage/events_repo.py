@@ -59,19 +59,28 @@ _WORKSPACE_FEED = _feed(
     "workspace_id = :ws AND (txid, sequence) > (CAST(:t AS xid8), :s)", "txid, sequence"
 )
 
+# Global events are about no workspace (workspace_id ''), and so no workspace lock orders
+# them: their writers take this transaction-level lock instead, before their sequence, and
+# raise their feed position to the last global event's (as batches do under a workspace's
+# lock), so two concurrent ones reach the feed in sequence order.
+_GLOBAL_LOCK = text("SELECT pg_advisory_xact_lock(hashtext('meter.events.global'))")
 _GLOBAL_EVENT = text(
     """
     WITH s AS (SELECT nextval('event_global_seq') AS n)
-    INSERT INTO events (workspace_id, sequence, type, created_at, data)
+    INSERT INTO events (workspace_id, sequence, type, created_at, data, txid)
     SELECT '', s.n, :type, now(),
-           CAST(:data AS jsonb) || jsonb_build_object('workspace_id', '', 'sequence', s.n)
+           CAST(:data AS jsonb) || jsonb_build_object('workspace_id', '', 'sequence', s.n),
+           greatest(pg_current_xact_id(),
+                    (SELECT max(e.txid) FROM events e WHERE e.workspace_id = ''))
       FROM s
     """
 )
 
 
 async def write_global_event(conn: AsyncConnection, type_: str, data: str) -> None:
-    """Write an event about no workspace in the caller's transaction (`data`: a JSON object)."""
+    """Write an event about no workspace in the caller's transaction (`data`: a JSON object).
+    Holds the global events' lock until that transaction ends."""
+    await conn.execute(_GLOBAL_LOCK)
     await conn.execute(_GLOBAL_EVENT, {"type": type_, "data": data})
 
 
