@@ -176,3 +176,39 @@ async def test_usage_over_an_empty_or_reversed_range_names_end_time(stub, ws):
 async def test_usage_of_an_unknown_workspace_is_not_found(stub):
     f = await fails(usage(stub, f"ws-none-{rid()}", pb.USAGE_GROUPING_ACTOR))
     assert (grpc.StatusCode.NOT_FOUND, "WORKSPACE_NOT_FOUND") == (f.code, f.reason)
+
+
+async def test_a_member_who_only_holds_credits_is_listed_with_her_limit(stub, ws):
+    """The admin monitoring team usage sees who holds credits and who has a limit, before
+    anything is charged: a member at 90 of a daily 100 is visible, not only members charged."""
+    await grant(stub, ws, 500)
+    await stub.SetMemberLimit(
+        pb.SetMemberLimitRequest(
+            workspace_id=ws, actor_id="ana", period=pb.LIMIT_PERIOD_DAY, limit=100
+        )
+    )
+    await stub.SetMemberLimit(
+        pb.SetMemberLimitRequest(
+            workspace_id=ws, actor_id="idle", period=pb.LIMIT_PERIOD_WEEK, limit=40
+        )
+    )
+    await stub.Reserve(
+        pb.ReserveRequest(workspace_id=ws, request_id=rid(), amount=90, actor_id="ana")
+    )
+    await stub.Reserve(
+        pb.ReserveRequest(workspace_id=ws, request_id=rid(), amount=7, actor_id="ben")
+    )
+    await charge(stub, ws, "strategy.analyze", 5, actor="cy")
+
+    report = await usage(stub, ws, pb.USAGE_GROUPING_ACTOR)
+
+    by_key = {r.key: r for r in report.rows}
+    assert ["cy", "ana", "ben", "idle"] == [r.key for r in report.rows]
+    assert (0, 0, 90) == (by_key["ana"].credits, by_key["ana"].count, by_key["ana"].held)
+    [ana] = by_key["ana"].limits
+    assert (100, 90, 10) == (ana.limit, ana.used, ana.remaining)
+    assert (0, 7, []) == (by_key["ben"].credits, by_key["ben"].held, list(by_key["ben"].limits))
+    [idle] = by_key["idle"].limits
+    assert (40, 0, 40) == (idle.limit, idle.used, idle.remaining)
+    assert (5, 1, 0) == (by_key["cy"].credits, by_key["cy"].count, by_key["cy"].held)
+    assert (5, 1) == (report.total_credits, report.total_count)

@@ -1347,12 +1347,17 @@ class UsageRow(_message.Message):
     CREDITS_FIELD_NUMBER: _builtins.int
     COUNT_FIELD_NUMBER: _builtins.int
     LIMITS_FIELD_NUMBER: _builtins.int
+    HELD_FIELD_NUMBER: _builtins.int
     key: _builtins.str
     """The operation or actor; empty for time groupings."""
     credits: _builtins.int
     """Credits used (charges less refunds)."""
     count: _builtins.int
     """Charges counted."""
+    held: _builtins.int
+    """By actor: what the member's open holds hold now (whatever the time range). A member who
+    holds credits or has a limit of its own is listed even with no charge in the range.
+    """
     @_builtins.property
     def period_start(self) -> _timestamp_pb2.Timestamp:
         """The day or week (UTC, weeks start on Monday) for time groupings."""
@@ -1369,10 +1374,11 @@ class UsageRow(_message.Message):
         credits: _builtins.int = ...,
         count: _builtins.int = ...,
         limits: _abc.Iterable[Global___MemberLimit] | None = ...,
+        held: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["period_start", b"period_start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "credits", b"credits", "key", b"key", "limits", b"limits", "period_start", b"period_start"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "credits", b"credits", "held", b"held", "key", b"key", "limits", b"limits", "period_start", b"period_start"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -285,18 +285,37 @@ def print_usage(workspace: str, by: str, report: pb.GetUsageResponse) -> None:
         (r.period_start.ToDatetime().strftime("%Y-%m-%d") if timed else r.key or "-", r)
         for r in report.rows
     ]
+    members = by == "actor"
     t = Table(title=f"usage of {workspace} by {by}", title_justify="left")
     t.add_column(by)
     t.add_column("credits", justify="right")
     t.add_column("charges", justify="right")
+    if members:
+        t.add_column("held now", justify="right")
+        t.add_column("limits")
     for label, r in rows:
-        t.add_row(label, str(r.credits), str(r.count))
-    t.add_row("total", str(report.total_credits), str(report.total_count), style="bold")
+        cells = [label, str(r.credits), str(r.count)]
+        if members:
+            cells += [str(r.held), _limits(r)]
+        t.add_row(*cells)
+    total = ["total", str(report.total_credits), str(report.total_count)]
+    if members:
+        total += [str(sum(r.held for r in report.rows)), ""]
+    t.add_row(*total, style="bold")
     out.print(t)
     if timed and rows:
         out.print()
         for line in charts.bars([(label, r.credits) for label, r in rows]):
             out.print(line)
+
+
+def _limits(r: pb.UsageRow) -> str:
+    """A member's limits: "100/day, 10 left; ..."."""
+    return "; ".join(
+        f"{lm.limit}/{enum_name(pb.LimitPeriod.Name(lm.period), 'LIMIT_PERIOD_')},"
+        f" {lm.remaining} left"
+        for lm in r.limits
+    )
 
 
 @client_command(timeout=30.0)

@@ -8,6 +8,7 @@ UTC; weeks start on Monday (ISO 8601).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import IntEnum
@@ -24,12 +25,14 @@ class UsageGrouping(IntEnum):
 
 @dataclass(frozen=True, slots=True)
 class UsageRow:
-    """One group: `key` for operations and actors, `period_start` for days and weeks."""
+    """One group: `key` for operations and actors, `period_start` for days and weeks.
+    `held`: by actor, what the member's open holds hold now (whatever the range)."""
 
     key: str
     period_start: datetime | None
     credits: int
     count: int
+    held: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,3 +46,10 @@ class UsageReport:
     @property
     def total_count(self) -> int:
         return sum(r.count for r in self.rows)
+
+    def with_keys(self, keys: Iterable[str]) -> UsageReport:
+        """The report with an empty row for each key it has no row for (a member who has a
+        limit but no charge in the range), after the rows it has, in key order."""
+        have = {r.key for r in self.rows}
+        extra = sorted(set(keys) - have)
+        return UsageReport(self.rows + tuple(UsageRow(k, None, 0, 0) for k in extra))

@@ -246,6 +246,7 @@ def usage_report(
                 period_start=ts(row.period_start),
                 credits=row.credits,
                 count=row.count,
+                held=row.held,
                 limits=[member_limit(v) for v in (limits or {}).get(row.key, ())],
             )
             for row in r.rows

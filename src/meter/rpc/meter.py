@@ -182,7 +182,10 @@ class MeterServicer(PolicyRpcs, meter_pb2_grpc.MeterServicer):
         grouping = UsageGrouping(request.group_by)
         report = await self.queries.usage(request.workspace_id, grouping, start, end)
         limits: dict[str, list[MemberLimitView]] | None = None
-        if grouping is UsageGrouping.ACTOR and report.rows:
+        if grouping is UsageGrouping.ACTOR:
+            # Every member with a limit of its own is listed, charged in the range or not.
+            named = await self.policies.member_limits(request.workspace_id)
+            report = report.with_keys(v.actor_id for v in named if v.actor_id)
             found = await self.policies.member_limits(
                 request.workspace_id, [r.key for r in report.rows]
             )

@@ -6,6 +6,7 @@ The audit, an operator's check that recomputes whole workspaces, is in meter.sto
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -163,21 +164,30 @@ class LedgerQueries(Repository):
             " count(*) FILTER (WHERE j.kind = 2) AS calls"
             f" FROM journal j {join} WHERE {' AND '.join(where)} GROUP BY 1 ORDER BY {order}"
         )
+        held: dict[str, int] = {}
         async with self.engine.connect() as conn:
             await self._require_workspace(conn, workspace_id)
             rows = (await conn.execute(sql, params)).all()
+            if grouping is UsageGrouping.ACTOR:
+                # Members who hold credits are using them, charged or not yet.
+                held = {r[0]: int(r[1]) for r in await conn.execute(_HELD_BY_ACTOR, params)}
         timed = grouping in (UsageGrouping.DAY, UsageGrouping.WEEK)
-        return UsageReport(
+        report = UsageReport(
             tuple(
                 UsageRow(
                     key="" if timed else r.key,
                     period_start=r.key if timed else None,
                     credits=int(r.credits),
                     count=int(r.calls),
+                    held=int(held.get(r.key, 0)) if held else 0,
                 )
                 for r in rows
             )
         )
+        if not held:
+            return report
+        report = report.with_keys(held)
+        return UsageReport(tuple(replace(r, held=int(held.get(r.key, 0))) for r in report.rows))
 
     async def _newest_first(
         self,
@@ -211,6 +221,12 @@ class LedgerQueries(Repository):
         if found is None:
             raise errors.workspace_not_found(workspace_id)
 
+
+# What each member's open holds hold now.
+_HELD_BY_ACTOR = text(
+    "SELECT actor_id, sum(amount) FROM holds"
+    " WHERE workspace_id = :ws AND state = 1 AND actor_id <> '' GROUP BY 1"
+)
 
 # Per grouping: the group key, the join it needs, the order of the rows. Days and weeks are
 # truncated in UTC whatever the session's time zone; PostgreSQL's weeks start on Monday.
