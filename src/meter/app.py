@@ -151,7 +151,7 @@ class App:
         self.reads_engine = db.async_engine(
             self.url, pool_size=READ_POOL_SIZE, pool_timeout=READ_QUEUE_S
         )
-        self.queries = LedgerQueries(self.reads_engine)
+        self.queries = LedgerQueries(self.reads_engine, self.clock)
         self.catalog = CatalogService(CatalogRepo(self.engine))
         await self.catalog.start()
 
@@ -180,7 +180,7 @@ class App:
             self.url, pool_size=WATCH_POOL_SIZE, pool_timeout=READ_QUEUE_S
         )
         self.watch = watch = BalanceWatch(
-            self.notices, LedgerQueries(self.watch_engine), WATCH_QUERIES
+            self.notices, LedgerQueries(self.watch_engine, self.clock), WATCH_QUERIES
         )
 
         async def sweep(cmds: Sequence[SweepCmd]) -> list[Result]:
@@ -191,7 +191,7 @@ class App:
                 prepare=self.catalog.ensure_versions,
             )
 
-        self.sweeper = Sweeper(SweepQueries(self.engine).due, sweep, s.sweep_interval_s)
+        self.sweeper = Sweeper(SweepQueries(self.engine, self.clock).due, sweep, s.sweep_interval_s)
         paging = Paging()
         self.server, self.health = rpc_server.build(
             MeterServicer(

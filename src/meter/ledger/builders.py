@@ -203,12 +203,12 @@ class CommandBuilder:
             _labels_key(labels),
             *policy,
         )
-        name = ""
+        name, expires_in = "", None
         if package:
             pkg = self.catalog.package(package)
             amount, name = pkg.credits, pkg.name
             if expires_at is None:
-                expires_at = now + PACKAGE_VALIDITY
+                expires_in = PACKAGE_VALIDITY  # from the grant's time, by the ledger's clock
         source = source or ("purchase" if package else "manual")
         if category is None:
             category = _default_category(source, package)
@@ -225,6 +225,7 @@ class CommandBuilder:
             category,
             DEFAULT_PRIORITY if priority is None else priority,
             pending,
+            expires_in,
         )
 
     def build_adjust(

@@ -1,7 +1,8 @@
 """The ledger's clock: PostgreSQL's now(), read with each batch, so every replica agrees.
 
-`offset` shifts it. Tests move it across a day, week or month to watch member limits reset
-and top-up months turn; nothing else sets it.
+`offset` shifts it. Tests move it across a day, week or month to watch member limits reset,
+top-up months turn and holds and lots expire; nothing else sets it. Every decision the ledger
+takes by time, in Python or in SQL, reads this clock: SQL takes `sql()` in place of now().
 """
 
 from __future__ import annotations
@@ -18,3 +19,9 @@ class Clock:
     def at(self, db_now: datetime) -> datetime:
         """The ledger's time when the database says `db_now`."""
         return db_now + self.offset if self.offset else db_now
+
+    def sql(self) -> str:
+        """The ledger's time as an SQL expression."""
+        if not self.offset:
+            return "now()"
+        return f"(now() + interval '{self.offset.total_seconds():.6f} seconds')"

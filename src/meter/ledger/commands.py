@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from meter.catalog.model import Usage
 from meter.ledger.model import DEFAULT_PRIORITY, Category
@@ -79,6 +79,9 @@ class GrantCmd:
     category: Category = Category.PAID
     priority: int = DEFAULT_PRIORITY
     pending: bool = False  # not spendable until ConfirmGrant
+    # Without expires_at, the lot expires this long after it is granted (by the ledger's
+    # clock): a package's validity.
+    expires_in: timedelta | None = None
 
 
 @dataclass(frozen=True, slots=True)

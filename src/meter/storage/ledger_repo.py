@@ -166,6 +166,7 @@ async def _load(
         skip_locked,
         list(actors),
         list(lot_keys),
+        clock.sql(),
     )
     cur = await conn.execute(query)
     cur.nextset()
@@ -173,7 +174,7 @@ async def _load(
     assert answer is not None
     (now, accounts, hold_rows, overdue, lot_rows, entry_rows, rid_lot_rows, limit_rows,
      spend_rows, topup_rows) = sql.loads(answer[0])  # fmt: skip
-    now = clock.at(ledger_rows.dt(now))
+    now = ledger_rows.dt(now)  # the ledger's, as meter_load was given it
     ws_holds: dict[str, dict[str, Hold]] = defaultdict(dict)
     for r in hold_rows + overdue:
         ws_holds[r[0]][r[2]] = ledger_rows.hold(r)

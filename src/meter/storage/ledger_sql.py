@@ -180,11 +180,13 @@ def load(
     skip_locked: bool,
     actors: Sequence[tuple[str, str]] = (),
     lots: Sequence[tuple[str, str]] = (),
+    at: str = "now()",
 ) -> str:
     """Open the batch's transaction and read its state: one message, one round trip.
 
     The simple query protocol carries both statements in one message, so the arrays are
     inlined as literals; PostgreSQL plans only a function call, whose own plans are cached.
+    `at` is the ledger's time, an SQL expression (meter.ledger.clock).
     """
     args = [
         texts(ids),
@@ -204,7 +206,7 @@ def load(
     call = ", ".join(map(_literal, args))
     more = ", ".join(map(_literal, tail))
     flag = "true" if skip_locked else "false"
-    return f"BEGIN; SELECT meter_load({call}, {flag}, {more})::text"
+    return f"BEGIN; SELECT meter_load({call}, {flag}, {more}, {at})::text"
 
 
 loads = orjson.loads

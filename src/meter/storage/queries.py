@@ -11,9 +11,11 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Column, Row, Select, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from meter import errors
 from meter.ledger.book import Book
+from meter.ledger.clock import Clock
 from meter.ledger.model import (
     AlertEvent,
     AlertKind,
@@ -36,6 +38,10 @@ from meter.storage.tables import alerts, holds, journal, workspaces
 class LedgerQueries(Repository):
     """What the web app, the planner and operators read."""
 
+    def __init__(self, engine: AsyncEngine, clock: Clock | None = None) -> None:
+        super().__init__(engine)
+        self.clock = clock or Clock()  # the ledger's: what expires soon is by its time
+
     @reading
     async def balance(self, workspace_id: str) -> BalanceView:
         """Raises: MeterError WORKSPACE_NOT_FOUND."""
@@ -53,14 +59,14 @@ class LedgerQueries(Repository):
             row = (await conn.execute(_BALANCE, {"w": workspace_id})).one_or_none()
         if row is None:
             raise errors.workspace_not_found(workspace_id)
-        return _balance_of(row)
+        return _balance_of(row, self.clock)
 
     @reading
     async def balances(self, workspace_ids: Sequence[str]) -> dict[str, tuple[BalanceView, int]]:
         """`balance_and_last_alert` of many workspaces in one statement (a burst of watchers
         is answered by a few queries, not one each); unknown workspaces are left out."""
         rows = await self.fetch_all(_BALANCES, {"ws": list(workspace_ids)})
-        return {row.workspace_id: _balance_of(row) for row in rows}
+        return {row.workspace_id: _balance_of(row, self.clock) for row in rows}
 
     @reading
     async def holds(
@@ -289,8 +295,8 @@ _BALANCES = text(
 )
 
 
-def _balance_of(row: Any) -> tuple[BalanceView, int]:
+def _balance_of(row: Any, clock: Clock) -> tuple[BalanceView, int]:
     m = row._mapping
     lots = [_lot(ordered(LOT_COLUMNS, lt)) for lt in m["live_lots"]]
-    book = Book(_account(ordered(ACCOUNT_COLUMNS, m)), lots, {}, {}, row.now)
+    book = Book(_account(ordered(ACCOUNT_COLUMNS, m)), lots, {}, {}, clock.at(row.now))
     return book.balance(), row.alert_seq

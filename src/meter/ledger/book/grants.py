@@ -36,10 +36,13 @@ class GrantRules(BookState):
                 raise errors.request_id_reused(cmd.request_id)
             return EntryOutcome(None, self.balance(), granted)
         state = LotState.PENDING if cmd.pending else LotState.ACTIVE
+        expires_at = cmd.expires_at
+        if expires_at is None and cmd.expires_in is not None:
+            expires_at = self.now + cmd.expires_in
         lot = self._new_lot(
             cmd.request_id,
             cmd.amount,
-            cmd.expires_at,
+            expires_at,
             cmd.source,
             cmd.package,
             cmd.category,

@@ -127,12 +127,16 @@ class HoldRules(BookState):
         return self._commit_outcome(hold)
 
     def release(self, cmd: ReleaseCmd) -> ReleaseOutcome:
-        """Return a held hold's credits in full. Releasing a released or expired hold is a no-op.
+        """Return a held hold's credits in full. Releasing a released or expired hold is a no-op;
+        a hold past its expiry expires first (as a commit or an extend finds it), whether or
+        not the sweeper got to it yet.
 
         Raises:
             MeterError: HOLD_NOT_FOUND, HOLD_COMMITTED.
         """
         hold = self._hold(cmd.request_id)
+        if hold.state is HoldState.HELD and hold.expires_at <= self.now:
+            self._expire_hold(hold)
         if hold.state is HoldState.COMMITTED:
             raise errors.precondition(
                 "HOLD_COMMITTED",
