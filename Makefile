@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve console test check lint types proto proto-check client client-check bench faults ha client-wheel clean
+.PHONY: serve console test check lint types proto proto-check client client-check bench faults ha promises client-wheel clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -59,6 +59,12 @@ bench: $(STAMP)
 
 faults: $(STAMP)
 	$(BIN)/pytest tests/faults
+
+# The model-based test's long run: 10,000 random steps (METER_PROMISES_STEPS) against the model
+# from a fresh seed that it prints (METER_PROMISES_SEED replays one). make test runs 300 twice.
+promises: $(STAMP)
+	METER_PROMISES_STEPS=$${METER_PROMISES_STEPS:-10000} $(BIN)/pytest tests/promises \
+	  -k fresh -s -o timeout=0 -p no:cacheprovider
 
 # Failover, switchover, a lost standby and a rejoin on a pg_auto_failover cluster of its own
 # (Debian's packages; skipped with a message naming them when they are missing).

@@ -180,12 +180,14 @@ class MeterServicer(PolicyRpcs, meter_pb2_grpc.MeterServicer):
         if v:
             raise errors.invalid(v)
         grouping = UsageGrouping(request.group_by)
-        report = await self.queries.usage(request.workspace_id, grouping, start, end)
-        limits: dict[str, list[MemberLimitView]] | None = None
+        members: list[str] = []
         if grouping is UsageGrouping.ACTOR:
             # Every member with a limit of its own is listed, charged in the range or not.
             named = await self.policies.member_limits(request.workspace_id)
-            report = report.with_keys(v.actor_id for v in named if v.actor_id)
+            members = sorted({v.actor_id for v in named if v.actor_id})
+        report = await self.queries.usage(request.workspace_id, grouping, start, end, members)
+        limits: dict[str, list[MemberLimitView]] | None = None
+        if grouping is UsageGrouping.ACTOR:
             found = await self.policies.member_limits(
                 request.workspace_id, [r.key for r in report.rows]
             )

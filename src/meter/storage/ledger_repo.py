@@ -146,14 +146,15 @@ async def _load(
         keys[key] = None
         if isinstance(c, CommitCmd | ReleaseCmd | ExtendCmd):
             continue
+        # A new request id must be free: no hold, no grant, adjustment or refund entry, and no
+        # pending or voided grant (a lot without an entry) has it.
         entry_keys[key] = None
+        lot_keys[key] = None
         if isinstance(c, ReserveCmd | ChargeCmd):
             if c.actor_id:
                 actors[(c.workspace_id, c.actor_id)] = None
-        elif isinstance(c, GrantCmd | ConfirmGrantCmd | VoidGrantCmd):
-            lot_keys[key] = None
-            if isinstance(c, GrantCmd):
-                create.add(c.workspace_id)
+        elif isinstance(c, GrantCmd):
+            create.add(c.workspace_id)
         elif isinstance(c, RefundCmd):
             keys[(c.workspace_id, c.charge_request_id)] = None
     ids = sorted({c.workspace_id for c in cmds})

@@ -147,8 +147,13 @@ class LedgerQueries(Repository):
         grouping: UsageGrouping,
         start: datetime | None,
         end: datetime | None,
+        members: Sequence[str] = (),
     ) -> UsageReport:
         """Credits used (charges less refunds) and charges counted, per group, over [start, end).
+
+        By actor, the rows also say what each member holds now, and members who hold credits
+        or are named in `members` (those with a limit of their own) have a row even with no
+        charge in the range: after the charged rows, in key order.
 
         One aggregate over the CHARGE and REFUND entries of the range, found through the index
         (workspace_id, created_at); only the actor grouping joins a refund to its charge's hold
@@ -185,15 +190,14 @@ class LedgerQueries(Repository):
                     period_start=r.key if timed else None,
                     credits=int(r.credits),
                     count=int(r.calls),
-                    held=int(held.get(r.key, 0)) if held else 0,
                 )
                 for r in rows
             )
         )
-        if not held:
+        if grouping is not UsageGrouping.ACTOR:
             return report
-        report = report.with_keys(held)
-        return UsageReport(tuple(replace(r, held=int(held.get(r.key, 0))) for r in report.rows))
+        report = report.with_keys([*held, *members])
+        return UsageReport(tuple(replace(r, held=held.get(r.key, 0)) for r in report.rows))
 
     async def _newest_first(
         self,

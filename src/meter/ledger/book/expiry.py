@@ -37,7 +37,7 @@ class ExpiryRules(BookState):
             a = self.account
             expiry: datetime | None = None
             notice: datetime | None = None
-            for lot in self.lots.values():
+            for lot in sorted(self.lots.values(), key=lambda lt: lt.lot_id):
                 at = lot.expires_at
                 if lot.remaining == 0 or at is None or not lot.spendable:
                     continue
@@ -60,7 +60,7 @@ class ExpiryRules(BookState):
         """Expire every overdue hold and lot this book holds."""
         before = sum(-e.amount for e in self.entries if e.kind is EntryKind.EXPIRE)
         holds = 0
-        for hold in list(self.holds.values()):
+        for hold in sorted(self.holds.values(), key=lambda h: h.hold_id):
             if hold.state is HoldState.HELD and hold.expires_at <= self.now:
                 self._expire_hold(hold)
                 holds += 1

@@ -26,7 +26,7 @@ class GrantRules(BookState):
         Raises:
             MeterError: REQUEST_ID_REUSED.
         """
-        replay = self._entry_replay(cmd.request_id, cmd.fingerprint)
+        replay = self._entry_replay(cmd.request_id, cmd.fingerprint, grant=True)
         granted = self._lot_of(cmd.request_id)
         if replay is not None:
             return EntryOutcome(replay, self.balance(), granted)

@@ -297,7 +297,7 @@ class BookState:
         """The hold a replay returns, None for a new request; raises if the id is taken."""
         hold = self.holds.get(request_id)
         if hold is None:
-            if request_id in self.request_entries:
+            if request_id in self.request_entries or self._lot_of(request_id) is not None:
                 raise errors.request_id_reused(request_id)
             return None
         if hold.kind is not kind or hold.fingerprint != fingerprint:
@@ -319,10 +319,19 @@ class BookState:
             )
         return entry
 
-    def _entry_replay(self, request_id: str, fingerprint: str) -> Entry | None:
+    def _entry_replay(
+        self, request_id: str, fingerprint: str, *, grant: bool = False
+    ) -> Entry | None:
+        """The entry a replay of a grant, adjustment or refund returns; None for a new request
+        (or, for a `grant`, one without an entry: pending or voided, told apart by grants).
+
+        Raises:
+            MeterError: REQUEST_ID_REUSED when a hold or another grant has the id, or its entry
+                other parameters.
+        """
         entry = self._request_entry(request_id)
         if entry is None:
-            if request_id in self.holds:
+            if request_id in self.holds or (not grant and self._lot_of(request_id) is not None):
                 raise errors.request_id_reused(request_id)
             return None
         if entry.fingerprint != fingerprint:
