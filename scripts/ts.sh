@@ -70,22 +70,43 @@ test_() {
   cd "$pkg"
   npm run --silent build
   npm test
-  # What `npm pack` would publish: the compiled client and its types, the README, nothing else.
-  local listing
-  listing=$(npm pack --dry-run --json 2>/dev/null)
-  node -e '
-    const [{ files }] = JSON.parse(process.argv[1]);
-    const paths = files.map((f) => f.path);
-    const need = ["README.md", "package.json", "dist/index.js", "dist/index.d.ts",
-                  "dist/gen/meterpb/v1/meter_pb.js"];
-    const missing = need.filter((p) => !paths.includes(p));
-    const stray = paths.filter((p) => !(p.startsWith("dist/") || need.includes(p)));
-    if (missing.length || stray.length) {
-      console.error("npm pack: missing", missing, "unexpected", stray);
-      process.exit(1);
+  packed
+}
+
+# What `npm pack` publishes: the compiled client, its types and the README, nothing else; and
+# the tarball installed alone in a fresh project imports and calls (a closed port: Unavailable).
+packed() {
+  local scratch tarball
+  scratch=$(mktemp -d)
+  trap 'rm -rf "$scratch"' RETURN
+  tarball=$scratch/$(npm pack --ignore-scripts --silent --pack-destination "$scratch")
+  tar -tzf "$tarball" | sed 's|^package/||' | sort >"$scratch/files"
+  local f
+  for f in README.md package.json dist/index.js dist/index.d.ts dist/gen/meterpb/v1/meter_pb.js; do
+    grep -qx "$f" "$scratch/files" || { echo "npm pack: $f is missing" >&2; exit 1; }
+  done
+  if grep -vqE '^(dist/.*|README.md|package.json)$' "$scratch/files"; then
+    echo "npm pack: unexpected files:" >&2
+    grep -vE '^(dist/.*|README.md|package.json)$' "$scratch/files" >&2
+    exit 1
+  fi
+  mkdir "$scratch/app"
+  printf '{"name": "app", "private": true, "type": "module"}\n' >"$scratch/app/package.json"
+  (cd "$scratch/app" && npm install --prefer-offline --no-audit --no-fund --loglevel=error "$tarball" >&2)
+  (cd "$scratch/app" && node --input-type=module -e '
+    import { MeterClient, Unavailable, requestIdFor } from "@meter/client";
+    const meter = new MeterClient({ target: "127.0.0.1:1", retry: { maxAttempts: 1 } });
+    try {
+      await meter.balance("ws-pack");
+      throw new Error("a closed port answered");
+    } catch (e) {
+      if (!(e instanceof Unavailable)) throw e;
+    } finally {
+      meter.close();
     }
-    console.log(`npm pack: ${paths.length} files`);
-  ' "$listing"
+    if (requestIdFor("1") !== "job:1") throw new Error("requestIdFor");
+  ')
+  echo "npm pack: $(basename "$tarball"), $(wc -l <"$scratch/files") files; installed alone, it imports and calls"
 }
 
 case "${1:-}" in

@@ -177,3 +177,39 @@ describe("retries against a real server", () => {
     }
   });
 });
+
+describe("stream sessions' retries", () => {
+  test("items of a stream that breaks are sent again, with their request ids, on a new stream", async () => {
+    let streams = 0;
+    const seen: string[][] = [];
+    const transport = createRouterTransport(({ service }) => {
+      service(Meter, {
+        async *stream(requests) {
+          streams += 1;
+          for await (const message of requests) {
+            seen.push(message.items.map((i) => i.item.value?.requestId ?? ""));
+            if (streams === 1) throw new ConnectError("the replica went away", Code.Unavailable);
+            yield {
+              results: message.items.map((i) => ({
+                workspaceId: i.item.value?.workspaceId ?? "",
+                requestId: i.item.value?.requestId ?? "",
+                status: { code: 0 },
+                result: { case: "hold" as const, value: { requestId: i.item.value?.requestId ?? "" } },
+              })),
+            };
+          }
+        },
+      });
+    });
+    const meter = new MeterClient({ transport, retry: { initialBackoffMs: 1, maxBackoffMs: 5 } });
+    const session = meter.stream();
+    const holds = await Promise.all(["a", "b", "c"].map((id) => session.reserve("ws-1", id, "op", { amount: 1 })));
+    await session.close();
+
+    assert.deepEqual(["a", "b", "c"], holds.map((h) => h.requestId));
+    assert.equal(streams, 2);
+    // First all three in one message on the broken stream, then again on the new one.
+    assert.deepEqual(["a", "b", "c"], seen[0]);
+    assert.deepEqual(["a", "b", "c"], seen.slice(1).flat().sort());
+  });
+});
