@@ -13,6 +13,9 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 pkg=$root/clients/typescript
 py=${PYTHON:-$root/.venv/bin/python}
+# Scratch space for the whole run, removed however it ends.
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
 
 unavailable() {
   if [ -n "${CI:-}" ] || [ -n "${METER_TS_REQUIRED:-}" ]; then
@@ -49,20 +52,17 @@ inputs() {
 }
 
 gen() {
-  local out=${1:-$pkg} scratch
-  scratch=$(mktemp -d)
-  trap 'rm -rf "$scratch"' RETURN
-  inputs "$scratch"
+  local out=${1:-$pkg} protos
+  protos=$(mktemp -d -p "$work")
+  inputs "$protos"
   rm -rf "$out/src/gen"
-  (cd "$pkg" && node_modules/.bin/buf generate "$scratch" --template buf.gen.yaml -o "$out")
+  (cd "$pkg" && node_modules/.bin/buf generate "$protos" --template buf.gen.yaml -o "$out")
 }
 
 check() {
-  local scratch
-  scratch=$(mktemp -d)
-  trap 'rm -rf "$scratch"' RETURN
-  gen "$scratch"
-  diff -r "$pkg/src/gen" "$scratch/src/gen" ||
+  local fresh=$work/check
+  gen "$fresh"
+  diff -r "$pkg/src/gen" "$fresh/src/gen" ||
     { echo "clients/typescript/src/gen is stale: run make ts" >&2; exit 1; }
 }
 
@@ -76,9 +76,8 @@ test_() {
 # What `npm pack` publishes: the compiled client, its types and the README, nothing else; and
 # the tarball installed alone in a fresh project imports and calls (a closed port: Unavailable).
 packed() {
-  local scratch tarball
-  scratch=$(mktemp -d)
-  trap 'rm -rf "$scratch"' RETURN
+  local scratch=$work/pack tarball
+  mkdir -p "$scratch"
   tarball=$scratch/$(npm pack --ignore-scripts --silent --pack-destination "$scratch")
   tar -tzf "$tarball" | sed 's|^package/||' | sort >"$scratch/files"
   local f

@@ -16,7 +16,9 @@ try {
     const files = readdirSync(here)
       .filter((f) => f.endsWith(".test.js"))
       .map((f) => join(here, f));
-    const args = ["--test", "--test-concurrency=1", ...process.argv.slice(2), ...files];
+    // One file at a time (they share the server, and the machine has two cores); no test may
+    // hang the run.
+    const args = ["--test", "--test-concurrency=1", "--test-timeout=60000", ...process.argv.slice(2), ...files];
     const child = spawn(process.execPath, args, {
       stdio: "inherit",
       env: { ...process.env, METER_TS_TARGET: server.target, METER_TS_DB_ENV: JSON.stringify(db.env) },
