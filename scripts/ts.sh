@@ -57,6 +57,11 @@ gen() {
   inputs "$protos"
   rm -rf "$out/src/gen"
   (cd "$pkg" && node_modules/.bin/buf generate "$protos" --template buf.gen.yaml -o "$out")
+  local f
+  find "$out/src/gen" -name '*.ts' -print0 | while IFS= read -r -d '' f; do
+    { echo "// Generated from protos/ by scripts/ts.sh (make ts). DO NOT CHANGE."; cat "$f"; } >"$f.new"
+    mv "$f.new" "$f"
+  done
 }
 
 check() {

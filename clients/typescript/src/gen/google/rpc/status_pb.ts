@@ -1,3 +1,4 @@
+// Generated from protos/ by scripts/ts.sh (make ts). DO NOT CHANGE.
 // Copyright 2026 Google LLC
 //
 // Licensed under the Apache License, Version 2.0 (the "License");

@@ -1,3 +1,4 @@
+// Generated from protos/ by scripts/ts.sh (make ts). DO NOT CHANGE.
 // Events and webhooks (DESIGN.md §9): the outbox as a replayable feed, and its signed
 // deliveries to HTTP endpoints.
 

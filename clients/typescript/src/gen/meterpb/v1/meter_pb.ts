@@ -1,3 +1,4 @@
+// Generated from protos/ by scripts/ts.sh (make ts). DO NOT CHANGE.
 // Meter: credit metering for AI operations.
 //
 // Package meter.v1 is the public contract. The files live under meterpb/ so that the
