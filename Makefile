@@ -5,7 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve console test check lint types proto proto-check client client-check bench faults ha promises client-wheel clean
+.PHONY: serve console test check lint types proto proto-check client client-check ts ts-check ts-test \
+	bench faults ha promises client-wheel clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,8 +23,9 @@ console: $(STAMP)
 
 test: $(STAMP) check
 	$(BIN)/pytest
+	$(MAKE) ts-test
 
-check: lint types proto-check client-check
+check: lint types proto-check client-check ts-check
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -53,6 +55,19 @@ client-check: $(STAMP)
 	$(BIN)/python scripts/client.py /tmp/meter-client-check
 	diff -r generated/meter/client/_sync /tmp/meter-client-check \
 	  --exclude=__pycache__ || { echo "generated/meter/client/_sync is stale: run make client"; exit 1; }
+
+# The TypeScript client (clients/typescript, npm package @meter/client): `make ts` regenerates
+# its meter.v1 types (src/gen) after a change to protos/, `make ts-check` fails when they are
+# stale, `make ts-test` builds it, tests it against a real `meter serve` and packs it. Without
+# npm these skip with a message, except under CI (scripts/ts.sh).
+ts: $(STAMP)
+	PYTHON=$(BIN)/python scripts/ts.sh gen
+
+ts-check: $(STAMP)
+	PYTHON=$(BIN)/python scripts/ts.sh check
+
+ts-test: $(STAMP)
+	PYTHON=$(BIN)/python scripts/ts.sh test
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
