@@ -12,13 +12,16 @@ from typing import Any
 
 import grpc
 import psycopg
+import pytest
 from sqlalchemy import text
 
 from meter.app import App
 from meter.config import Settings
+from meter.rpc.paging import Paging
 from meter.storage import ledger_sql as sql
 from meter.storage.db import async_engine, normalize_url
 from meter.storage.events_repo import write_global_event
+from meter.storage.shards import OneShard
 from meterpb.v1 import events_pb2 as epb
 from meterpb.v1 import meter_pb2 as pb
 from meterpb.v1 import meter_pb2_grpc
@@ -101,61 +104,64 @@ async def test_a_consumer_paging_while_two_replicas_write_misses_none_and_sees_n
         assert sorted(mine) == mine
 
 
-async def test_an_event_that_commits_late_with_a_smaller_position_is_not_skipped(
-    events, pg_url, ws
-):
-    """T1 writes first and commits last: a cursor that had moved past T2's event by id alone
-    would never see T1's."""
-    late, early = [f"{ws}-late", f"{ws}-early"]
-    insert = (
-        "INSERT INTO events (workspace_id, sequence, type, created_at, data)"
-        " VALUES (%s, 1, 'credits.granted', now(), '{}')"
-    )
-    with psycopg.connect(pg_url) as t1, psycopg.connect(pg_url, autocommit=True) as t2:
-        t1.execute(insert, [late])  # T1: the smaller transaction id, still open
-        t2.execute(insert, [early])  # T2: committed at once
+async def test_an_event_written_after_one_still_uncommitted_waits_for_it(events, pg_url, ws):
+    """A writer takes its events' positions under its shard group's feed head, and holds it
+    until it commits: the next writer waits, so no reader can see the later position and
+    pass over the earlier one, which would then never be read."""
+    first, second = [f"{ws}-first", f"{ws}-second"]
+    now = datetime.now(UTC)
 
-        token, seen = "", []
-        for _ in range(3):  # T2's event is held back while T1 runs
-            got = await page(events, token, size=1000)
-            seen += [e.workspace_id for e in got.events if e.workspace_id in (late, early)]
-            token = got.next_page_token
-        assert [] == seen
+    def write(conn: psycopg.Connection[Any], w: str) -> None:
+        rows = [(w, 1, "credits.granted", now, json.dumps({"workspace_id": w}))]
+        message = sql.Writer().message(conn, [[] for _ in sql.write_parts()], events=rows)
+        conn.execute(message.removesuffix("COMMIT"))
 
+    with psycopg.connect(pg_url) as t1, psycopg.connect(pg_url) as t2:
+        write(t1, first)  # holds the head, uncommitted
+        t2.execute("SET lock_timeout = '200ms'")
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            write(t2, second)
+        t2.rollback()
         t1.commit()
-
-        async def both() -> Any:
-            nonlocal token
-            got = await page(events, token, size=1000)
-            seen.extend(e.workspace_id for e in got.events if e.workspace_id in (late, early))
-            token = got.next_page_token
-            return len(seen) == 2
-
-        await eventually(both)
-    assert [late, early] == seen
+        write(t2, second)
+        t2.commit()
+    assert [first, second] == [w for w in await _all_workspaces(events) if w in (first, second)]
 
 
-async def test_a_transaction_that_took_its_id_first_and_the_workspace_second_sorts_after(
-    stub, events, pg_url, ws
+async def _all_workspaces(events: Any) -> list[str]:
+    """The workspaces of the whole feed's events, in feed order."""
+    found, token = [], ""
+    while True:
+        got = await page(events, token, size=1000)
+        found += [e.workspace_id for e in got.events]
+        if not got.events:
+            return found
+        token = got.next_page_token
+
+
+async def test_a_page_token_of_the_order_before_positions_resumes_where_it_stood(
+    stub, events, db, ws
 ):
-    """A batch that locked another workspace first has the smaller transaction id, yet
-    writes its event of this workspace after another batch's: the workspace's events must
-    still come in sequence order."""
-    await stub.GrantCredits(pb.GrantCreditsRequest(workspace_id=ws, request_id=rid(), amount=5))
-    first = (await events.ListEvents(epb.ListEventsRequest(workspace_id=ws))).events
-    with psycopg.connect(pg_url) as early:
-        early.execute("SELECT pg_current_xact_id()")  # its id, before the next grant's
+    """Tokens made before feed positions (migration 0009) held the feed's old order, by
+    transaction id: a consumer holding one goes on from the event it had reached."""
+    for _ in range(3):
         await stub.GrantCredits(pb.GrantCreditsRequest(workspace_id=ws, request_id=rid(), amount=5))
-        now = datetime.now(UTC)
-        row = (ws, 100, "credits.adjusted", now, json.dumps({"workspace_id": ws}))
-        early.execute(sql.INSERT_EVENTS.sql, sql.INSERT_EVENTS.rows([row]))
-        early.commit()
-    # The feed shows an event once every older transaction has ended: wait for all three.
-    got = await eventually(
-        lambda: _sequences(events, ws, whole_feed=False, n=3), within=10, interval=0.05
+    rows = db.rows(
+        "SELECT txid::text AS xid, sequence FROM events WHERE workspace_id = :w ORDER BY sequence",
+        w=ws,
     )
-    assert [e.sequence for e in first] + [2, 100] == got
-    assert [1, 2, 100] == await _sequences(events, ws, whole_feed=True, n=3)
+    old = Paging().token([int(rows[0].xid), ws, rows[0].sequence], ("events", ws, ()))
+    got = await events.ListEvents(epb.ListEventsRequest(workspace_id=ws, page_token=old))
+    assert [2, 3] == [e.sequence for e in got.events]
+    whole = Paging().token([int(rows[1].xid), ws, rows[1].sequence], ("events", "", ()))
+    seen = []
+    while True:
+        page_ = await events.ListEvents(epb.ListEventsRequest(page_token=whole, page_size=1000))
+        seen += [e.sequence for e in page_.events if e.workspace_id == ws]
+        if not page_.events:
+            break
+        whole = page_.next_page_token
+    assert [3] == seen
 
 
 async def _sequences(events: Any, ws: str, *, whole_feed: bool, n: int) -> list[int] | None:
@@ -206,9 +212,9 @@ async def test_two_concurrent_global_events_reach_the_feed_in_sequence_order(eve
     try:
         async with engine.connect() as early, engine.connect() as late:
             await early.execute(text("SELECT pg_current_xact_id()"))  # the smaller id, first
-            await write_global_event(late, "catalog.published", '{"version": -1}')
+            await write_global_event(late, OneShard(), "catalog.published", '{"version": -1}')
             await late.commit()
-            await write_global_event(early, "catalog.published", '{"version": -2}')
+            await write_global_event(early, OneShard(), "catalog.published", '{"version": -2}')
             await early.commit()
     finally:
         await engine.dispose()

@@ -179,19 +179,22 @@ class Dispatcher:
             self._endpoints, self._endpoints_at = {e.endpoint_id: e for e in found}, now
         endpoints = self._endpoints
         wait = POLL_S
-        for endpoint_id, in_s in due.items():
+        # Long enough for the attempt and its record; a dead replica's lease runs out.
+        lease_s = 2 * self.timeout_s + 5.0
+        for endpoint_id, groups in due.items():
             endpoint = endpoints.get(endpoint_id)
-            free = self.per_endpoint - self._inflight[endpoint_id]
-            free = min(free, TOTAL - sum(self._inflight.values()))
-            if endpoint is None or free <= 0:
+            if endpoint is None:
                 continue
-            if in_s > 0:
-                wait = min(wait, in_s)
-                continue
-            # Long enough for the attempt and its record; a dead replica's lease runs out.
-            lease_s = 2 * self.timeout_s + 5.0
-            for claimed in await self.repo.claim(endpoint_id, free, lease_s):
-                self._start(endpoint, claimed)
+            for feed_key, in_s in sorted(groups.items(), key=lambda g: g[1]):
+                free = self.per_endpoint - self._inflight[endpoint_id]
+                free = min(free, TOTAL - sum(self._inflight.values()))
+                if free <= 0:
+                    break
+                if in_s > 0:
+                    wait = min(wait, in_s)
+                    continue
+                for claimed in await self.repo.claim(endpoint_id, feed_key, free, lease_s):
+                    self._start(endpoint, claimed)
         return max(wait, 0.01)
 
     def _start(self, endpoint: Endpoint, claimed: Claimed) -> None:

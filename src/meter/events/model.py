@@ -48,8 +48,9 @@ class StoredEvent:
         return event_id(self.workspace_id, self.sequence)
 
 
-# A position in the event feed: (txid, workspace_id, sequence) of the last event passed.
-FeedPosition = tuple[int, str, int]
+# Where a reader of the whole feed has got to: the last position passed in each shard group's
+# feed, by the group's feed key (meter.storage.events_repo).
+GroupPositions = dict[str, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,3 +95,4 @@ class Claimed:
     attempt: int  # this attempt's number, 1 for the first
     replay: bool
     event: StoredEvent
+    feed_key: str = ""  # the shard group's the delivery is stored in

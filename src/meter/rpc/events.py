@@ -51,18 +51,46 @@ class EventsServicer(events_pb2_grpc.EventsServicer):
         if v:
             raise errors.invalid(v)
         size = self.paging.size(request.page_size)
-        key = ("events", request.workspace_id, tuple(sorted(set(request.types))))
-        after = self.paging.position(request.page_token, key, (int, str, int))
-        found, pos = await self.events.feed(
-            (after[0], after[1], after[2]) if after else None,
-            size,
-            workspace_id=request.workspace_id,
-            types_=sorted(set(request.types)),
-        )
+        ws, wanted = request.workspace_id, sorted(set(request.types))
+        key = ("events", ws, tuple(wanted))
+        after = self.paging.raw(request.page_token, key)
+        if ws:
+            seq = await self._sequence(after)
+            found, seq = await self.events.workspace_feed(ws, seq, size, wanted)
+            token = self.paging.token(["s", seq], key)
+        else:
+            pos = await self._positions(after)
+            found, pos = await self.events.feed(pos, size, types_=wanted)
+            token = self.paging.token(["g", pos], key)  # type: ignore[list-item]
         return epb.ListEventsResponse(
-            events=[convert.event(e) for e in found],
-            next_page_token=self.paging.token(list(pos), key),
+            events=[convert.event(e) for e in found], next_page_token=token
         )
+
+    async def _sequence(self, after: Any) -> int:
+        """A workspace feed's cursor: ["s", sequence], or the (txid, workspace, sequence) of
+        the feed's order before positions (migration 0009)."""
+        match after:
+            case None:
+                return 0
+            case ["s", int(seq)] if seq >= 0:
+                return seq
+            case [int(txid), str(w), int(seq)]:
+                return await self.events.sequence_of(txid, w, seq)
+        raise errors.invalid_field("page_token", "not a page token of this API")
+
+    async def _positions(self, after: Any) -> dict[str, int]:
+        """The whole feed's cursor: ["g", {feed key: position}], or an old one (above)."""
+        match after:
+            case None:
+                return {}
+            case ["g", dict(pos)] if all(
+                isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool)
+                for k, v in pos.items()
+            ):
+                return pos
+            case [int(txid), str(w), int(seq)]:
+                return await self.events.positions_of(txid, w, seq)
+        raise errors.invalid_field("page_token", "not a page token of this API")
 
     @unary
     async def CreateWebhookEndpoint(

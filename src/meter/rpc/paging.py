@@ -14,7 +14,7 @@ DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
 
 Row = TypeVar("Row")
-Cursor = int | Sequence[int | str]
+Cursor = int | Sequence[int | str | dict[str, int]]
 
 
 class Paging:
@@ -68,6 +68,16 @@ class Paging:
         ):
             raise _malformed()
         return value
+
+    def raw(self, token: str, key: object) -> Any:
+        """A token's cursor as it was given to `token` (None for the first page), for a caller
+        that checks its shape itself.
+
+        Raises:
+            MeterError: INVALID_ARGUMENT when the token is malformed or was made for another
+                query.
+        """
+        return self._decode(token, key)
 
     def _decode(self, token: str, key: object) -> Any:
         if not token:

@@ -14,6 +14,7 @@ from meter.catalog.model import Catalog, CostUnit, Package, Rule
 from meter.events import types
 from meter.storage.db import translating
 from meter.storage.events_repo import write_global_event
+from meter.storage.shards import OneShard, Shards
 from meter.storage.tables import catalog_versions, packages
 
 # Publishing takes this lock so that two publications get consecutive version numbers.
@@ -49,8 +50,9 @@ def rules_from_json(data: Mapping[str, Any]) -> dict[str, Rule]:
 
 
 class CatalogRepo:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, shards: Shards | None = None) -> None:
         self.engine = engine
+        self.shards = shards or OneShard()
 
     @translating
     async def ensure_defaults(self, rules: Mapping[str, Rule], pkgs: Sequence[Package]) -> None:
@@ -144,6 +146,7 @@ class CatalogRepo:
             )
             await write_global_event(
                 conn,
+                self.shards,
                 types.CATALOG_PUBLISHED,
                 orjson.dumps(
                     {"version": version, "description": description, "operations": sorted(rules)}

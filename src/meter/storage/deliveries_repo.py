@@ -9,85 +9,116 @@ too, as a delivery of its own.
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from meter.events import types
-from meter.events.model import Attempt, Claimed, DeliveryState, Endpoint, FeedPosition
+from meter.events.model import Attempt, Claimed, DeliveryState, Endpoint, StoredEvent
 from meter.storage.db import Repository, translating
 from meter.storage.events_repo import EventsRepo, event_of, write_global_event
+from meter.storage.shards import Shards
 
 
 class DeliveriesRepo(Repository):
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, shards: Shards | None = None) -> None:
         super().__init__(engine)
-        self.feed = EventsRepo(engine)
+        self.feed = EventsRepo(engine, shards)
+        self.shards = self.feed.shards
 
     @translating
     async def fan_out(self, limit: int = 500) -> int:
         """Turn new events into pending deliveries for every enabled endpoint that wants
-        them; each endpoint's position is leased (FOR UPDATE SKIP LOCKED), so replicas
-        share the work and none copies an event twice. Returns how many were queued."""
+        them, a shard group at a time (each a transaction of the group's node alone). An
+        endpoint's position in a group's feed is leased (FOR UPDATE SKIP LOCKED), so replicas
+        share the work, group by group, and none copies an event twice. Returns how many
+        were queued."""
+        queued = 0
+        for k in self.feed.feed_keys():
+            queued += await self._fan_out_group(k, limit)
+        return queued
+
+    async def _fan_out_group(self, k: str, limit: int) -> int:
         queued = 0
         async with self.engine.begin() as conn:
-            endpoints = (
+            cursors = (
                 await conn.execute(
                     text(
-                        "SELECT endpoint_id, event_types, workspace_ids,"
-                        " feed_txid::text AS pos_txid, feed_workspace_id AS pos_ws,"
-                        " feed_sequence AS pos_seq FROM webhook_endpoints"
-                        " WHERE enabled ORDER BY endpoint_id FOR UPDATE SKIP LOCKED"
-                    )
+                        "SELECT c.endpoint_id, c.pos, e.event_types, e.workspace_ids"
+                        " FROM webhook_cursors c JOIN webhook_endpoints e USING (endpoint_id)"
+                        " WHERE c.feed_key = :k AND e.enabled ORDER BY c.endpoint_id"
+                        " FOR UPDATE OF c SKIP LOCKED"
+                    ),
+                    {"k": k},
                 )
             ).all()
-            for ep in endpoints:
-                pos: FeedPosition = (int(ep.pos_txid), ep.pos_ws, ep.pos_seq)
-                while True:
-                    events, new = await self.feed.read(
-                        conn, pos, limit, "", ep.workspace_ids, ep.event_types
+            if not cursors:
+                return 0
+            pos = {c.endpoint_id: c.pos for c in cursors}
+            while True:
+                start = min(pos.values())
+                found = await self.feed.group_feed(conn, k, start, limit)
+                rows: list[tuple[str, int, str]] = []
+                for c in cursors:
+                    for p, ev in found:
+                        if p > pos[c.endpoint_id] and _wants(c, ev):
+                            rows.append((ev.workspace_id, ev.sequence, c.endpoint_id))
+                    if found:
+                        pos[c.endpoint_id] = max(pos[c.endpoint_id], found[-1][0])
+                if rows:
+                    await conn.execute(
+                        text(
+                            "INSERT INTO webhook_deliveries (feed_key, workspace_id, sequence,"
+                            " endpoint_id) SELECT :k, w, s, ep FROM unnest(CAST(:w AS text[]),"
+                            " CAST(:s AS int8[]), CAST(:ep AS text[])) AS u(w, s, ep)"
+                        ),
+                        {
+                            "k": k,
+                            "w": [r[0] for r in rows],
+                            "s": [r[1] for r in rows],
+                            "ep": [r[2] for r in rows],
+                        },
                     )
-                    if events:
-                        await conn.execute(
-                            text(
-                                "INSERT INTO webhook_deliveries (workspace_id, sequence,"
-                                " endpoint_id) SELECT w, s, :ep"
-                                " FROM unnest(CAST(:w AS text[]), CAST(:s AS int8[])) AS k(w, s)"
-                            ),
-                            {
-                                "ep": ep.endpoint_id,
-                                "w": [e.workspace_id for e in events],
-                                "s": [e.sequence for e in events],
-                            },
-                        )
-                        queued += len(events)
-                    if new != pos:
-                        await conn.execute(
-                            text(
-                                "UPDATE webhook_endpoints SET feed_txid = CAST(:t AS xid8),"
-                                " feed_workspace_id = :w, feed_sequence = :s"
-                                " WHERE endpoint_id = :ep"
-                            ),
-                            {"t": str(new[0]), "w": new[1], "s": new[2], "ep": ep.endpoint_id},
-                        )
-                    pos = new
-                    if len(events) < limit:
-                        break
+                    queued += len(rows)
+                if len(found) < limit:
+                    break
+            moved = [c.endpoint_id for c in cursors if pos[c.endpoint_id] != c.pos]
+            if moved:
+                await conn.execute(
+                    text(
+                        "UPDATE webhook_cursors c SET pos = u.pos"
+                        " FROM unnest(CAST(:ep AS text[]), CAST(:p AS int8[])) AS u(ep, pos)"
+                        " WHERE c.feed_key = :k AND c.endpoint_id = u.ep"
+                    ),
+                    {"k": k, "ep": moved, "p": [pos[e] for e in moved]},
+                )
         return queued
 
     @translating
-    async def due(self) -> dict[str, float]:
-        """Seconds until each enabled endpoint's earliest pending delivery is due (<= 0: now)."""
-        return await self._seconds_by_endpoint(
-            "SELECT d.endpoint_id,"
-            " extract(epoch FROM min(d.next_attempt_at) - now()) AS s"
-            " FROM webhook_deliveries d JOIN webhook_endpoints e USING (endpoint_id)"
-            " WHERE d.state = 0 AND e.enabled GROUP BY d.endpoint_id"
+    async def due(self) -> dict[str, dict[str, float]]:
+        """By enabled endpoint, the shard groups that have pending deliveries for it, each
+        with the seconds until its earliest one is due (<= 0: now)."""
+        out: dict[str, dict[str, float]] = {}
+        rows = await self.fetch_all(
+            text(
+                "SELECT d.endpoint_id, d.feed_key,"
+                " extract(epoch FROM min(d.next_attempt_at) - now()) AS s"
+                " FROM webhook_deliveries d JOIN webhook_endpoints e USING (endpoint_id)"
+                " WHERE d.state = 0 AND e.enabled GROUP BY d.endpoint_id, d.feed_key"
+            )
         )
+        for r in rows:
+            out.setdefault(r.endpoint_id, {})[r.feed_key] = float(r.s)
+        return out
 
     @translating
-    async def claim(self, endpoint_id: str, limit: int, lease_s: float) -> list[Claimed]:
-        """Lease up to `limit` due deliveries of one endpoint for one attempt each.
+    async def claim(
+        self, endpoint_id: str, feed_key: str, limit: int, lease_s: float
+    ) -> list[Claimed]:
+        """Lease up to `limit` due deliveries of one endpoint in one shard group for one
+        attempt each.
 
         The lease is the delivery's next_attempt_at moved past the attempt's timeout: a
         replica that dies mid-attempt leaves the delivery to be retried when it runs out.
@@ -97,18 +128,22 @@ class DeliveriesRepo(Repository):
                 text(
                     "UPDATE webhook_deliveries d SET attempts = d.attempts + 1,"
                     " next_attempt_at = now() + make_interval(secs => :lease)"
-                    " FROM (SELECT workspace_id, delivery_id FROM webhook_deliveries"
-                    "   WHERE endpoint_id = :ep AND state = 0 AND next_attempt_at <= now()"
+                    " FROM (SELECT feed_key, delivery_id FROM webhook_deliveries"
+                    "   WHERE feed_key = :k AND endpoint_id = :ep AND state = 0"
+                    "   AND next_attempt_at <= now()"
                     "   ORDER BY next_attempt_at LIMIT :n FOR UPDATE SKIP LOCKED) c, events e"
-                    " WHERE d.workspace_id = c.workspace_id AND d.delivery_id = c.delivery_id"
+                    " WHERE d.feed_key = :k AND d.feed_key = c.feed_key"
+                    "   AND d.delivery_id = c.delivery_id AND e.feed_key = :k"
                     "   AND e.workspace_id = d.workspace_id AND e.sequence = d.sequence"
-                    " RETURNING d.workspace_id, d.delivery_id, d.attempts, d.replay, e.sequence,"
-                    "   e.type, e.created_at, e.data::text AS data"
+                    " RETURNING d.feed_key, d.workspace_id, d.delivery_id, d.attempts, d.replay,"
+                    "   e.sequence, e.type, e.created_at, e.data::text AS data"
                 ),
-                {"ep": endpoint_id, "n": limit, "lease": lease_s},
+                {"ep": endpoint_id, "k": feed_key, "n": limit, "lease": lease_s},
             )
             return [
-                Claimed(r.workspace_id, r.delivery_id, r.attempts, r.replay, event_of(r))
+                Claimed(
+                    r.workspace_id, r.delivery_id, r.attempts, r.replay, event_of(r), r.feed_key
+                )
                 for r in rows
             ]
 
@@ -143,13 +178,13 @@ class DeliveriesRepo(Repository):
                         " next_attempt_at = CASE WHEN :st = 0"
                         "   THEN now() + make_interval(secs => :retry) ELSE next_attempt_at END,"
                         " finished_at = CASE WHEN :st = 0 THEN NULL ELSE now() END"
-                        " WHERE workspace_id = :w AND delivery_id = :d AND attempts = :a"
+                        " WHERE feed_key = :k AND delivery_id = :d AND attempts = :a"
                         " RETURNING CASE WHEN state = 0 THEN next_attempt_at END AS next_at"
                     ),
                     {
                         "st": int(state),
                         "retry": retry_in_s or 0.0,
-                        "w": claimed.workspace_id,
+                        "k": claimed.feed_key,
                         "d": claimed.delivery_id,
                         "a": claimed.attempt,
                     },
@@ -157,13 +192,14 @@ class DeliveriesRepo(Repository):
             ).one_or_none()
             await conn.execute(
                 text(
-                    "INSERT INTO webhook_attempts (workspace_id, delivery_id, attempt,"
+                    "INSERT INTO webhook_attempts (feed_key, workspace_id, delivery_id, attempt,"
                     " endpoint_id, event_id, event_type, attempted_at, status, error,"
-                    " latency_ms, next_attempt_at) VALUES (:w, :d, :a, :ep, :ev, :type,"
+                    " latency_ms, next_attempt_at) VALUES (:k, :w, :d, :a, :ep, :ev, :type,"
                     " now() - make_interval(secs => :lat / 1000.0), :status, :error, :lat, :next)"
                     " ON CONFLICT DO NOTHING"
                 ),
                 {
+                    "k": claimed.feed_key,
                     "w": claimed.workspace_id,
                     "d": claimed.delivery_id,
                     "a": claimed.attempt,
@@ -195,16 +231,17 @@ class DeliveriesRepo(Repository):
             row = (
                 await conn.execute(
                     text(
-                        "WITH d AS (INSERT INTO webhook_deliveries (workspace_id, sequence,"
-                        "  endpoint_id, state, attempts, finished_at)"
-                        "  VALUES ('', 0, :ep, :st, 1, now()) RETURNING delivery_id)"
-                        " INSERT INTO webhook_attempts (workspace_id, delivery_id, attempt,"
-                        " endpoint_id, event_id, event_type, attempted_at, status, error,"
-                        " latency_ms) SELECT '', d.delivery_id, 1, :ep, :ev, :type,"
+                        "WITH d AS (INSERT INTO webhook_deliveries (feed_key, workspace_id,"
+                        "  sequence, endpoint_id, state, attempts, finished_at)"
+                        "  VALUES (:k, '', 0, :ep, :st, 1, now()) RETURNING delivery_id)"
+                        " INSERT INTO webhook_attempts (feed_key, workspace_id, delivery_id,"
+                        " attempt, endpoint_id, event_id, event_type, attempted_at, status, error,"
+                        " latency_ms) SELECT :k, '', d.delivery_id, 1, :ep, :ev, :type,"
                         " now() - make_interval(secs => :lat / 1000.0), :status, :error, :lat"
                         " FROM d RETURNING *"
                     ),
                     {
+                        "k": self.shards.group("").feed_key,
                         "ep": endpoint.endpoint_id,
                         "st": int(state),
                         "ev": msg_id,
@@ -273,6 +310,7 @@ class DeliveriesRepo(Repository):
         )
         await write_global_event(
             conn,
+            self.shards,
             types.WEBHOOK_ENDPOINT_DISABLED,
             orjson.dumps(
                 {
@@ -288,14 +326,24 @@ class DeliveriesRepo(Repository):
     @translating
     async def backlog(self) -> dict[str, float]:
         """Seconds since the oldest undelivered event, per enabled endpoint (0: none)."""
-        return await self._seconds_by_endpoint(
-            "SELECT e.endpoint_id, coalesce(extract(epoch FROM now() - ("
-            "  SELECT min(ev.created_at) FROM webhook_deliveries d JOIN events ev"
-            "   ON ev.workspace_id = d.workspace_id AND ev.sequence = d.sequence"
-            "  WHERE d.endpoint_id = e.endpoint_id AND d.state = 0)), 0) AS s"
-            " FROM webhook_endpoints e WHERE e.enabled"
+        enabled = await self.fetch_all(
+            text("SELECT endpoint_id FROM webhook_endpoints WHERE enabled")
         )
+        rows = await self.fetch_all(
+            text(
+                "SELECT d.endpoint_id, extract(epoch FROM now() - min(ev.created_at)) AS s"
+                " FROM webhook_deliveries d JOIN events ev ON ev.feed_key = d.feed_key"
+                "  AND ev.workspace_id = d.workspace_id AND ev.sequence = d.sequence"
+                " WHERE d.state = 0 GROUP BY d.endpoint_id"
+            )
+        )
+        oldest = {r.endpoint_id: float(r.s) for r in rows}
+        return {r.endpoint_id: oldest.get(r.endpoint_id, 0.0) for r in enabled}
 
-    async def _seconds_by_endpoint(self, sql: str) -> dict[str, float]:
-        """A statement's rows of (endpoint_id, s), as seconds by endpoint id."""
-        return {r.endpoint_id: float(r.s) for r in await self.fetch_all(text(sql))}
+
+def _wants(cursor: Any, event: StoredEvent) -> bool:
+    """Whether an endpoint's filters (event types, workspaces; empty: every one) take it."""
+    types_, workspaces = cursor.event_types, cursor.workspace_ids
+    return (not types_ or event.type in types_) and (
+        not workspaces or event.workspace_id in workspaces
+    )

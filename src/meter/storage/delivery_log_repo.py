@@ -12,14 +12,25 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from meter import errors
 from meter.events.model import Attempt, DeliveryState, Endpoint, event_id, parse_event_id
 from meter.storage.db import Repository, translating
-from meter.storage.events_repo import TYPE_FILTER, WORKSPACE_FILTER
+from meter.storage.shards import OneShard, Shards
+
+# An endpoint's filters (event types :types, workspaces :wss) on events; empty: every one.
+TYPE_FILTER = "(cardinality(CAST(:types AS text[])) = 0 OR type = ANY(CAST(:types AS text[])))"
+WORKSPACE_FILTER = (
+    "(cardinality(CAST(:wss AS text[])) = 0 OR workspace_id = ANY(CAST(:wss AS text[])))"
+)
 
 
 class DeliveryLogRepo(Repository):
+    def __init__(self, engine: AsyncEngine, shards: Shards | None = None) -> None:
+        super().__init__(engine)
+        self.shards = shards or OneShard()
+
     @translating
     async def attempts(
         self,
@@ -43,7 +54,7 @@ class DeliveryLogRepo(Repository):
         rows = await self.fetch_all(
             text(
                 "SELECT a.*, d.state, d.replay, d.attempts AS made FROM webhook_attempts a"
-                " JOIN webhook_deliveries d ON d.workspace_id = a.workspace_id"
+                " JOIN webhook_deliveries d ON d.feed_key = a.feed_key"
                 "  AND d.delivery_id = a.delivery_id"
                 f" WHERE {' AND '.join(where)}"
                 " ORDER BY a.delivery_id DESC, a.attempt DESC LIMIT :n"
@@ -82,21 +93,33 @@ class DeliveryLogRepo(Repository):
                         raise errors.request_id_reused(request_id)
                     return int(row.queued)
             if ids:
-                ws = [k[0] if k else "" for k in keys]
-                seqs = [k[1] if k else -1 for k in keys]
-                found = (
-                    await conn.execute(
-                        text(
-                            "INSERT INTO webhook_deliveries (workspace_id, sequence, endpoint_id,"
-                            " replay) SELECT e.workspace_id, e.sequence, :ep, true FROM events e"
-                            " JOIN unnest(CAST(:w AS text[]), CAST(:s AS int8[])) AS k(w, s)"
-                            " ON e.workspace_id = k.w AND e.sequence = k.s"
-                            " RETURNING workspace_id, sequence"
-                        ),
-                        {"ep": endpoint.endpoint_id, "w": ws, "s": seqs},
-                    )
-                ).all()
-                present = {event_id(r.workspace_id, r.sequence) for r in found}
+                # A shard group at a time: each insert reads and writes one group's rows.
+                by_group: dict[str, list[tuple[str, int]]] = {}
+                for k in keys:
+                    if k is not None:
+                        by_group.setdefault(self.shards.group(k[0]).feed_key, []).append(k)
+                present: set[str] = set()
+                for feed_key, group_keys in by_group.items():
+                    found = (
+                        await conn.execute(
+                            text(
+                                "INSERT INTO webhook_deliveries (feed_key, workspace_id,"
+                                " sequence, endpoint_id, replay)"
+                                " SELECT e.feed_key, e.workspace_id, e.sequence, :ep, true"
+                                " FROM events e WHERE e.feed_key = :k"
+                                " AND (e.workspace_id, e.sequence) IN (SELECT * FROM"
+                                "  unnest(CAST(:w AS text[]), CAST(:s AS int8[])))"
+                                " RETURNING workspace_id, sequence"
+                            ),
+                            {
+                                "ep": endpoint.endpoint_id,
+                                "k": feed_key,
+                                "w": [k[0] for k in group_keys],
+                                "s": [k[1] for k in group_keys],
+                            },
+                        )
+                    ).all()
+                    present |= {event_id(r.workspace_id, r.sequence) for r in found}
                 missing = [i for i in ids if i not in present]
                 if missing:
                     raise errors.not_found(
@@ -104,22 +127,26 @@ class DeliveryLogRepo(Repository):
                         f"no such event (or past retention): {', '.join(missing[:5])}",
                         event_ids=",".join(missing[:20]),
                     )
-                queued = len(found)
+                queued = len(present)
             else:
-                result = await conn.execute(
-                    text(
-                        "INSERT INTO webhook_deliveries (workspace_id, sequence, endpoint_id,"
-                        " replay) SELECT workspace_id, sequence, :ep, true FROM events"
-                        f" WHERE created_at >= :since AND {TYPE_FILTER} AND {WORKSPACE_FILTER}"
-                    ),
-                    {
-                        "ep": endpoint.endpoint_id,
-                        "since": since,
-                        "types": list(endpoint.event_types),
-                        "wss": list(endpoint.workspace_ids),
-                    },
-                )
-                queued = result.rowcount
+                queued = 0
+                for feed_key in [g.feed_key for g in self.shards.map.groups]:
+                    result = await conn.execute(
+                        text(
+                            "INSERT INTO webhook_deliveries (feed_key, workspace_id, sequence,"
+                            " endpoint_id, replay) SELECT feed_key, workspace_id, sequence, :ep,"
+                            " true FROM events WHERE feed_key = :k AND created_at >= :since"
+                            f" AND {TYPE_FILTER} AND {WORKSPACE_FILTER}"
+                        ),
+                        {
+                            "ep": endpoint.endpoint_id,
+                            "k": feed_key,
+                            "since": since,
+                            "types": list(endpoint.event_types),
+                            "wss": list(endpoint.workspace_ids),
+                        },
+                    )
+                    queued += result.rowcount
             if request_id:
                 await conn.execute(
                     text(

@@ -30,7 +30,6 @@ from meter.storage.schema import (
     ts,
     updated_at,
     workspace_id,
-    zeroed,
 )
 
 
@@ -53,13 +52,26 @@ events = Table(
     ts("created_at"),
     # The JSON object consumers act on: the balance after the change and what changed.
     Column("data", JSONB, nullable=False),
-    # The writing transaction: feeds read only below the oldest transaction still running,
-    # so an event that commits late with a smaller position is never skipped.
+    # The writing transaction: the feed's order before positions (migration 0009), kept to
+    # translate the page tokens of that order.
     Column("txid", XID8, nullable=False, server_default=text("pg_current_xact_id()")),
-    PrimaryKeyConstraint("workspace_id", "sequence"),
+    # The shard group's feed key ('' on plain PostgreSQL; meter.storage.shards) and the
+    # event's position in that group's feed, taken from feed_heads under its row lock.
+    text_or_empty("feed_key"),
+    Column("feed_pos", BigInteger, nullable=False),
+    PrimaryKeyConstraint("feed_key", "workspace_id", "sequence"),
+    Index("ix_events_position", "feed_key", "feed_pos", unique=True),
     Index("ix_events_feed", "txid", "workspace_id", "sequence"),
-    Index("ix_events_workspace_feed", "workspace_id", "txid", "sequence"),
     Index("ix_events_created_at", "created_at"),
+)
+
+# Each shard group's last feed position. A writer of events locks its group's row until it
+# commits, so positions become visible in order and without gaps.
+feed_heads = Table(
+    "feed_heads",
+    metadata,
+    Column("feed_key", Text, primary_key=True),
+    Column("pos", BigInteger, nullable=False),
 )
 
 webhook_endpoints = Table(
@@ -76,10 +88,6 @@ webhook_endpoints = Table(
     Column("secret", Text, nullable=False),
     Column("previous_secret", Text, nullable=True),
     ts("previous_until", nullable=True),
-    # Where fan-out has got to in the event feed: (txid, workspace_id, sequence).
-    Column("feed_txid", XID8, nullable=False),
-    text_or_empty("feed_workspace_id"),
-    zeroed("feed_sequence"),
     # Failing since this time (no 2xx since); cleared by a delivered attempt.
     ts("failing_since", nullable=True),
     text_or_empty("disabled_reason"),
@@ -94,6 +102,7 @@ webhook_endpoints = Table(
 webhook_deliveries = Table(
     "webhook_deliveries",
     metadata,
+    text_or_empty("feed_key"),  # the event's shard group
     workspace_id(),
     Column(
         "delivery_id",
@@ -110,9 +119,10 @@ webhook_deliveries = Table(
     created_at(),
     ts("finished_at", nullable=True),
     flag("replay"),
-    PrimaryKeyConstraint("workspace_id", "delivery_id"),
+    PrimaryKeyConstraint("feed_key", "delivery_id"),
     Index(
         "ix_webhook_deliveries_due",
+        "feed_key",
         "endpoint_id",
         "next_attempt_at",
         postgresql_where=text("state = 0"),
@@ -124,6 +134,7 @@ webhook_deliveries = Table(
 webhook_attempts = Table(
     "webhook_attempts",
     metadata,
+    text_or_empty("feed_key"),
     workspace_id(),
     Column("delivery_id", BigInteger, nullable=False),
     Column("attempt", Integer, nullable=False),
@@ -135,9 +146,19 @@ webhook_attempts = Table(
     text_or_empty("error"),
     Column("latency_ms", Integer, nullable=False, server_default="0"),
     ts("next_attempt_at", nullable=True),
-    PrimaryKeyConstraint("workspace_id", "delivery_id", "attempt"),
+    PrimaryKeyConstraint("feed_key", "delivery_id", "attempt"),
     Index("ix_webhook_attempts_endpoint", "endpoint_id", "delivery_id", "attempt"),
     Index("ix_webhook_attempts_event", "event_id"),
+)
+
+# Where each endpoint's fan-out has got to in each shard group's feed.
+webhook_cursors = Table(
+    "webhook_cursors",
+    metadata,
+    Column("feed_key", Text, nullable=False),
+    Column("endpoint_id", Text, nullable=False),
+    Column("pos", BigInteger, nullable=False),
+    PrimaryKeyConstraint("feed_key", "endpoint_id"),
 )
 
 # Replays keyed by their request ids (AIP-155): a retried ReplayEvents queues nothing twice.

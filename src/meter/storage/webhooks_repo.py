@@ -12,11 +12,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from meter import errors
 from meter.events.model import Endpoint
 from meter.storage.db import Repository, translating
-from meter.storage.events_repo import HORIZON
+from meter.storage.shards import OneShard, Shards
 from meter.webhooks import new_secret
 
 # How long a rotated-out secret keeps signing (DESIGN.md §9).
@@ -49,6 +50,28 @@ def _endpoint(r: Any) -> Endpoint:
 
 class WebhooksRepo(Repository):
     """What the endpoint calls of meter.v1.Events read and write."""
+
+    def __init__(self, engine: AsyncEngine, shards: Shards | None = None) -> None:
+        super().__init__(engine)
+        self.shards = shards or OneShard()
+
+    async def _start_cursors(self, conn: AsyncConnection, endpoint_id: str) -> None:
+        """A new endpoint's fan-out starts at every shard group's feed as it is now: it is sent
+        the events that come after it."""
+        keys = [g.feed_key for g in self.shards.map.groups]
+        heads = {
+            r.feed_key: r.pos
+            for r in await conn.execute(
+                text("SELECT feed_key, pos FROM feed_heads WHERE feed_key = ANY(:k)"), {"k": keys}
+            )
+        }
+        await conn.execute(
+            text(
+                "INSERT INTO webhook_cursors (feed_key, endpoint_id, pos) SELECT k, :e, p"
+                " FROM unnest(CAST(:k AS text[]), CAST(:p AS int8[])) AS u(k, p)"
+            ),
+            {"e": endpoint_id, "k": keys, "p": [heads.get(k, 0) for k in keys]},
+        )
 
     @translating
     async def create_endpoint(
@@ -85,8 +108,8 @@ class WebhooksRepo(Repository):
                 await conn.execute(
                     text(
                         "INSERT INTO webhook_endpoints (endpoint_id, url, description,"
-                        " event_types, workspace_ids, secret, feed_txid, request_id, fingerprint)"
-                        f" VALUES (:id, :url, :d, :types, :wss, :secret, {HORIZON}, :r, :fp)"
+                        " event_types, workspace_ids, secret, request_id, fingerprint)"
+                        " VALUES (:id, :url, :d, :types, :wss, :secret, :r, :fp)"
                         " ON CONFLICT (request_id) DO NOTHING"
                         f" RETURNING {_ENDPOINT_COLUMNS}"
                     ),
@@ -102,6 +125,8 @@ class WebhooksRepo(Repository):
                     },
                 )
             ).one_or_none()
+            if row is not None:
+                await self._start_cursors(conn, row.endpoint_id)
         if row is None:
             # The same request id won a race meanwhile: answer what it made.
             return await self.create_endpoint(
@@ -165,7 +190,12 @@ class WebhooksRepo(Repository):
         # Deliveries first, then the endpoint: the order in which the dispatcher locks them
         # when it records an attempt, so that the two never deadlock.
         async with self.engine.begin() as conn:
-            for table in ("webhook_deliveries", "webhook_attempts", "webhook_replays"):
+            for table in (
+                "webhook_deliveries",
+                "webhook_attempts",
+                "webhook_replays",
+                "webhook_cursors",
+            ):
                 await conn.execute(
                     text(f"DELETE FROM {table} WHERE endpoint_id = :e"), {"e": endpoint_id}
                 )
