@@ -40,6 +40,7 @@ from meter.storage.delivery_log_repo import DeliveryLogRepo
 from meter.storage.events_repo import EventsRepo
 from meter.storage.ledger_repo import LedgerRepo, Result
 from meter.storage.listener import Listener
+from meter.storage.nodes import LedgerNodes
 from meter.storage.policies_repo import PoliciesRepo
 from meter.storage.queries import LedgerQueries
 from meter.storage.stats import holds_held
@@ -108,21 +109,24 @@ class App:
                 "--require-sync-standby reads pg_stat_replication, which this database role"
                 " cannot see: GRANT pg_monitor (or pg_read_all_stats) to it"
             )
-        # A connection for each batch worker, the express worker and the sweeper.
-        self.pool = db.ledger_pool(
+        # The nodes that hold shard groups (the one database, on plain PostgreSQL), a pool
+        # each: a connection for each batch worker, the express worker and the sweeper.
+        self.nodes = LedgerNodes(
             self.url,
             s.batch_workers + 2,
-            timeout=LEDGER_POOL_WAIT_S,
+            LEDGER_POOL_WAIT_S,
             require_sync_standby=s.require_sync_standby,
         )
-        await self.pool.open(wait=True, timeout=30)
+        await self.nodes.open()
         self.announcer = Announcer(db.libpq_url(self.url))
         self.announcer.start()
         self.metrics = Metrics()
         self.events_engine = db.async_engine(self.url, pool_size=EVENTS_POOL_SIZE)
-        events, webhooks = EventsRepo(self.events_engine), WebhooksRepo(self.events_engine)
+        shards = self.nodes
+        events = EventsRepo(self.events_engine, shards)
+        webhooks = WebhooksRepo(self.events_engine, shards)
         self.dispatcher = Dispatcher(
-            DeliveriesRepo(self.events_engine),
+            DeliveriesRepo(self.events_engine, shards),
             webhooks,
             events,
             schedule_s=s.webhook_retry_schedule_s,
@@ -146,13 +150,13 @@ class App:
         # The ledger's time; tests shift it (meter.ledger.clock).
         self.clock = Clock()
         repo = LedgerRepo(
-            self.pool, committed, self.clock, require_sync_standby=s.require_sync_standby
+            self.nodes, committed, self.clock, require_sync_standby=s.require_sync_standby
         )
         self.reads_engine = db.async_engine(
             self.url, pool_size=READ_POOL_SIZE, pool_timeout=READ_QUEUE_S
         )
         self.queries = LedgerQueries(self.reads_engine, self.clock)
-        self.catalog = CatalogService(CatalogRepo(self.engine))
+        self.catalog = CatalogService(CatalogRepo(self.engine, shards))
         await self.catalog.start()
 
         async def apply(cmds: Sequence[Command]) -> list[Result]:
@@ -160,12 +164,19 @@ class App:
                 cmds, self.catalog.actual_cost, prepare=self.catalog.ensure_versions
             )
 
+        nodes = self.nodes
+
+        def shard_of(cmd: Command) -> int:
+            return nodes.group(cmd.workspace_id).shard_id
+
         self.batcher: Batcher[Command, Result] = Batcher(
             apply,
-            workers=s.batch_workers,
+            # On Citus, as many for each node: each node runs its own groups' batches.
+            workers=s.batch_workers * len(nodes.map.nodes()),
             max_batch=s.max_batch,
             on_batch=self.metrics.observe_batch,
             key=_workspace_of,
+            group=shard_of,
         )
         self.batcher.start()
         # Change notices from every replica's commits: they wake watchers and waiting Reserves.
@@ -199,7 +210,11 @@ class App:
             ),
             CatalogServicer(self.catalog, self.queries),
             EventsServicer(
-                events, webhooks, DeliveryLogRepo(self.events_engine), self.dispatcher, paging
+                events,
+                webhooks,
+                DeliveryLogRepo(self.events_engine, shards),
+                self.dispatcher,
+                paging,
             ),
             guard=guard,
             observe=self.metrics.observe_call,
@@ -223,9 +238,14 @@ class App:
         )
 
     def _serve_metrics(self, listen: str) -> None:
-        m, stats = self.metrics, self.pool.get_stats
-        m.watch_pool("ledger", lambda: stats()["pool_size"] - stats()["pool_available"],
-                     lambda: stats()["pool_size"])  # fmt: skip
+        m, pools = self.metrics, self.nodes.pools
+
+        def in_use() -> int:
+            return sum(
+                p.get_stats()["pool_size"] - p.get_stats()["pool_available"] for p in pools()
+            )
+
+        m.watch_pool("ledger", in_use, lambda: sum(p.get_stats()["pool_size"] for p in pools()))
         engines = (
             ("queries", self.engine),
             ("reads", self.reads_engine),
@@ -267,7 +287,7 @@ class App:
         await self.listener.stop()
         await self.batcher.stop()
         await self.announcer.stop()
-        await self.pool.close()
+        await self.nodes.close()
         await self.engine.dispose()
         await self.reads_engine.dispose()
         await self.watch_engine.dispose()

@@ -64,7 +64,8 @@ async def test_meter_load_finds_rows_by_key_without_scanning_a_table(stub, ws, d
             conn.execute("BEGIN")
             before = _scans(conn)
             doc = conn.execute(
-                "SELECT meter_load(%s, '{}', %s, %s, %s, %s, '{}', false, %s, %s, %s, %s, now())",
+                "SELECT meter_load(%s, '{}', %s, %s, %s, %s, '{}', false,"
+                " %s, %s, %s, %s, now(), 0)",
                 [
                     "{" + ws + "}",
                     "{" + ",".join([ws] * (len(jobs) + 1)) + "}",

@@ -12,7 +12,7 @@ from meter.storage.db import libpq_url
 
 
 def _workspace_update(ws: str, held: int) -> list[list[tuple[object, ...]]]:
-    """WRITE_PARTS' rows for a batch that only changes a workspace's row."""
+    """write_parts()' rows for a batch that only changes a workspace's row."""
     row = (
         ws,
         100,
@@ -36,7 +36,7 @@ def _workspace_update(ws: str, held: int) -> list[list[tuple[object, ...]]]:
         False,
         False,
     )
-    return [[] for _ in sql.WRITE_PARTS[:-1]] + [[row]]
+    return [[] for _ in sql.write_parts()[:-1]] + [[row]]
 
 
 def test_a_failed_write_leaves_the_connection_able_to_write_again(app, database_url):

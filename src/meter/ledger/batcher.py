@@ -9,6 +9,11 @@ Concurrent batches never share a workspace: a worker leaves in the queue (in ord
 commands of workspaces that a batch in the database holds, and takes them once it is done.
 Otherwise two large batches over many workspaces would each wait for the other's row locks
 and run one after the other instead of side by side.
+
+A batch holds the commands of one shard group (meter.storage.shards: on Citus, the workspaces
+one node holds a shard of; on plain PostgreSQL, all of them), so that its transaction is one
+node's alone. Each lane queues commands by group; a worker takes a group's commands, the
+groups in turn.
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ class Batcher(Generic[C, R]):
         linger_s: float = 0.001,
         on_batch: Callable[[int], None] | None = None,
         key: Callable[[C], str] = str,
+        group: Callable[[C], int] | None = None,
     ) -> None:
         self._apply = apply
         self.linger_s = linger_s
@@ -65,8 +71,9 @@ class Batcher(Generic[C, R]):
         self.max_queue = max_queue
         self._retries = retries
         self._key = key  # the workspace a command belongs to
-        self._express: deque[tuple[C, Done[R]]] = deque()
-        self._bulk: deque[tuple[C, Done[R]]] = deque()
+        self._group = group  # and its shard group (None: one group)
+        self._express = _Lane[C, R]()
+        self._bulk = _Lane[C, R]()
         self._ready = asyncio.Event()  # something is queued
         self._express_ready = asyncio.Event()  # a call is queued
         self._in_flight: set[str] = set()  # workspaces of the batches in the database
@@ -97,7 +104,7 @@ class Batcher(Generic[C, R]):
             MeterError: RESOURCE_EXHAUSTED when the queue is full, UNAVAILABLE when stopping.
         """
         self._check()
-        self._bulk.append((cmd, done))
+        self._bulk.add(self._group(cmd) if self._group else 0, (cmd, done))
         self._ready.set()
 
     async def submit(self, cmd: C) -> R | BaseException:
@@ -105,7 +112,8 @@ class Batcher(Generic[C, R]):
         batch (returned, as a callback would hear it)."""
         self._check()
         fut: asyncio.Future[R | BaseException] = asyncio.get_running_loop().create_future()
-        self._express.append((cmd, functools.partial(_resolve, fut)))
+        group = self._group(cmd) if self._group else 0
+        self._express.add(group, (cmd, functools.partial(_resolve, fut)))
         self._ready.set()
         self._express_ready.set()
         return await fut
@@ -118,7 +126,7 @@ class Batcher(Generic[C, R]):
             # riding in a big batch would make a call wait for all of it. Without stream
             # traffic every worker serves calls.
             if express_only:
-                lanes: tuple[deque[tuple[C, Done[R]]], ...] = (self._express,)
+                lanes: tuple[_Lane[C, R], ...] = (self._express,)
             elif self._bulk:
                 lanes = (self._bulk,)
             else:
@@ -156,25 +164,34 @@ class Batcher(Generic[C, R]):
                 if self._express or self._bulk:
                     self._ready.set()
 
-    def _take(
-        self, lanes: tuple[deque[tuple[C, Done[R]]], ...]
-    ) -> tuple[list[tuple[C, Done[R]]], set[str]]:
-        """Up to max_batch queued commands of these lanes, in lane order, whose workspaces no
-        batch in flight holds; the rest stay queued in order."""
+    def _take(self, lanes: tuple[_Lane[C, R], ...]) -> tuple[list[tuple[C, Done[R]]], set[str]]:
+        """Up to max_batch queued commands of one shard group from these lanes, in lane order,
+        whose workspaces no batch in flight holds; the rest stay queued in order. The group is
+        the first, in turn, with such a command."""
         batch: list[tuple[C, Done[R]]] = []
         keys: set[str] = set()
         busy, key = self._in_flight, self._key
-        for queue in lanes:
-            skipped: list[tuple[C, Done[R]]] = []
-            while queue and len(batch) < self.max_batch:
-                item = queue.popleft()
-                k = key(item[0])
-                if k in busy:
-                    skipped.append(item)
-                else:
-                    batch.append(item)
-                    keys.add(k)
-            queue.extendleft(reversed(skipped))
+        chosen: int | None = None
+        for lane in lanes:
+            for group in lane.groups() if chosen is None else (chosen,):
+                queue = lane.queue(group)
+                if queue is None:
+                    continue
+                skipped: list[tuple[C, Done[R]]] = []
+                before = len(queue)
+                while queue and len(batch) < self.max_batch:
+                    item = queue.popleft()
+                    k = key(item[0])
+                    if k in busy:
+                        skipped.append(item)
+                    else:
+                        batch.append(item)
+                        keys.add(k)
+                queue.extendleft(reversed(skipped))
+                lane.settle(group, before - len(queue))
+                if batch:
+                    chosen = group
+                    break
         busy |= keys
         if not self._closing and not self._express:
             self._express_ready.clear()
@@ -210,6 +227,42 @@ class Batcher(Generic[C, R]):
                     # Each result costs its caller's conversion: let the event loop turn.
                     await asyncio.sleep(0)
             return
+
+
+class _Lane(Generic[C, R]):
+    """A lane's queued commands, a queue per shard group, the groups in the order they came
+    (a group that empties goes to the back when it has commands again)."""
+
+    __slots__ = ("_n", "_queues")
+
+    def __init__(self) -> None:
+        self._queues: dict[int, deque[tuple[C, Done[R]]]] = {}
+        self._n = 0
+
+    def add(self, group: int, item: tuple[C, Done[R]]) -> None:
+        queue = self._queues.get(group)
+        if queue is None:
+            queue = self._queues[group] = deque()
+        queue.append(item)
+        self._n += 1
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __bool__(self) -> bool:
+        return self._n > 0
+
+    def groups(self) -> list[int]:
+        return list(self._queues)
+
+    def queue(self, group: int) -> deque[tuple[C, Done[R]]] | None:
+        return self._queues.get(group)
+
+    def settle(self, group: int, taken: int) -> None:
+        """`taken` commands were taken from `group`'s queue; forget it if it is empty."""
+        self._n -= taken
+        if not self._queues[group]:
+            del self._queues[group]
 
 
 def _resolve(fut: asyncio.Future[R | BaseException], result: R | BaseException) -> None:

@@ -41,7 +41,23 @@ class Sweeper:
         ids = await self._due(self.batch)
         if not ids:
             return 0
-        for result in await self._sweep([SweepCmd(w) for w in ids]):
+        try:
+            results = list(await self._sweep([SweepCmd(w) for w in ids]))
+        except MeterError:
+            raise
+        except Exception:
+            # A round is one transaction a shard group: a workspace it cannot write (a bug,
+            # or a row an operator changed by hand) would stop every other one with it, in
+            # every round. Sweep them one by one instead, and log the one that fails.
+            results = []
+            for w in ids:
+                try:
+                    results += await self._sweep([SweepCmd(w)])
+                except MeterError:
+                    raise
+                except Exception:
+                    log.exception("sweep.workspace_failed", workspace_id=w)
+        for result in results:
             if isinstance(result, SweepOutcome):
                 self.holds_expired += result.holds_expired
                 self.credits_expired += result.credits_expired

@@ -108,8 +108,13 @@ def async_engine(
 # planned once per connection, not again for every batch.
 _PINNED_PLANS = (
     " -c enable_seqscan=off -c enable_bitmapscan=off -c enable_hashjoin=off"
-    " -c enable_mergejoin=off -c enable_material=off -c plan_cache_mode=force_generic_plan"
+    " -c enable_mergejoin=off -c enable_material=off"
 )
+# On Citus a statement is routed to its shard by the values of its distribution column, which
+# a generic plan does not have: plans there are custom (made for each execution, with the same
+# choices taken away, so they cannot drift either).
+_GENERIC_PLANS = " -c plan_cache_mode=force_generic_plan"
+_CUSTOM_PLANS = " -c plan_cache_mode=force_custom_plan"
 
 
 # How long the ledger pool keeps retrying one lost connection on its own schedule. The pool
@@ -122,12 +127,18 @@ LEDGER_RECONNECT_S = 0.25
 
 
 def ledger_pool(
-    url: str, size: int, timeout: float = 5.0, *, require_sync_standby: bool = False
+    url: str,
+    size: int,
+    timeout: float = 5.0,
+    *,
+    require_sync_standby: bool = False,
+    citus: bool = False,
 ) -> psycopg_pool.AsyncConnectionPool[Any]:
     """The hot path's own pool of plain psycopg connections, in autocommit mode (a batch
     sends its own BEGIN and COMMIT in its two messages); the bounded wait for a connection
     turns into UNAVAILABLE, never a hang. With `require_sync_standby` each connection gets
-    the function its batches check a synchronous standby with (ledger_sql.SYNC_GUARD)."""
+    the function its batches check a synchronous standby with (ledger_sql.SYNC_GUARD);
+    `citus`: a Citus node's (custom plans)."""
 
     async def configure(conn: psycopg.AsyncConnection[Any]) -> None:
         from meter.storage.ledger_sql import CREATE_SYNC_GUARD
@@ -143,7 +154,10 @@ def ledger_pool(
         open=False,
         kwargs=_session(
             url,
-            options=_OPTIONS + _PINNED_PLANS + " -c standard_conforming_strings=on",
+            options=_OPTIONS
+            + _PINNED_PLANS
+            + (_CUSTOM_PLANS if citus else _GENERIC_PLANS)
+            + " -c standard_conforming_strings=on",
             # Transactions are explicit (BEGIN ... COMMIT inside the batch's two messages).
             autocommit=True,
             # Nothing for the driver to prepare: a batch's messages carry their data inline
@@ -165,9 +179,12 @@ async def check_sync_standby_visible(engine: AsyncEngine) -> bool:
 
 
 def migrate(url: str) -> None:
-    """Bring the schema to the newest migration (safe to run from several replicas at once)."""
+    """Bring the schema to the newest migration (safe to run from several replicas at once),
+    then, on a database with the citus extension, distribute it (meter.storage.citus)."""
     from alembic import command
     from alembic.config import Config
+
+    from meter.storage import citus
 
     engine = sync_engine(url)
     try:
@@ -178,6 +195,8 @@ def migrate(url: str) -> None:
                 cfg.set_main_option("script_location", str(MIGRATIONS))
                 cfg.attributes["connection"] = conn
                 command.upgrade(cfg, "head")
+                conn.commit()
+                citus.distribute(conn)
                 conn.commit()
             finally:
                 conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": MIGRATION_LOCK})
@@ -216,6 +235,8 @@ def _translate(orig: BaseException | None, invalidated: bool) -> Exception:
         )
     if state == "MTR01":  # ledger_sql.SYNC_GUARD_STATE
         return errors.unavailable("no synchronous standby would have the write; retry", 1.0)
+    if state == "MTR02":  # meter_load: the batch's shard is not on its node (it moved)
+        return errors.aborted("SHARD_MOVED", "the workspace's shard moved; retry", 0.0)
     if state == "57014":
         return errors.MeterError(
             errors.Kind.DEADLINE, "QUERY_TIMEOUT", "the database took too long to answer"

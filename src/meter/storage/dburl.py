@@ -89,6 +89,11 @@ class DatabaseUrl:
     def with_database(self, dbname: str) -> DatabaseUrl:
         return DatabaseUrl(MappingProxyType({**self.params, "dbname": dbname}))
 
+    def with_node(self, host: str, port: int) -> DatabaseUrl:
+        """The same database and credentials on one other node (a Citus worker)."""
+        params = {k: v for k, v in self.params.items() if k != "target_session_attrs"}
+        return DatabaseUrl(MappingProxyType({**params, "host": host, "port": str(port)}))
+
     def libpq(self) -> str:
         """A libpq URI (psycopg, psql, pgbench), multi-host as libpq reads it."""
         return self._render("postgresql")

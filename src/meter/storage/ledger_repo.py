@@ -1,11 +1,13 @@
 """The ledger's storage: load workspaces' books, let the rules run, write back what changed.
 
-One call of `apply` is one transaction for a whole batch of commands, whatever their
-workspaces, in two round trips to PostgreSQL: "BEGIN; SELECT meter_load(...)" locks the
+One call of `apply` is one transaction for a whole batch of commands of one shard group
+(meter.storage.shards; on plain PostgreSQL every workspace is in the one group), on the node
+that holds the group, in two round trips: "BEGIN; SELECT meter_load(...)" locks the
 workspace rows once each, in workspace_id order (every writer takes them in that order, so
-batches cannot deadlock), and reads the state the commands need by key (migration 0004);
+batches cannot deadlock), and reads the state the commands need by key (migration 0009);
 then "EXECUTE meter_write_N(...); COMMIT" writes every change with one prepared statement,
-one set-based part per table and kind of change (the statements are in ledger_sql).
+one set-based part per table and kind of change (the statements are in ledger_sql). Commands
+of several groups (the sweeper's) are applied one group's transaction after another.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from psycopg import AsyncConnection
-from psycopg_pool import AsyncConnectionPool
 
 from meter import errors
 from meter.ledger.batcher import YIELD_EVERY
@@ -44,6 +45,11 @@ from meter.ledger.policies import Members, Spend
 from meter.storage import ledger_rows
 from meter.storage import ledger_sql as sql
 from meter.storage.db import translated
+from meter.storage.nodes import LedgerNodes
+from meter.storage.shards import ShardGroup
+
+# How many times a batch follows its shard to another node before giving up (UNAVAILABLE).
+MOVES = 3
 
 Result = Outcome | errors.MeterError
 
@@ -53,7 +59,7 @@ class LedgerRepo:
 
     def __init__(
         self,
-        pool: AsyncConnectionPool[Any],
+        nodes: LedgerNodes,
         committed: Callable[[Iterable[str], Iterable[tuple[int, str]], int], None] | None = None,
         clock: Clock | None = None,
         *,
@@ -61,12 +67,13 @@ class LedgerRepo:
     ) -> None:
         """`committed` hears, after each commit, the workspaces changed, the alerts added and
         how many events were written. With `require_sync_standby` a batch that writes commits
-        only while a synchronous standby streams (the pool's connections must have
+        only while a synchronous standby streams (the pools' connections must have
         ledger_sql.SYNC_GUARD: db.ledger_pool(..., require_sync_standby=True))."""
-        self.pool = pool
+        self.nodes = nodes
         self.committed = committed
         self.clock = clock or Clock()
         self.guard = require_sync_standby
+        self._writers = {False: sql.Writer(), True: sql.Writer(citus=True)}
 
     async def apply(
         self,
@@ -84,15 +91,47 @@ class LedgerRepo:
             skip_locked: skip workspaces another transaction holds (the sweeper's mode).
             prepare: awaited with the catalog versions the loaded holds use, before pricing.
         """
-        try:
-            with translated():
-                async with self.pool.connection() as conn:
-                    return await self._apply(conn, cmds, price, skip_locked, prepare)
-        except errors.MeterError as e:
-            if e.kind is errors.Kind.UNAVAILABLE:
-                # The server may have restarted: drop every dead connection at once.
-                await self.pool.check()
-            raise
+        groups: dict[ShardGroup, list[int]] = {}
+        for i, c in enumerate(cmds):
+            groups.setdefault(self.nodes.group(c.workspace_id), []).append(i)
+        if len(groups) == 1:
+            [group] = groups
+            return await self._in_group(group, cmds, price, skip_locked, prepare)
+        results: list[Result | None] = [None] * len(cmds)
+        for group, places in groups.items():
+            part = [cmds[i] for i in places]
+            for i, r in zip(
+                places, await self._in_group(group, part, price, skip_locked, prepare), strict=True
+            ):
+                results[i] = r
+        return [r for r in results if r is not None]
+
+    async def _in_group(
+        self,
+        group: ShardGroup,
+        cmds: Sequence[Command],
+        price: Pricer,
+        skip_locked: bool,
+        prepare: Callable[[set[int]], Any] | None,
+    ) -> list[Result]:
+        """One group's transaction, on the node that holds it; again on the node it moved to
+        when it moved (meter_load refuses a shard that is not on its node: nothing written)."""
+        for _ in range(MOVES):
+            pool = self.nodes.pool(group)
+            try:
+                with translated():
+                    async with pool.connection() as conn:
+                        return await self._apply(conn, cmds, price, skip_locked, prepare, group)
+            except errors.MeterError as e:
+                if e.reason == "SHARD_MOVED":
+                    await self.nodes.refresh()
+                    group = self.nodes.map.by_shard(group.shard_id) or group
+                    continue
+                if e.kind is errors.Kind.UNAVAILABLE:
+                    # The server may have restarted: drop every dead connection at once.
+                    await pool.check()
+                raise
+        raise errors.unavailable("the workspace's shard is moving; retry", 0.5)
 
     async def _apply(
         self,
@@ -101,10 +140,11 @@ class LedgerRepo:
         price: Pricer,
         skip_locked: bool,
         prepare: Callable[[set[int]], Any] | None,
+        group: ShardGroup,
     ) -> list[Result]:
         # Two round trips: lock and read, then write and commit. A failure leaves the session
         # in a transaction, which the pool rolls back when the connection comes back to it.
-        books = await _load(conn, cmds, skip_locked, self.clock)
+        books = await _load(conn, cmds, skip_locked, self.clock, group.shard_id)
         await asyncio.sleep(0)
         if prepare is not None:
             await prepare({h.catalog_version for b in books.values() for h in b.holds.values()})
@@ -116,7 +156,8 @@ class LedgerRepo:
                 # loop (a unary Reserve, a stream's next message) in between.
                 await asyncio.sleep(0)
         await asyncio.sleep(0)
-        changed = await _write(conn, books, self.guard)
+        writer = self._writers[self.nodes.citus]
+        changed = await _write(conn, books, self.guard, writer, group.feed_key)
         if self.committed is not None and changed:
             self.committed(
                 (b.account.workspace_id for b in changed),
@@ -127,7 +168,11 @@ class LedgerRepo:
 
 
 async def _load(
-    conn: AsyncConnection[Any], cmds: Sequence[Command], skip_locked: bool, clock: Clock
+    conn: AsyncConnection[Any],
+    cmds: Sequence[Command],
+    skip_locked: bool,
+    clock: Clock,
+    shard: int,
 ) -> dict[str, Book]:
     """Lock the batch's workspaces and read what its commands need: one round trip."""
     keys: dict[tuple[str, str], None] = {}  # (workspace, request id): holds to look up
@@ -168,6 +213,7 @@ async def _load(
         list(actors),
         list(lot_keys),
         clock.sql(),
+        shard,
     )
     cur = await conn.execute(query)
     cur.nextset()
@@ -220,10 +266,13 @@ async def _load(
     return books
 
 
-_writer = sql.Writer()
-
-
-async def _write(conn: AsyncConnection[Any], books: dict[str, Book], guard: bool) -> list[Book]:
+async def _write(
+    conn: AsyncConnection[Any],
+    books: dict[str, Book],
+    guard: bool,
+    writer: sql.Writer,
+    feed_key: str,
+) -> list[Book]:
     """Write every change of the batch and commit: one round trip, one prepared statement.
     Returns the books whose workspace changed."""
     new_lots: list[tuple[Any, ...]] = []
@@ -274,15 +323,15 @@ async def _write(conn: AsyncConnection[Any], books: dict[str, Book], guard: bool
         holds,
         entries,
         alerts,
-        events,
         spend,
         topups,
         workspaces,
     )
     try:
-        await conn.execute(_writer.message(conn, rows, guard=guard))
+        message = writer.message(conn, rows, events=events, feed_key=feed_key, guard=guard)
+        await conn.execute(message)
     except BaseException:
-        _writer.failed(conn)
+        writer.failed(conn)
         raise
     return changed
 

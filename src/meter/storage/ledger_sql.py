@@ -1,15 +1,23 @@
 """The ledger's hot path in SQL: keyed reads of a batch's state, set-based writes of its changes.
 
-A batch reads through meter_load (migration 0004) and writes with statements that take
+A batch reads through meter_load (migration 0009) and writes with statements that take
 whole columns as array parameters (one array per column, `unnest`ed in SQL), so their text
 is fixed however many rows they carry and each connection prepares them once (Writer). The
 statements are built here from the tables of meter.storage.tables and event_tables, so they
 follow the schema without restating it; ledger_rows.py maps domain objects to their rows and
 back.
+
+On Citus (a Writer built with `citus=True`) every statement must be one Citus can route to
+the batch's shard group: each UPDATE also names the batch's workspaces as a constant array
+(Citus prunes shards by constants on the distribution column, not by joins), and arrays
+that travel as text are cast by the IMMUTABLE meter_int8s (Citus refuses STABLE functions,
+such as array input, over column references in an UPDATE). Plain PostgreSQL gets the
+statements as they were.
 """
 
 from __future__ import annotations
 
+import re
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -23,7 +31,6 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 from meter.storage import ledger_rows as rows
 from meter.storage import tables as t
-from meter.storage.event_tables import events
 
 _DIALECT = postgresql.dialect()  # type: ignore[no-untyped-call]
 
@@ -73,14 +80,20 @@ def _encoder(col_type: Any) -> Encode:
 
 @dataclass(frozen=True, slots=True)
 class Statement:
-    """A hot-path statement and how each of its array parameters is written."""
+    """A hot-path statement and how each of its array parameters is written. With `prune`,
+    its last parameter is the distinct workspaces of its rows (the first column), which
+    Citus prunes by."""
 
     sql: str
     encoders: tuple[Encode, ...]
+    prune: bool = False
 
     def params(self, columns: Sequence[Sequence[Any]]) -> list[str]:
         """The parameters for whole columns of values, one array each."""
-        return [enc(col) for enc, col in zip(self.encoders, columns, strict=True)]
+        out = [enc(col) for enc, col in zip(self.encoders, columns, strict=True)]
+        if self.prune:
+            out.append(texts(sorted(set(columns[0]))))
+        return out
 
     def rows(self, rows: Sequence[Sequence[Any]]) -> list[str]:
         """The parameters for rows of values."""
@@ -100,28 +113,36 @@ _SHORT = {
 }
 
 
-def _cast(table: Table, name: str) -> tuple[str, str]:
+def _cast(table: Table, name: str, citus: bool = False) -> tuple[str, str]:
     """(the array parameter's element type, the cast from it to the column's type).
 
     JSON documents and arrays travel as text (an SQL array cannot hold arrays of different
-    lengths) and are cast row by row."""
+    lengths) and are cast row by row; on Citus an int8 array by meter_int8s (as `%` here,
+    for the value to cast)."""
     col_type = table.c[name].type
     sql_type = _SHORT[col_type.compile(dialect=_DIALECT)]
     if isinstance(col_type, JSONB | ARRAY):
-        return "text", "::" + sql_type
-    return sql_type, ""
+        if citus and sql_type == "int8[]":
+            return "text", "meter_int8s(%)"
+        return "text", "%::" + sql_type
+    return sql_type, "%"
 
 
-def _unnest(table: Table, names: Sequence[str]) -> tuple[str, str, tuple[Encode, ...]]:
+def _unnest(
+    table: Table, names: Sequence[str], citus: bool = False, ordinality: bool = False
+) -> tuple[str, str, tuple[Encode, ...]]:
     """`unnest(%s::T1[], ...) AS u(c1, ...)`, the select list that casts u's columns, and
-    the parameters' encoders."""
+    the parameters' encoders. With `ordinality`, u.n numbers the rows from 1."""
     params, select = [], []
     for name in names:
-        element, cast = _cast(table, name)
+        element, cast = _cast(table, name, citus)
         params.append(f"%s::{element}[]")
-        select.append(f"u.{name}{cast}")
-    source = f"unnest({', '.join(params)}) AS u({', '.join(names)})"
-    return source, ", ".join(select), tuple(_encoder(table.c[n].type) for n in names)
+        select.append(cast.replace("%", f"u.{name}"))
+    encoders = tuple(_encoder(table.c[n].type) for n in names)
+    aliases = [*names, "n"] if ordinality else names
+    source = f"unnest({', '.join(params)}){' WITH ORDINALITY' if ordinality else ''}"
+    source += f" AS u({', '.join(aliases)})"
+    return source, ", ".join(select), encoders
 
 
 def insert(
@@ -149,13 +170,26 @@ def upsert(table: Table, key: Sequence[str]) -> Statement:
     )
 
 
-def update(table: Table, key: Sequence[str], columns: Sequence[str], extra: str = "") -> Statement:
-    """UPDATE of many rows found by key; parameters: the key columns, then `columns`."""
-    source, _, encoders = _unnest(table, [*key, *columns])
-    sets = [f"{c} = u.{c}{_cast(table, c)[1]}" for c in columns] + ([extra] if extra else [])
+def update(
+    table: Table,
+    key: Sequence[str],
+    columns: Sequence[str],
+    extra: str = "",
+    *,
+    citus: bool = False,
+) -> Statement:
+    """UPDATE of many rows found by key; parameters: the key columns, then `columns` (then,
+    on Citus, the rows' workspaces again, to prune by)."""
+    source, _, encoders = _unnest(table, [*key, *columns], citus)
+    sets = [f"{c} = " + _cast(table, c, citus)[1].replace("%", f"u.{c}") for c in columns]
+    sets += [extra] if extra else []
     where = " AND ".join(f"x.{k} = u.{k}" for k in key)
+    if citus:
+        where += f" AND x.{key[0]} = ANY(%s::text[])"
     return Statement(
-        f"UPDATE {table.name} x SET {', '.join(sets)} FROM {source} WHERE {where}", encoders
+        f"UPDATE {table.name} x SET {', '.join(sets)} FROM {source} WHERE {where}",
+        encoders,
+        prune=citus,
     )
 
 
@@ -181,12 +215,14 @@ def load(
     actors: Sequence[tuple[str, str]] = (),
     lots: Sequence[tuple[str, str]] = (),
     at: str = "now()",
+    shard: int = 0,
 ) -> str:
     """Open the batch's transaction and read its state: one message, one round trip.
 
     The simple query protocol carries both statements in one message, so the arrays are
     inlined as literals; PostgreSQL plans only a function call, whose own plans are cached.
-    `at` is the ledger's time, an SQL expression (meter.ledger.clock).
+    `at` is the ledger's time, an SQL expression (meter.ledger.clock); `shard` the batch's
+    shard on Citus (0 on plain PostgreSQL).
     """
     args = [
         texts(ids),
@@ -206,7 +242,7 @@ def load(
     call = ", ".join(map(_literal, args))
     more = ", ".join(map(_literal, tail))
     flag = "true" if skip_locked else "false"
-    return f"BEGIN; SELECT meter_load({call}, {flag}, {more}, {at})::text"
+    return f"BEGIN; SELECT meter_load({call}, {flag}, {more}, {at}, {int(shard)})::text"
 
 
 loads = orjson.loads
@@ -223,12 +259,6 @@ LOTS = Statement(
 # Writes: one statement per table and kind of change.
 
 INSERT_LOTS = insert(t.lots)
-UPDATE_LOTS = update(t.lots, ("workspace_id", "lot_id"), ("remaining",))
-# Lots whose state or credits.expiring flag changed (rare): a part of their own, so that the
-# common one stays as narrow as it is. A lot is in one of the two, never both.
-UPDATE_REVISED_LOTS = update(
-    t.lots, ("workspace_id", "lot_id"), ("remaining", "state", "expiring_noticed")
-)
 INSERT_HOLDS = insert(t.holds)
 HOLD_CHANGES = (
     "state",
@@ -243,28 +273,19 @@ HOLD_CHANGES = (
     "expires_at",
     "finished_at",
 )
-UPDATE_HOLDS = update(t.holds, ("workspace_id", "hold_id"), HOLD_CHANGES)
 INSERT_ENTRIES = insert(t.journal)
 INSERT_ALERTS = insert(t.alerts)
-# An event's feed position is its transaction's id, raised to the workspace's last event's:
-# a transaction that took its id before another one and its workspace lock after it (it
-# locked another workspace first) still sorts after that one's events, so the feed keeps
-# each workspace's order. Raising a position never lets a reader pass over it
-# (meter.storage.events_repo): a running transaction's events still sort at or above its id.
-INSERT_EVENTS = insert(
-    events,
-    computed={
-        "txid": "greatest(pg_current_xact_id(),"
-        " (SELECT max(e.txid) FROM events e WHERE e.workspace_id = u.workspace_id))"
-    },
-)
+
+
+# A batch's events go through meter_events (migration 0009), in the batch's write message:
+# it takes their positions in the shard group's feed under the group's feed head.
+EVENTS_CALL = "SELECT meter_events({}); "
+EVENT_ENCODERS: tuple[Encode, ...] = (texts, ints, texts, times, texts)
+
 UPSERT_SPEND = upsert(t.member_spend, ("workspace_id", "actor_id"))
 UPSERT_TOPUPS = upsert(t.auto_topups, ("workspace_id",))
 WORKSPACE_CHANGES = tuple(
     c for c in rows.columns(t.workspaces) if c not in ("workspace_id", "created_at", "updated_at")
-)
-UPDATE_WORKSPACES = update(
-    t.workspaces, ("workspace_id",), WORKSPACE_CHANGES, extra="updated_at = now()"
 )
 
 
@@ -274,30 +295,51 @@ def _together(parts: Sequence[Statement]) -> Statement:
     return Statement(f"WITH {ctes} SELECT 1", tuple(e for p in parts for e in p.encoders))
 
 
+_TYPE = re.compile(r"::([a-z0-9_]+(?:\[\])?)")
+
+
 def _prepare(name: str, statement: Statement) -> str:
-    """PREPARE of a statement: its %s placeholders numbered, their types declared."""
+    """PREPARE of a statement: its %s placeholders numbered, their types declared (each is
+    followed by its cast)."""
     parts = statement.sql.split("%s")
     sql = parts[0] + "".join(f"${i}{rest}" for i, rest in enumerate(parts[1:], 1))
-    types = [rest.split("::", 1)[1].split(")", 1)[0].split(",", 1)[0] for rest in parts[1:]]
+    types = []
+    for rest in parts[1:]:
+        found = _TYPE.match(rest)
+        assert found is not None, f"a parameter without its type: %s{rest[:40]}"
+        types.append(found.group(1))
     return f"PREPARE {name}({', '.join(types)}) AS {sql}"
 
 
-# Every change of a batch, in this order. The Book never inserts and updates the same row in
-# one batch (a new lot or hold is not also a changed one), which the CTEs need: they share
-# one snapshot.
-WRITE_PARTS = (
-    INSERT_LOTS,
-    UPDATE_LOTS,
-    UPDATE_REVISED_LOTS,
-    INSERT_HOLDS,
-    UPDATE_HOLDS,
-    INSERT_ENTRIES,
-    INSERT_ALERTS,
-    INSERT_EVENTS,
-    UPSERT_SPEND,
-    UPSERT_TOPUPS,
-    UPDATE_WORKSPACES,
-)
+def write_parts(*, citus: bool = False) -> tuple[Statement, ...]:
+    """Every change of a batch, in this order (on Citus, as statements it routes). The Book
+    never inserts and updates the same row in one batch (a new lot or hold is not also a
+    changed one), which the CTEs need: they share one snapshot."""
+    return (
+        INSERT_LOTS,
+        update(t.lots, ("workspace_id", "lot_id"), ("remaining",), citus=citus),
+        # Lots whose state or credits.expiring flag changed (rare): a part of their own, so
+        # that the common one stays as narrow as it is. A lot is in one of the two, never both.
+        update(
+            t.lots,
+            ("workspace_id", "lot_id"),
+            ("remaining", "state", "expiring_noticed"),
+            citus=citus,
+        ),
+        INSERT_HOLDS,
+        update(t.holds, ("workspace_id", "hold_id"), HOLD_CHANGES, citus=citus),
+        INSERT_ENTRIES,
+        INSERT_ALERTS,
+        UPSERT_SPEND,
+        UPSERT_TOPUPS,
+        update(
+            t.workspaces,
+            ("workspace_id",),
+            WORKSPACE_CHANGES,
+            extra="updated_at = now()",
+            citus=citus,
+        ),
+    )
 
 
 class Writer:
@@ -311,20 +353,29 @@ class Writer:
     grants, ...).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, citus: bool = False) -> None:
+        self.parts = write_parts(citus=citus)
         # The combinations each connection has prepared; None: unknown after a failure.
         self._prepared: weakref.WeakKeyDictionary[Any, set[int] | None] = (
             weakref.WeakKeyDictionary()
         )
 
     def message(
-        self, conn: Any, rows: Sequence[Sequence[Sequence[Any]]], *, guard: bool = False
+        self,
+        conn: Any,
+        rows: Sequence[Sequence[Sequence[Any]]],
+        *,
+        events: Sequence[Sequence[Any]] = (),
+        feed_key: str = "",
+        guard: bool = False,
     ) -> str:
-        """The message for one connection; `rows` holds each of WRITE_PARTS' rows. With
-        `guard`, the transaction commits only while a synchronous standby streams (SYNC_GUARD)."""
+        """The message for one connection; `rows` holds each of write_parts()' rows, and
+        `events` the batch's event rows, which take positions in the feed of `feed_key`'s
+        shard group. With `guard`, the transaction commits only while a synchronous standby
+        streams (SYNC_GUARD)."""
         mask = sum(1 << i for i, r in enumerate(rows) if r)
-        parts = [(p, r) for p, r in zip(WRITE_PARTS, rows, strict=True) if r]
-        args = [_literal(a) for p, r in parts for a in p.rows(r)]
+        parts = [p for p, r in zip(self.parts, rows, strict=True) if r]
+        args = [_literal(a) for p, r in zip(self.parts, rows, strict=True) if r for a in p.rows(r)]
         name = f"meter_write_{mask}"
         head = ""
         prepared = self._prepared.get(conn, set())
@@ -333,11 +384,17 @@ class Writer:
             # a rollback): start this connection's set again from nothing.
             head, prepared = "DEALLOCATE ALL; ", set()
         self._prepared[conn] = prepared
-        if mask not in prepared:
-            head += _prepare(name, _together([p for p, _ in parts])) + "; "
+        if parts and mask not in prepared:
+            head += _prepare(name, _together(parts)) + "; "
             prepared.add(mask)
         check = f"SELECT {SYNC_GUARD}(); " if guard else ""
-        return f"{head}EXECUTE {name}({', '.join(args)}); {check}COMMIT"
+        feed = ""
+        if events:
+            columns = list(zip(*events, strict=True))
+            values = [enc(col) for enc, col in zip(EVENT_ENCODERS, columns, strict=True)]
+            feed = EVENTS_CALL.format(", ".join(map(_literal, [feed_key, *values])))
+        write = f"EXECUTE {name}({', '.join(args)}); " if parts else ""
+        return f"{head}{write}{feed}{check}COMMIT"
 
     def failed(self, conn: Any) -> None:
         """The connection's last message failed: what it has prepared is unknown."""
