@@ -190,14 +190,21 @@ async def test_events_follow_prints_new_events_and_ctrl_c_exits_0(app, stub, ws)
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=ENV,
     )  # fmt: skip
     assert proc.stdout is not None
+    lines: list[str] = []
     try:
         await grant(stub, ws, 7)
         line = await asyncio.wait_for(proc.stdout.readline(), timeout=15)
+        lines.append(line.decode())
         event = json.loads(line)
         assert ("credits.granted", ws) == (event["type"], event["workspace_id"])
         await grant(stub, ws, 8)
         line = await asyncio.wait_for(proc.stdout.readline(), timeout=15)
+        lines.append(line.decode())
         assert 8 == json.loads(json.loads(line)["data"])["amount"]
+    except TimeoutError:
+        proc.send_signal(signal.SIGINT)
+        _, err = await asyncio.wait_for(proc.communicate(), timeout=15)
+        raise AssertionError(f"no event line; printed {lines}, stderr {err.decode()}") from None
     finally:
         if proc.returncode is None:
             proc.send_signal(signal.SIGINT)
