@@ -70,8 +70,8 @@ class Db:
         "holds",
         "journal",
         "alerts",
-        "member_limits",
-        "member_spend",
+        "budgets",
+        "budget_spend",
         "auto_topups",
     )
 

@@ -241,6 +241,8 @@ async def test_a_reserve_then_its_commit_notifies_each_crossing_once(stub, event
         ("balance.low", 90),
         ("reservation.refused", 90),
         ("balance.critical", 5),
+        # 145 spent today: 5 left last less than the runway's 7 days.
+        ("balance.runway_low", 5),
     ] == await _events(events, ws)
 
 

@@ -47,10 +47,28 @@ async def test_meter_load_finds_rows_by_key_without_scanning_a_table(stub, ws, d
             workspace_id=ws, enabled=True, threshold=5, package="Starter", monthly_limit=2
         )
     )
+    await stub.SetBudget(
+        pb.SetBudgetRequest(
+            workspace_id=ws,
+            budget=pb.Budget(
+                budget_id="p1-daily",
+                scope_key="project",
+                scope_value="p1",
+                period=pb.LIMIT_PERIOD_DAY,
+                limit=10_000,
+            ),
+        )
+    )
     jobs = [rid() for _ in range(40)]
     for job in jobs:
         await stub.Reserve(
-            pb.ReserveRequest(workspace_id=ws, request_id=job, amount=1, actor_id="ana")
+            pb.ReserveRequest(
+                workspace_id=ws,
+                request_id=job,
+                amount=1,
+                actor_id="ana",
+                labels={"project": "p1"},
+            )
         )
     await stub.Commit(pb.CommitRequest(workspace_id=ws, request_id=jobs[0], amount=1))
     keys = "{" + ",".join([*jobs, "never-seen"]) + "}"
@@ -65,15 +83,16 @@ async def test_meter_load_finds_rows_by_key_without_scanning_a_table(stub, ws, d
             before = _scans(conn)
             doc = conn.execute(
                 "SELECT meter_load(%s, '{}', %s, %s, %s, %s, '{}', false,"
-                " %s, %s, %s, %s, now(), 0)",
+                " %s, %s, %s, %s, %s, now(), 0)",
                 [
                     "{" + ws + "}",
                     "{" + ",".join([ws] * (len(jobs) + 1)) + "}",
                     keys,
                     "{" + ",".join([ws] * (len(jobs) + 1)) + "}",
                     keys,
-                    "{" + ws + "}",
-                    "{ana}",
+                    "{" + ws + "," + ws + "}",
+                    "{actor_id,project}",
+                    "{ana,p1}",
                     "{" + ws + "}",
                     "{" + jobs[0] + "}",
                 ],
@@ -81,9 +100,9 @@ async def test_meter_load_finds_rows_by_key_without_scanning_a_table(stub, ws, d
             after = _scans(conn)
             conn.execute("ROLLBACK")
             assert doc is not None
-            _, workspaces, holds, _, lots, entries, _, limits, spend, topups = doc[0]
+            _, workspaces, holds, _, lots, entries, _, budgets, spend, topups = doc[0]
             assert (1, len(jobs), 1, 0) == (len(workspaces), len(holds), len(lots), len(entries))
-            assert (1, 1, 1) == (len(limits), len(spend), len(topups))
+            assert (2, 2, 1) == (len(budgets), len(spend), len(topups))
             for table in TABLES:
                 seq = after.get(table, (0, 0))[0] - before.get(table, (0, 0))[0]
                 assert 0 == seq, f"meter_load scanned {table}"

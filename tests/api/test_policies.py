@@ -165,9 +165,9 @@ async def test_the_audit_finds_a_member_total_that_disagrees_with_the_holds(stub
     await grant(stub, ws, 100)
     await set_limit(stub, ws, "ana", 50)
     await reserve_as(stub, ws, "ana", 7)
-    db.execute("UPDATE member_spend SET held = 3 WHERE workspace_id = :w", w=ws)
+    db.execute("UPDATE budget_spend SET held = 3 WHERE workspace_id = :w", w=ws)
     found = (await stub.Audit(pb.AuditRequest(workspace_id=ws))).discrepancies
-    assert ["member_spend"] == [d.check for d in found]
+    assert ["budget_spend"] == [d.check for d in found]
 
 
 async def test_usage_by_actor_shows_each_members_limit_and_remaining(stub, ws):

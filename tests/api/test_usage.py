@@ -159,7 +159,7 @@ async def test_usage_without_a_grouping_names_group_by(stub, ws):
     assert (grpc.StatusCode.INVALID_ARGUMENT, ["group_by"]) == (f.code, f.fields)
 
 
-@pytest.mark.parametrize("group_by", [5, -1])
+@pytest.mark.parametrize("group_by", [6, -1])
 async def test_usage_with_an_unknown_grouping_names_group_by(stub, ws, group_by):
     await grant(stub, ws, 10)
     f = await fails(usage(stub, ws, group_by))

@@ -35,6 +35,10 @@ def _workspace_update(ws: str, held: int) -> list[list[tuple[object, ...]]]:
         "",
         False,
         False,
+        7,
+        "{}",
+        None,
+        False,
     )
     return [[] for _ in sql.write_parts()[:-1]] + [[row]]
 

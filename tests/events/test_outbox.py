@@ -59,20 +59,21 @@ async def test_the_balance_levels_fire_once_per_crossing_in_order(stub, events, 
     await grant(stub, ws, 150)
     await charge(stub, ws, 60)  # 90: low
     await charge(stub, ws, 5)  # 85: still low, nothing new
-    await charge(stub, ws, 80)  # 5: critical
+    await charge(stub, ws, 80)  # 5: critical; at 145 a day, 5 last less than the 7 days
     await charge(stub, ws, 5)  # 0: depleted
-    await grant(stub, ws, 300)  # 300: recovered
+    await grant(stub, ws, 300)  # 300: recovered (and 300 last 14 days: the runway re-arms)
 
-    found = await wait_events(events, ws, 6)
+    found = await wait_events(events, ws, 7)
     assert [
         "credits.granted",
         "balance.low",
         "balance.critical",
+        "balance.runway_low",
         "balance.depleted",
         "credits.granted",
         "balance.recovered",
     ] == types_of(found)
-    low, critical, depleted = found[1][1], found[2][1], found[3][1]
+    low, critical, depleted = found[1][1], found[2][1], found[4][1]
     assert (100, 90, "low") == (
         low["threshold"],
         low["balance"]["available"],
@@ -80,9 +81,9 @@ async def test_the_balance_levels_fire_once_per_crossing_in_order(stub, events, 
     )
     assert (10, 5) == (critical["threshold"], critical["balance"]["available"])
     assert 0 == depleted["balance"]["available"]
-    assert 300 == found[5][1]["balance"]["available"]
+    assert 300 == found[6][1]["balance"]["available"]
     # Sequences are the workspace's own, strictly increasing from 1.
-    assert [1, 2, 3, 4, 5, 6] == [d["sequence"] for _, d in found]
+    assert [1, 2, 3, 4, 5, 6, 7] == [d["sequence"] for _, d in found]
 
 
 async def test_a_refused_reservation_is_an_event_and_nothing_else_is_written(stub, events, db, ws):

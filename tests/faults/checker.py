@@ -99,7 +99,11 @@ def _replay(ws: str, db: Db, history: History, balance: Any, fig: Figures) -> li
         w=ws,
     )
     limits = dict(
-        db.rows("SELECT actor_id, credit_limit FROM member_limits WHERE workspace_id = :w", w=ws)
+        db.rows(
+            "SELECT scope_value, credit_limit FROM budgets"
+            " WHERE workspace_id = :w AND scope_key = 'actor_id'",
+            w=ws,
+        )
     )
     entries = db.rows(
         "SELECT entry_id, kind, amount, balance_after, request_id, shortfall, late "

@@ -87,6 +87,8 @@ class _LimitPeriodEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_LimitPeri
     LIMIT_PERIOD_DAY: _LimitPeriod.ValueType  # 1
     LIMIT_PERIOD_WEEK: _LimitPeriod.ValueType  # 2
     LIMIT_PERIOD_MONTH: _LimitPeriod.ValueType  # 3
+    LIMIT_PERIOD_TOTAL: _LimitPeriod.ValueType  # 4
+    """Never resets."""
 
 class LimitPeriod(_LimitPeriod, metaclass=_LimitPeriodEnumTypeWrapper):
     """A member limit's period: a UTC calendar day, week (from Monday) or month."""
@@ -95,6 +97,8 @@ LIMIT_PERIOD_UNSPECIFIED: LimitPeriod.ValueType  # 0
 LIMIT_PERIOD_DAY: LimitPeriod.ValueType  # 1
 LIMIT_PERIOD_WEEK: LimitPeriod.ValueType  # 2
 LIMIT_PERIOD_MONTH: LimitPeriod.ValueType  # 3
+LIMIT_PERIOD_TOTAL: LimitPeriod.ValueType  # 4
+"""Never resets."""
 Global___LimitPeriod: _TypeAlias = LimitPeriod  # noqa: Y015
 
 class _Complexity:
@@ -234,6 +238,8 @@ class _UsageGroupingEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_UsageGr
     USAGE_GROUPING_ACTOR: _UsageGrouping.ValueType  # 2
     USAGE_GROUPING_DAY: _UsageGrouping.ValueType  # 3
     USAGE_GROUPING_WEEK: _UsageGrouping.ValueType  # 4
+    USAGE_GROUPING_LABEL: _UsageGrouping.ValueType  # 5
+    """By the value of the label `label_key` (requests without it: the empty value)."""
 
 class UsageGrouping(_UsageGrouping, metaclass=_UsageGroupingEnumTypeWrapper): ...
 
@@ -242,6 +248,8 @@ USAGE_GROUPING_OPERATION: UsageGrouping.ValueType  # 1
 USAGE_GROUPING_ACTOR: UsageGrouping.ValueType  # 2
 USAGE_GROUPING_DAY: UsageGrouping.ValueType  # 3
 USAGE_GROUPING_WEEK: UsageGrouping.ValueType  # 4
+USAGE_GROUPING_LABEL: UsageGrouping.ValueType  # 5
+"""By the value of the label `label_key` (requests without it: the empty value)."""
 Global___UsageGrouping: _TypeAlias = UsageGrouping  # noqa: Y015
 
 @_typing.final
@@ -933,25 +941,79 @@ class AlertThresholds(_message.Message):
     WORKSPACE_ID_FIELD_NUMBER: _builtins.int
     LOW_FIELD_NUMBER: _builtins.int
     CRITICAL_FIELD_NUMBER: _builtins.int
+    RUNWAY_DAYS_FIELD_NUMBER: _builtins.int
     workspace_id: _builtins.str
     low: _builtins.int
     """LOW below this many available credits."""
     critical: _builtins.int
     """CRITICAL below this many available credits."""
+    runway_days: _builtins.int
+    """balance.runway_low when the credits would run out within this many days (0: never)."""
     def __init__(
         self,
         *,
         workspace_id: _builtins.str = ...,
         low: _builtins.int = ...,
         critical: _builtins.int = ...,
+        runway_days: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["critical", b"critical", "low", b"low", "workspace_id", b"workspace_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["critical", b"critical", "low", b"low", "runway_days", b"runway_days", "workspace_id", b"workspace_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AlertThresholds: _TypeAlias = AlertThresholds  # noqa: Y015
+
+@_typing.final
+class Runway(_message.Message):
+    """How fast the workspace spends and how long its credits last."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BURN_PER_DAY_FIELD_NUMBER: _builtins.int
+    BURN_PER_DAY_30D_FIELD_NUMBER: _builtins.int
+    DAYS_LEFT_FIELD_NUMBER: _builtins.int
+    ZERO_AT_FIELD_NUMBER: _builtins.int
+    TOPUP_AT_FIELD_NUMBER: _builtins.int
+    RUNWAY_DAYS_FIELD_NUMBER: _builtins.int
+    burn_per_day: _builtins.float
+    """Credits charged less refunds per day: over the last 7 days (today's so far included),
+    and over the last 30.
+    """
+    burn_per_day_30d: _builtins.float
+    days_left: _builtins.float
+    """When available reaches zero at burn_per_day, spending in burn order while lots expire
+    (a lot that expires first takes its rest along); held credits count as spent. Unset
+    without burn.
+    """
+    runway_days: _builtins.int
+    """The balance.runway_low threshold (AlertThresholds.runway_days)."""
+    @_builtins.property
+    def zero_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def topup_at(self) -> _timestamp_pb2.Timestamp:
+        """With an auto top-up rule: when available would fall below its threshold."""
+
+    def __init__(
+        self,
+        *,
+        burn_per_day: _builtins.float = ...,
+        burn_per_day_30d: _builtins.float = ...,
+        days_left: _builtins.float | None = ...,
+        zero_at: _timestamp_pb2.Timestamp | None = ...,
+        topup_at: _timestamp_pb2.Timestamp | None = ...,
+        runway_days: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_days_left", b"_days_left", "days_left", b"days_left", "topup_at", b"topup_at", "zero_at", b"zero_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_days_left", b"_days_left", "burn_per_day", b"burn_per_day", "burn_per_day_30d", b"burn_per_day_30d", "days_left", b"days_left", "runway_days", b"runway_days", "topup_at", b"topup_at", "zero_at", b"zero_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__days_left: _TypeAlias = _typing.Literal["days_left"]  # noqa: Y015
+    _WhichOneofArgType__days_left: _TypeAlias = _typing.Literal["_days_left", b"_days_left"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__days_left) -> _WhichOneofReturnType__days_left | None: ...
+
+Global___Runway: _TypeAlias = Runway  # noqa: Y015
 
 @_typing.final
 class Balance(_message.Message):
@@ -969,6 +1031,7 @@ class Balance(_message.Message):
     TOTAL_FIELD_NUMBER: _builtins.int
     PENDING_FIELD_NUMBER: _builtins.int
     BY_CATEGORY_FIELD_NUMBER: _builtins.int
+    RUNWAY_FIELD_NUMBER: _builtins.int
     workspace_id: _builtins.str
     available: _builtins.int
     """Spendable now."""
@@ -991,6 +1054,10 @@ class Balance(_message.Message):
     def by_category(self) -> _containers.RepeatedCompositeFieldContainer[Global___CategoryBalance]:
         """available, per category of the lots it is in."""
 
+    @_builtins.property
+    def runway(self) -> Global___Runway:
+        """On GetBalance and WatchBalance (a call's outcome carries no runway)."""
+
     def __init__(
         self,
         *,
@@ -1006,10 +1073,11 @@ class Balance(_message.Message):
         total: _builtins.int = ...,
         pending: _builtins.int = ...,
         by_category: _abc.Iterable[Global___CategoryBalance] | None = ...,
+        runway: Global___Runway | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["expiring_soon", b"expiring_soon", "last_transaction", b"last_transaction", "thresholds", b"thresholds"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expiring_soon", b"expiring_soon", "last_transaction", b"last_transaction", "runway", b"runway", "thresholds", b"thresholds"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["available", b"available", "by_category", b"by_category", "expiring_soon", b"expiring_soon", "held", b"held", "last_transaction", b"last_transaction", "level", b"level", "lifetime_granted", b"lifetime_granted", "lifetime_used", b"lifetime_used", "pending", b"pending", "thresholds", b"thresholds", "total", b"total", "workspace_id", b"workspace_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["available", b"available", "by_category", b"by_category", "expiring_soon", b"expiring_soon", "held", b"held", "last_transaction", b"last_transaction", "level", b"level", "lifetime_granted", b"lifetime_granted", "lifetime_used", b"lifetime_used", "pending", b"pending", "runway", b"runway", "thresholds", b"thresholds", "total", b"total", "workspace_id", b"workspace_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1316,8 +1384,11 @@ class GetUsageRequest(_message.Message):
     GROUP_BY_FIELD_NUMBER: _builtins.int
     START_TIME_FIELD_NUMBER: _builtins.int
     END_TIME_FIELD_NUMBER: _builtins.int
+    LABEL_KEY_FIELD_NUMBER: _builtins.int
     workspace_id: _builtins.str
     group_by: Global___UsageGrouping.ValueType
+    label_key: _builtins.str
+    """With USAGE_GROUPING_LABEL: the label key (project, team, api_key, ...)."""
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -1329,10 +1400,11 @@ class GetUsageRequest(_message.Message):
         group_by: Global___UsageGrouping.ValueType = ...,
         start_time: _timestamp_pb2.Timestamp | None = ...,
         end_time: _timestamp_pb2.Timestamp | None = ...,
+        label_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "group_by", b"group_by", "start_time", b"start_time", "workspace_id", b"workspace_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "group_by", b"group_by", "label_key", b"label_key", "start_time", b"start_time", "workspace_id", b"workspace_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1348,6 +1420,7 @@ class UsageRow(_message.Message):
     COUNT_FIELD_NUMBER: _builtins.int
     LIMITS_FIELD_NUMBER: _builtins.int
     HELD_FIELD_NUMBER: _builtins.int
+    BUDGETS_FIELD_NUMBER: _builtins.int
     key: _builtins.str
     """The operation or actor; empty for time groupings."""
     credits: _builtins.int
@@ -1355,8 +1428,9 @@ class UsageRow(_message.Message):
     count: _builtins.int
     """Charges counted."""
     held: _builtins.int
-    """By actor: what the member's open holds hold now (whatever the time range). A member who
-    holds credits or has a limit of its own is listed even with no charge in the range.
+    """By actor or label: what the value's open holds hold now (whatever the time range). A
+    value that holds credits or has a budget of its own is listed even with no charge in
+    the range.
     """
     @_builtins.property
     def period_start(self) -> _timestamp_pb2.Timestamp:
@@ -1365,6 +1439,10 @@ class UsageRow(_message.Message):
     @_builtins.property
     def limits(self) -> _containers.RepeatedCompositeFieldContainer[Global___MemberLimit]:
         """By actor: the member's limits as they stand now."""
+
+    @_builtins.property
+    def budgets(self) -> _containers.RepeatedCompositeFieldContainer[Global___BudgetStanding]:
+        """By actor or label: the budgets that apply to the value, as they stand now."""
 
     def __init__(
         self,
@@ -1375,14 +1453,55 @@ class UsageRow(_message.Message):
         count: _builtins.int = ...,
         limits: _abc.Iterable[Global___MemberLimit] | None = ...,
         held: _builtins.int = ...,
+        budgets: _abc.Iterable[Global___BudgetStanding] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["period_start", b"period_start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "credits", b"credits", "held", b"held", "key", b"key", "limits", b"limits", "period_start", b"period_start"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budgets", b"budgets", "count", b"count", "credits", b"credits", "held", b"held", "key", b"key", "limits", b"limits", "period_start", b"period_start"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UsageRow: _TypeAlias = UsageRow  # noqa: Y015
+
+@_typing.final
+class BudgetStanding(_message.Message):
+    """A budget's standing for one value of its scope."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BUDGET_ID_FIELD_NUMBER: _builtins.int
+    PERIOD_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    USED_FIELD_NUMBER: _builtins.int
+    REMAINING_FIELD_NUMBER: _builtins.int
+    RESETS_AT_FIELD_NUMBER: _builtins.int
+    budget_id: _builtins.str
+    period: Global___LimitPeriod.ValueType
+    limit: _builtins.int
+    used: _builtins.int
+    """Charged in the period plus held now."""
+    remaining: _builtins.int
+    @_builtins.property
+    def resets_at(self) -> _timestamp_pb2.Timestamp:
+        """Unset for a total."""
+
+    def __init__(
+        self,
+        *,
+        budget_id: _builtins.str = ...,
+        period: Global___LimitPeriod.ValueType = ...,
+        limit: _builtins.int = ...,
+        used: _builtins.int = ...,
+        remaining: _builtins.int = ...,
+        resets_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["resets_at", b"resets_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget_id", b"budget_id", "limit", b"limit", "period", b"period", "remaining", b"remaining", "resets_at", b"resets_at", "used", b"used"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BudgetStanding: _TypeAlias = BudgetStanding  # noqa: Y015
 
 @_typing.final
 class GetUsageResponse(_message.Message):
@@ -1802,21 +1921,27 @@ class SetAlertThresholdsRequest(_message.Message):
     WORKSPACE_ID_FIELD_NUMBER: _builtins.int
     LOW_FIELD_NUMBER: _builtins.int
     CRITICAL_FIELD_NUMBER: _builtins.int
+    RUNWAY_DAYS_FIELD_NUMBER: _builtins.int
     workspace_id: _builtins.str
     low: _builtins.int
     critical: _builtins.int
+    runway_days: _builtins.int
+    """Unset: as it is (default 7)."""
     def __init__(
         self,
         *,
         workspace_id: _builtins.str = ...,
         low: _builtins.int = ...,
         critical: _builtins.int = ...,
+        runway_days: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_runway_days", b"_runway_days", "runway_days", b"runway_days"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["critical", b"critical", "low", b"low", "workspace_id", b"workspace_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_runway_days", b"_runway_days", "critical", b"critical", "low", b"low", "runway_days", b"runway_days", "workspace_id", b"workspace_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__runway_days: _TypeAlias = _typing.Literal["runway_days"]  # noqa: Y015
+    _WhichOneofArgType__runway_days: _TypeAlias = _typing.Literal["_runway_days", b"_runway_days"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__runway_days) -> _WhichOneofReturnType__runway_days | None: ...
 
 Global___SetAlertThresholdsRequest: _TypeAlias = SetAlertThresholdsRequest  # noqa: Y015
 
@@ -2200,3 +2325,205 @@ class ReportTopUpFailedRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReportTopUpFailedRequest: _TypeAlias = ReportTopUpFailedRequest  # noqa: Y015
+
+@_typing.final
+class Budget(_message.Message):
+    """A budget: what one scope (an actor, or the value of a label) may spend per period."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BUDGET_ID_FIELD_NUMBER: _builtins.int
+    SCOPE_KEY_FIELD_NUMBER: _builtins.int
+    SCOPE_VALUE_FIELD_NUMBER: _builtins.int
+    PERIOD_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    WARN_AT_FIELD_NUMBER: _builtins.int
+    ENABLED_FIELD_NUMBER: _builtins.int
+    USED_FIELD_NUMBER: _builtins.int
+    REMAINING_FIELD_NUMBER: _builtins.int
+    RESETS_AT_FIELD_NUMBER: _builtins.int
+    VALUES_FIELD_NUMBER: _builtins.int
+    budget_id: _builtins.str
+    """Chosen by the caller: SetBudget with the same id replaces the budget."""
+    scope_key: _builtins.str
+    """"actor_id", or a label key the requests carry (project, team, api_key, agent, ...)."""
+    scope_value: _builtins.str
+    """One value of the key; empty: every value of the key has its own budget of this size
+    (a budget naming a value replaces the default one of its key and period for it).
+    """
+    period: Global___LimitPeriod.ValueType
+    limit: _builtins.int
+    enabled: _builtins.bool
+    """Unset in SetBudget: true."""
+    used: _builtins.int
+    """In answers: the scope value's spend this period (charged plus held) and what is left;
+    for a default budget, the most any value has used.
+    """
+    remaining: _builtins.int
+    @_builtins.property
+    def warn_at(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Percentages of the limit: budget.threshold when spend crosses one (once per period).
+        Empty in SetBudget: 80.
+        """
+
+    @_builtins.property
+    def resets_at(self) -> _timestamp_pb2.Timestamp:
+        """The end of the current period; unset for a total."""
+
+    @_builtins.property
+    def values(self) -> _containers.RepeatedCompositeFieldContainer[Global___BudgetValue]:
+        """For a default budget: each value with spend this period."""
+
+    def __init__(
+        self,
+        *,
+        budget_id: _builtins.str = ...,
+        scope_key: _builtins.str = ...,
+        scope_value: _builtins.str = ...,
+        period: Global___LimitPeriod.ValueType = ...,
+        limit: _builtins.int = ...,
+        warn_at: _abc.Iterable[_builtins.int] | None = ...,
+        enabled: _builtins.bool | None = ...,
+        used: _builtins.int = ...,
+        remaining: _builtins.int = ...,
+        resets_at: _timestamp_pb2.Timestamp | None = ...,
+        values: _abc.Iterable[Global___BudgetValue] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_enabled", b"_enabled", "enabled", b"enabled", "resets_at", b"resets_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_enabled", b"_enabled", "budget_id", b"budget_id", "enabled", b"enabled", "limit", b"limit", "period", b"period", "remaining", b"remaining", "resets_at", b"resets_at", "scope_key", b"scope_key", "scope_value", b"scope_value", "used", b"used", "values", b"values", "warn_at", b"warn_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__enabled: _TypeAlias = _typing.Literal["enabled"]  # noqa: Y015
+    _WhichOneofArgType__enabled: _TypeAlias = _typing.Literal["_enabled", b"_enabled"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__enabled) -> _WhichOneofReturnType__enabled | None: ...
+
+Global___Budget: _TypeAlias = Budget  # noqa: Y015
+
+@_typing.final
+class BudgetValue(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VALUE_FIELD_NUMBER: _builtins.int
+    USED_FIELD_NUMBER: _builtins.int
+    REMAINING_FIELD_NUMBER: _builtins.int
+    value: _builtins.str
+    used: _builtins.int
+    remaining: _builtins.int
+    def __init__(
+        self,
+        *,
+        value: _builtins.str = ...,
+        used: _builtins.int = ...,
+        remaining: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["remaining", b"remaining", "used", b"used", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BudgetValue: _TypeAlias = BudgetValue  # noqa: Y015
+
+@_typing.final
+class SetBudgetRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKSPACE_ID_FIELD_NUMBER: _builtins.int
+    BUDGET_FIELD_NUMBER: _builtins.int
+    workspace_id: _builtins.str
+    @_builtins.property
+    def budget(self) -> Global___Budget: ...
+    def __init__(
+        self,
+        *,
+        workspace_id: _builtins.str = ...,
+        budget: Global___Budget | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "workspace_id", b"workspace_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetBudgetRequest: _TypeAlias = SetBudgetRequest  # noqa: Y015
+
+@_typing.final
+class DeleteBudgetRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKSPACE_ID_FIELD_NUMBER: _builtins.int
+    BUDGET_ID_FIELD_NUMBER: _builtins.int
+    workspace_id: _builtins.str
+    budget_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        workspace_id: _builtins.str = ...,
+        budget_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget_id", b"budget_id", "workspace_id", b"workspace_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteBudgetRequest: _TypeAlias = DeleteBudgetRequest  # noqa: Y015
+
+@_typing.final
+class DeleteBudgetResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELETED_FIELD_NUMBER: _builtins.int
+    deleted: _builtins.bool
+    """Whether there was such a budget."""
+    def __init__(
+        self,
+        *,
+        deleted: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deleted", b"deleted"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteBudgetResponse: _TypeAlias = DeleteBudgetResponse  # noqa: Y015
+
+@_typing.final
+class ListBudgetsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKSPACE_ID_FIELD_NUMBER: _builtins.int
+    workspace_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        workspace_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["workspace_id", b"workspace_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListBudgetsRequest: _TypeAlias = ListBudgetsRequest  # noqa: Y015
+
+@_typing.final
+class ListBudgetsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BUDGETS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def budgets(self) -> _containers.RepeatedCompositeFieldContainer[Global___Budget]: ...
+    def __init__(
+        self,
+        *,
+        budgets: _abc.Iterable[Global___Budget] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budgets", b"budgets"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListBudgetsResponse: _TypeAlias = ListBudgetsResponse  # noqa: Y015

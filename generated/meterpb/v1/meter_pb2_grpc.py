@@ -155,6 +155,21 @@ class MeterStub:
                 request_serializer=meterpb_dot_v1_dot_meter__pb2.ReportTopUpFailedRequest.SerializeToString,
                 response_deserializer=meterpb_dot_v1_dot_meter__pb2.AutoTopUp.FromString,
                 _registered_method=True)
+        self.SetBudget = channel.unary_unary(
+                '/meter.v1.Meter/SetBudget',
+                request_serializer=meterpb_dot_v1_dot_meter__pb2.SetBudgetRequest.SerializeToString,
+                response_deserializer=meterpb_dot_v1_dot_meter__pb2.Budget.FromString,
+                _registered_method=True)
+        self.DeleteBudget = channel.unary_unary(
+                '/meter.v1.Meter/DeleteBudget',
+                request_serializer=meterpb_dot_v1_dot_meter__pb2.DeleteBudgetRequest.SerializeToString,
+                response_deserializer=meterpb_dot_v1_dot_meter__pb2.DeleteBudgetResponse.FromString,
+                _registered_method=True)
+        self.ListBudgets = channel.unary_unary(
+                '/meter.v1.Meter/ListBudgets',
+                request_serializer=meterpb_dot_v1_dot_meter__pb2.ListBudgetsRequest.SerializeToString,
+                response_deserializer=meterpb_dot_v1_dot_meter__pb2.ListBudgetsResponse.FromString,
+                _registered_method=True)
 
 
 class MeterServicer:
@@ -330,6 +345,28 @@ class MeterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetBudget(self, request, context):
+        """Budgets (spend governance): limits for an actor or a label's values (project, team,
+        api_key, ...) per day, week, month or in total, enforced with every hold.
+        Creates or replaces a budget by its budget_id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteBudget(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListBudgets(self, request, context):
+        """A workspace's budgets, each with what it has used this period and what is left.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MeterServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -452,6 +489,21 @@ def add_MeterServicer_to_server(servicer, server):
                     servicer.ReportTopUpFailed,
                     request_deserializer=meterpb_dot_v1_dot_meter__pb2.ReportTopUpFailedRequest.FromString,
                     response_serializer=meterpb_dot_v1_dot_meter__pb2.AutoTopUp.SerializeToString,
+            ),
+            'SetBudget': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetBudget,
+                    request_deserializer=meterpb_dot_v1_dot_meter__pb2.SetBudgetRequest.FromString,
+                    response_serializer=meterpb_dot_v1_dot_meter__pb2.Budget.SerializeToString,
+            ),
+            'DeleteBudget': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteBudget,
+                    request_deserializer=meterpb_dot_v1_dot_meter__pb2.DeleteBudgetRequest.FromString,
+                    response_serializer=meterpb_dot_v1_dot_meter__pb2.DeleteBudgetResponse.SerializeToString,
+            ),
+            'ListBudgets': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListBudgets,
+                    request_deserializer=meterpb_dot_v1_dot_meter__pb2.ListBudgetsRequest.FromString,
+                    response_serializer=meterpb_dot_v1_dot_meter__pb2.ListBudgetsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1103,6 +1155,87 @@ class Meter:
             '/meter.v1.Meter/ReportTopUpFailed',
             meterpb_dot_v1_dot_meter__pb2.ReportTopUpFailedRequest.SerializeToString,
             meterpb_dot_v1_dot_meter__pb2.AutoTopUp.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetBudget(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meter.v1.Meter/SetBudget',
+            meterpb_dot_v1_dot_meter__pb2.SetBudgetRequest.SerializeToString,
+            meterpb_dot_v1_dot_meter__pb2.Budget.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteBudget(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meter.v1.Meter/DeleteBudget',
+            meterpb_dot_v1_dot_meter__pb2.DeleteBudgetRequest.SerializeToString,
+            meterpb_dot_v1_dot_meter__pb2.DeleteBudgetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListBudgets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meter.v1.Meter/ListBudgets',
+            meterpb_dot_v1_dot_meter__pb2.ListBudgetsRequest.SerializeToString,
+            meterpb_dot_v1_dot_meter__pb2.ListBudgetsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -87,6 +87,14 @@ class MeterStub:
     """The auto top-up rule and where it stands."""
     ReportTopUpFailed: _grpc.UnaryUnaryMultiCallable[_meter_pb2.ReportTopUpFailedRequest, _meter_pb2.AutoTopUp]
     """The payment handler could not charge for a top-up request."""
+    SetBudget: _grpc.UnaryUnaryMultiCallable[_meter_pb2.SetBudgetRequest, _meter_pb2.Budget]
+    """Budgets (spend governance): limits for an actor or a label's values (project, team,
+    api_key, ...) per day, week, month or in total, enforced with every hold.
+    Creates or replaces a budget by its budget_id.
+    """
+    DeleteBudget: _grpc.UnaryUnaryMultiCallable[_meter_pb2.DeleteBudgetRequest, _meter_pb2.DeleteBudgetResponse]
+    ListBudgets: _grpc.UnaryUnaryMultiCallable[_meter_pb2.ListBudgetsRequest, _meter_pb2.ListBudgetsResponse]
+    """A workspace's budgets, each with what it has used this period and what is left."""
 
 @_typing.type_check_only
 class MeterAsyncStub(MeterStub):
@@ -143,6 +151,14 @@ class MeterAsyncStub(MeterStub):
     """The auto top-up rule and where it stands."""
     ReportTopUpFailed: _aio.UnaryUnaryMultiCallable[_meter_pb2.ReportTopUpFailedRequest, _meter_pb2.AutoTopUp]  # type: ignore[assignment]
     """The payment handler could not charge for a top-up request."""
+    SetBudget: _aio.UnaryUnaryMultiCallable[_meter_pb2.SetBudgetRequest, _meter_pb2.Budget]  # type: ignore[assignment]
+    """Budgets (spend governance): limits for an actor or a label's values (project, team,
+    api_key, ...) per day, week, month or in total, enforced with every hold.
+    Creates or replaces a budget by its budget_id.
+    """
+    DeleteBudget: _aio.UnaryUnaryMultiCallable[_meter_pb2.DeleteBudgetRequest, _meter_pb2.DeleteBudgetResponse]  # type: ignore[assignment]
+    ListBudgets: _aio.UnaryUnaryMultiCallable[_meter_pb2.ListBudgetsRequest, _meter_pb2.ListBudgetsResponse]  # type: ignore[assignment]
+    """A workspace's budgets, each with what it has used this period and what is left."""
 
 class MeterServicer(metaclass=_abc_1.ABCMeta):
     """Holds, charges, balances and history of workspaces' credits."""
@@ -340,5 +356,31 @@ class MeterServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_meter_pb2.AutoTopUp, _abc.Awaitable[_meter_pb2.AutoTopUp]]:
         """The payment handler could not charge for a top-up request."""
+
+    @_abc_1.abstractmethod
+    def SetBudget(
+        self,
+        request: _meter_pb2.SetBudgetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_meter_pb2.Budget, _abc.Awaitable[_meter_pb2.Budget]]:
+        """Budgets (spend governance): limits for an actor or a label's values (project, team,
+        api_key, ...) per day, week, month or in total, enforced with every hold.
+        Creates or replaces a budget by its budget_id.
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteBudget(
+        self,
+        request: _meter_pb2.DeleteBudgetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_meter_pb2.DeleteBudgetResponse, _abc.Awaitable[_meter_pb2.DeleteBudgetResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListBudgets(
+        self,
+        request: _meter_pb2.ListBudgetsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_meter_pb2.ListBudgetsResponse, _abc.Awaitable[_meter_pb2.ListBudgetsResponse]]:
+        """A workspace's budgets, each with what it has used this period and what is left."""
 
 def add_MeterServicer_to_server(servicer: MeterServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

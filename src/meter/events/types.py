@@ -23,6 +23,9 @@ HOLD_EXPIRED = "hold.expired"
 RESERVATION_REFUSED = "reservation.refused"
 COMMIT_SHORTFALL = "commit.shortfall"
 MEMBER_LIMIT_REACHED = "member.limit_reached"
+BUDGET_THRESHOLD = "budget.threshold"
+BUDGET_EXCEEDED = "budget.exceeded"
+BALANCE_RUNWAY_LOW = "balance.runway_low"
 TOPUP_REQUESTED = "topup.requested"
 TOPUP_FAILED = "topup.failed"
 TOPUP_DISABLED = "topup.disabled"
@@ -49,6 +52,9 @@ TYPES = (
     RESERVATION_REFUSED,
     COMMIT_SHORTFALL,
     MEMBER_LIMIT_REACHED,
+    BUDGET_THRESHOLD,
+    BUDGET_EXCEEDED,
+    BALANCE_RUNWAY_LOW,
     TOPUP_REQUESTED,
     TOPUP_FAILED,
     TOPUP_DISABLED,

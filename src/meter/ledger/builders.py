@@ -34,6 +34,7 @@ from meter.ledger.model import (
     MAX_WAIT_FOR_FUNDS_S,
     Category,
 )
+from meter.ledger.runway import MAX_RUNWAY_DAYS
 from meter.ledger.validation import SOURCE_RE, Violations, request_fields
 
 PACKAGE_VALIDITY = timedelta(days=365)
@@ -273,17 +274,20 @@ class CommandBuilder:
         )
 
     def build_set_thresholds(
-        self, *, workspace_id: str, low: int, critical: int
+        self, *, workspace_id: str, low: int, critical: int, runway_days: int | None = None
     ) -> SetThresholdsCmd:
-        """Raises: MeterError INVALID naming the field (0 <= critical <= low <= 10^12)."""
+        """Raises: MeterError INVALID naming the field (0 <= critical <= low <= 10^12;
+        0 <= runway_days <= 3650)."""
         v = Violations()
         v.id("workspace_id", workspace_id)
         v.credits("low", low)
         v.credits("critical", critical)
+        if runway_days is not None and not 0 <= runway_days <= MAX_RUNWAY_DAYS:
+            v.add("runway_days", f"must be between 0 and {MAX_RUNWAY_DAYS}")
         if not v and critical > low:
             v.add("critical", f"must not exceed low ({low})")
         v.raise_if_any()
-        return SetThresholdsCmd(workspace_id, low, critical)
+        return SetThresholdsCmd(workspace_id, low, critical, runway_days)
 
     # Internals.
 

@@ -152,6 +152,7 @@ class SetThresholdsCmd:
     workspace_id: str
     low: int
     critical: int
+    runway_days: int | None = None  # None: as it is
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from enum import IntEnum
+
+from meter.ledger.runway import RunwayView
 
 # Bounds from DESIGN.md §2 and §3.
 DEFAULT_TTL_S = 15 * 60
@@ -76,11 +78,13 @@ class LotState(IntEnum):
 
 
 class Period(IntEnum):
-    """A member limit's UTC calendar period; values equal the proto enum numbers."""
+    """A budget's UTC calendar period, or its whole life (TOTAL, never reset); values equal
+    the proto enum numbers."""
 
     DAY = 1
     WEEK = 2
     MONTH = 3
+    TOTAL = 4
 
 
 DEFAULT_PRIORITY = 50
@@ -117,10 +121,17 @@ class Account:
     created_at: datetime | None = None
     event_seq: int = 0
     next_notice_at: datetime | None = None  # when a lot's credits.expiring event is due
-    # The policies of DESIGN.md §10 in force: member limits and an auto top-up rule. A book
-    # loads their rows only when these say there are some.
-    member_limits: bool = False
+    # The policies in force: budgets (member limits among them, DESIGN.md §10, §13) and an
+    # auto top-up rule. A book loads their rows only when these say there are some.
+    budgets: bool = False
     auto_topup: bool = False
+    # The runway (DESIGN.md §13): balance.runway_low's threshold in days (0: none), credits
+    # charged less refunds per UTC day, the newest (burn_day) first, and whether that notice
+    # was sent for the current dip.
+    runway_days: int = 7
+    burn: list[int] = field(default_factory=list)
+    burn_day: date | None = None
+    runway_low: bool = False
 
     @property
     def available(self) -> int:
@@ -250,6 +261,9 @@ class BalanceView:
     expiring_soon_earliest: datetime | None = None
     pending: int = 0  # pending grants' credits: not spendable until confirmed
     by_category: tuple[tuple[Category, int], ...] = ()  # available, per category
+    # The runway (DESIGN.md §13), on reads of the balance; outcomes of calls go without it.
+    runway: RunwayView | None = None
+    runway_days: int = 7  # balance.runway_low's threshold
 
     @property
     def total(self) -> int:

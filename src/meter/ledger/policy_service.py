@@ -1,15 +1,26 @@
-"""Credit-policy use cases (DESIGN.md §10): pending grants, member limits, auto top-up.
+"""Credit-policy use cases (DESIGN.md §10, §13): pending grants, budgets (member limits among
+them), auto top-up.
 
 Confirmations, voids and the auto top-up rule are ledger commands like any other: they run in
-the batcher's transactions under the workspace's lock, with their events. Member limits are
+the batcher's transactions under the workspace's lock, with their events. Budgets are
 settings written in their own transaction (meter.storage.policies_repo).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 from meter.catalog.service import CatalogService
+from meter.ledger.budgets import (
+    ACTOR_KEY,
+    DEFAULT_WARN_AT,
+    MEMBER_PREFIX,
+    Budget,
+    BudgetStanding,
+    BudgetView,
+    member_budget_id,
+)
 from meter.ledger.commands import (
     ConfirmGrantCmd,
     ReportTopUpFailedCmd,
@@ -19,7 +30,7 @@ from meter.ledger.commands import (
 from meter.ledger.model import EntryOutcome, Period, TopUpView
 from meter.ledger.policies import MemberLimitView
 from meter.ledger.service import LedgerService, _as
-from meter.ledger.validation import Violations
+from meter.ledger.validation import LABEL_KEY_RE, MAX_LABEL_VALUE, Violations
 
 MAX_MONTHLY_TOPUPS = 1000
 
@@ -31,6 +42,12 @@ class PolicyStore(Protocol):
     async def member_limits(
         self, workspace_id: str, actors: list[str] | None = None
     ) -> list[MemberLimitView]: ...
+    async def set_budget(self, workspace_id: str, budget: Budget) -> BudgetView: ...
+    async def delete_budget(self, workspace_id: str, budget_id: str) -> bool: ...
+    async def budgets(self, workspace_id: str) -> list[BudgetView]: ...
+    async def standings(
+        self, workspace_id: str, scope_key: str, values: Sequence[str]
+    ) -> dict[str, list[BudgetStanding]]: ...
     async def auto_topup(self, workspace_id: str) -> TopUpView: ...
 
 
@@ -74,12 +91,81 @@ class PolicyService:
         v = Violations()
         v.id("workspace_id", workspace_id)
         v.actor("actor_id", actor_id)
-        if period not in Period._value2member_map_:
-            v.add("period", "must be LIMIT_PERIOD_DAY, LIMIT_PERIOD_WEEK or LIMIT_PERIOD_MONTH")
+        _period(v, "period", period)
         if limit is not None:
             v.credits("limit", limit)
         v.raise_if_any()
         return await self.store.set_member_limit(workspace_id, actor_id, Period(period), limit)
+
+    # Budgets (DESIGN.md §13).
+
+    async def set_budget(
+        self,
+        *,
+        workspace_id: str,
+        budget_id: str,
+        scope_key: str,
+        scope_value: str,
+        period: int,
+        limit: int,
+        warn_at: list[int],
+        enabled: bool,
+    ) -> BudgetView:
+        """Create or replace a budget.
+
+        Raises: MeterError INVALID naming each bad field, WORKSPACE_NOT_FOUND.
+        """
+        v = _workspace(workspace_id)
+        v.id("budget.budget_id", budget_id)
+        if scope_key == ACTOR_KEY:
+            v.actor("budget.scope_value", scope_value)
+        elif not scope_key:
+            v.add("budget.scope_key", "required: actor_id or a label key")
+        elif not LABEL_KEY_RE.fullmatch(scope_key):
+            v.add(
+                "budget.scope_key",
+                "actor_id, or a label key: 1-63 characters of [a-z0-9_.-], starting with a letter",
+            )
+        else:
+            v.text("budget.scope_value", scope_value, limit=MAX_LABEL_VALUE)
+        _period(v, "budget.period", period)
+        v.credits("budget.limit", limit)
+        if any(not 1 <= w <= 100 for w in warn_at):
+            v.add("budget.warn_at", "percentages between 1 and 100")
+        if budget_id.startswith(MEMBER_PREFIX) and not v and period in Period._value2member_map_:
+            member = member_budget_id(scope_value, Period(period))
+            if scope_key != ACTOR_KEY or budget_id != member:
+                v.add(
+                    "budget.budget_id",
+                    f"{MEMBER_PREFIX!r} names a member limit: {member!r} for this scope",
+                )
+        v.raise_if_any()
+        budget = Budget(
+            budget_id,
+            scope_key,
+            scope_value,
+            Period(period),
+            limit,
+            tuple(sorted(set(warn_at))) if warn_at else DEFAULT_WARN_AT,
+            enabled,
+        )
+        return await self.store.set_budget(workspace_id, budget)
+
+    async def delete_budget(self, *, workspace_id: str, budget_id: str) -> bool:
+        v = _workspace(workspace_id)
+        v.id("budget_id", budget_id)
+        v.raise_if_any()
+        return await self.store.delete_budget(workspace_id, budget_id)
+
+    async def budgets(self, workspace_id: str) -> list[BudgetView]:
+        _workspace(workspace_id).raise_if_any()
+        return await self.store.budgets(workspace_id)
+
+    async def standings(
+        self, workspace_id: str, scope_key: str, values: Sequence[str]
+    ) -> dict[str, list[BudgetStanding]]:
+        """By value, the budgets of `scope_key` that apply to it (usage rows show them)."""
+        return await self.store.standings(workspace_id, scope_key, values)
 
     async def member_limits(
         self, workspace_id: str, actors: list[str] | None = None
@@ -138,6 +224,11 @@ class PolicyService:
     async def auto_topup(self, workspace_id: str) -> TopUpView:
         _workspace(workspace_id).raise_if_any()
         return await self.store.auto_topup(workspace_id)
+
+
+def _period(v: Violations, field: str, period: int) -> None:
+    if period not in Period._value2member_map_:
+        v.add(field, "must be LIMIT_PERIOD_DAY, _WEEK, _MONTH or _TOTAL")
 
 
 def _workspace(workspace_id: str) -> Violations:

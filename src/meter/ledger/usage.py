@@ -21,6 +21,7 @@ class UsageGrouping(IntEnum):
     ACTOR = 2
     DAY = 3
     WEEK = 4
+    LABEL = 5
 
 
 @dataclass(frozen=True, slots=True)

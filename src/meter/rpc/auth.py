@@ -89,6 +89,9 @@ RULES: dict[str, Rule] = {
     # Admins control members' spend; the web app shows it.
     M + "SetMemberLimit": _rule(Scope.WORKSPACE),
     M + "ListMemberLimits": _rule(Scope.WORKSPACE, A),
+    M + "SetBudget": _rule(Scope.WORKSPACE),
+    M + "DeleteBudget": _rule(Scope.WORKSPACE),
+    M + "ListBudgets": _rule(Scope.WORKSPACE, A),
     # Corrections and investigations are for admins.
     M + "ListHolds": _rule(Scope.WORKSPACE),
     M + "Refund": _rule(Scope.WORKSPACE),

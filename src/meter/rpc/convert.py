@@ -11,6 +11,7 @@ from google.protobuf import duration_pb2, timestamp_pb2
 from meter.catalog.estimate import CampaignPlan, Estimate
 from meter.catalog.model import Package, Quote, Rule, Usage
 from meter.events.model import Attempt, Endpoint, StoredEvent
+from meter.ledger.budgets import BudgetStanding, BudgetView
 from meter.ledger.model import (
     AlertEvent,
     BalanceView,
@@ -23,6 +24,7 @@ from meter.ledger.model import (
     TopUpView,
 )
 from meter.ledger.policies import MemberLimitView
+from meter.ledger.runway import RunwayView
 from meter.ledger.usage import UsageReport
 from meterpb.v1 import catalog_pb2 as cpb
 from meterpb.v1 import events_pb2 as epb
@@ -106,9 +108,7 @@ def balance(b: BalanceView) -> pb.Balance:
         lifetime_used=b.lifetime_used,
         lifetime_granted=b.lifetime_granted,
         level=_enum(b.level),
-        thresholds=pb.AlertThresholds(
-            workspace_id=b.workspace_id, low=b.low_threshold, critical=b.critical_threshold
-        ),
+        thresholds=thresholds(b),
         total=b.total,
         expiring_soon=pb.ExpiringSoon(
             credits=b.expiring_soon_credits, earliest=ts(b.expiring_soon_earliest)
@@ -116,6 +116,8 @@ def balance(b: BalanceView) -> pb.Balance:
         pending=b.pending,
         by_category=[pb.CategoryBalance(category=_enum(c), available=n) for c, n in b.by_category],
     )
+    if b.runway is not None:
+        msg.runway.CopyFrom(runway(b.runway))
     if b.last_transaction is not None:
         t = b.last_transaction
         msg.last_transaction.CopyFrom(
@@ -127,6 +129,56 @@ def balance(b: BalanceView) -> pb.Balance:
             )
         )
     return msg
+
+
+def thresholds(b: BalanceView) -> pb.AlertThresholds:
+    return pb.AlertThresholds(
+        workspace_id=b.workspace_id,
+        low=b.low_threshold,
+        critical=b.critical_threshold,
+        runway_days=b.runway_days,
+    )
+
+
+def runway(r: RunwayView) -> pb.Runway:
+    return pb.Runway(
+        burn_per_day=r.burn_per_day,
+        burn_per_day_30d=r.burn_per_day_30d,
+        days_left=r.days_left,
+        zero_at=ts(r.zero_at),
+        topup_at=ts(r.topup_at),
+        runway_days=r.runway_days,
+    )
+
+
+def budget(v: BudgetView) -> pb.Budget:
+    b = v.budget
+    return pb.Budget(
+        budget_id=b.budget_id,
+        scope_key=b.scope_key,
+        scope_value=b.scope_value,
+        period=_enum(b.period),
+        limit=b.limit,
+        warn_at=list(b.warn_at),
+        enabled=b.enabled,
+        used=v.used,
+        remaining=v.remaining,
+        resets_at=ts(v.resets_at),
+        values=[
+            pb.BudgetValue(value=u.value, used=u.used, remaining=u.remaining) for u in v.values
+        ],
+    )
+
+
+def standing(s: BudgetStanding) -> pb.BudgetStanding:
+    return pb.BudgetStanding(
+        budget_id=s.budget_id,
+        period=_enum(s.period),
+        limit=s.limit,
+        used=s.used,
+        remaining=s.remaining,
+        resets_at=ts(s.resets_at),
+    )
 
 
 def commit(o: CommitOutcome) -> pb.CommitResponse:
@@ -236,9 +288,12 @@ def alert(workspace_id: str, a: AlertEvent) -> pb.AlertEvent:
 
 
 def usage_report(
-    r: UsageReport, limits: Mapping[str, Sequence[MemberLimitView]] | None = None
+    r: UsageReport,
+    limits: Mapping[str, Sequence[MemberLimitView]] | None = None,
+    budgets: Mapping[str, Sequence[BudgetStanding]] | None = None,
 ) -> pb.GetUsageResponse:
-    """`limits`: by actor, the member limits that apply to each row's actor."""
+    """`limits`: by actor, the member limits that apply to each row's actor; `budgets`, by
+    row key, the budgets that apply to its value."""
     return pb.GetUsageResponse(
         rows=[
             pb.UsageRow(
@@ -248,6 +303,7 @@ def usage_report(
                 count=row.count,
                 held=row.held,
                 limits=[member_limit(v) for v in (limits or {}).get(row.key, ())],
+                budgets=[standing(s) for s in (budgets or {}).get(row.key, ())],
             )
             for row in r.rows
         ],

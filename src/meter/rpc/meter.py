@@ -10,11 +10,11 @@ from typing import Any
 
 from meter import errors
 from meter.ledger.model import AlertEvent, BalanceView, HoldState, JournalFilter
-from meter.ledger.policies import MemberLimitView
 from meter.ledger.policy_service import PolicyService
 from meter.ledger.service import LedgerService
 from meter.ledger.usage import UsageGrouping
-from meter.ledger.validation import Violations
+from meter.ledger.usage_service import UsageService
+from meter.ledger.validation import LABEL_KEY_RE, Violations
 from meter.ledger.watch import BalanceWatch
 from meter.rpc import convert
 from meter.rpc.errors import abort
@@ -45,6 +45,7 @@ class MeterServicer(PolicyRpcs, meter_pb2_grpc.MeterServicer):
         self.ledger = ledger
         self.policies = policies
         self.queries = queries
+        self.usage = UsageService(queries, policies)
         self.audits = audits
         self.paging = paging
         self.watch = watch
@@ -172,41 +173,39 @@ class MeterServicer(PolicyRpcs, meter_pb2_grpc.MeterServicer):
         v = Violations()
         v.id("workspace_id", request.workspace_id)
         if request.group_by not in UsageGrouping._value2member_map_:
-            v.add("group_by", "required: OPERATION, ACTOR, DAY or WEEK")
+            v.add("group_by", "required: OPERATION, ACTOR, DAY, WEEK or LABEL")
+        if request.group_by == int(UsageGrouping.LABEL) and not LABEL_KEY_RE.fullmatch(
+            request.label_key
+        ):
+            v.add(
+                "label_key", "a label key: 1-63 characters of [a-z0-9_.-], starting with a letter"
+            )
         start = _time(v, "start_time", request)
         end = _time(v, "end_time", request)
         if start is not None and end is not None and start >= end:
             v.add("end_time", "must be after start_time")
         if v:
             raise errors.invalid(v)
-        grouping = UsageGrouping(request.group_by)
-        members: list[str] = []
-        if grouping is UsageGrouping.ACTOR:
-            # Every member with a limit of its own is listed, charged in the range or not.
-            named = await self.policies.member_limits(request.workspace_id)
-            members = sorted({v.actor_id for v in named if v.actor_id})
-        report = await self.queries.usage(request.workspace_id, grouping, start, end, members)
-        limits: dict[str, list[MemberLimitView]] | None = None
-        if grouping is UsageGrouping.ACTOR:
-            found = await self.policies.member_limits(
-                request.workspace_id, [r.key for r in report.rows]
-            )
-            limits = {}
-            for view in found:
-                limits.setdefault(view.actor_id, []).append(view)
-        return convert.usage_report(report, limits)
+        found = await self.usage.usage(
+            request.workspace_id,
+            UsageGrouping(request.group_by),
+            start,
+            end,
+            request.label_key,
+        )
+        return convert.usage_report(*found)
 
     @unary
     async def SetAlertThresholds(
         self, request: pb.SetAlertThresholdsRequest, context: Any
     ) -> pb.AlertThresholds:
         cmd = self.ledger.build_set_thresholds(
-            workspace_id=request.workspace_id, low=request.low, critical=request.critical
+            workspace_id=request.workspace_id,
+            low=request.low,
+            critical=request.critical,
+            runway_days=request.runway_days if request.HasField("runway_days") else None,
         )
-        view = await self.ledger.set_thresholds(cmd)
-        return pb.AlertThresholds(
-            workspace_id=view.workspace_id, low=view.low_threshold, critical=view.critical_threshold
-        )
+        return convert.thresholds(await self.ledger.set_thresholds(cmd))
 
     # Grants and corrections.
 

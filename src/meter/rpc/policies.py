@@ -70,6 +70,37 @@ class PolicyRpcs:
         return pb.ListMemberLimitsResponse(limits=[convert.member_limit(v) for v in views])
 
     @unary
+    async def SetBudget(self, request: pb.SetBudgetRequest, context: Any) -> pb.Budget:
+        b = request.budget
+        view = await self.policies.set_budget(
+            workspace_id=request.workspace_id,
+            budget_id=b.budget_id,
+            scope_key=b.scope_key,
+            scope_value=b.scope_value,
+            period=b.period,
+            limit=b.limit,
+            warn_at=list(b.warn_at),
+            enabled=b.enabled if b.HasField("enabled") else True,
+        )
+        return convert.budget(view)
+
+    @unary
+    async def DeleteBudget(
+        self, request: pb.DeleteBudgetRequest, context: Any
+    ) -> pb.DeleteBudgetResponse:
+        deleted = await self.policies.delete_budget(
+            workspace_id=request.workspace_id, budget_id=request.budget_id
+        )
+        return pb.DeleteBudgetResponse(deleted=deleted)
+
+    @unary
+    async def ListBudgets(
+        self, request: pb.ListBudgetsRequest, context: Any
+    ) -> pb.ListBudgetsResponse:
+        views = await self.policies.budgets(request.workspace_id)
+        return pb.ListBudgetsResponse(budgets=[convert.budget(v) for v in views])
+
+    @unary
     async def SetAutoTopUp(self, request: pb.SetAutoTopUpRequest, context: Any) -> pb.AutoTopUp:
         cmd = self.policies.build_set_auto_topup(
             workspace_id=request.workspace_id,

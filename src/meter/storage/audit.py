@@ -41,8 +41,8 @@ class AuditQueries:
         Checks, per workspace: the journal sums to the balance and its balance_after chain is
         unbroken; lots' remaining credits equal the available balance; HELD holds sum to held
         and their draws to their amounts; no lot gives out more than it had; lifetime totals
-        match the journal; no request id was charged twice; nothing is negative; with member
-        limits, each member's running held total is its HELD holds'.
+        match the journal; no request id was charged twice; nothing is negative; with budgets,
+        each budget's running held total for a value is the value's HELD holds'.
         """
         found: list[Discrepancy] = []
         async with self.engine.connect() as conn:
@@ -123,11 +123,11 @@ class AuditQueries:
                 )
                 check("negative", "amounts", 0, r.negatives, "negative balances, holds or lots")
                 check(
-                    "member_spend",
-                    "member_spend",
+                    "budget_spend",
+                    "budget_spend",
                     0,
                     r.bad_spend,
-                    "members whose running total of held credits is not their HELD holds'",
+                    "budget values whose running total of held credits is not their HELD holds'",
                 )
         return len(rows), found
 
@@ -185,14 +185,15 @@ LEFT JOIN LATERAL (
   FROM holds WHERE workspace_id = w.workspace_id
 ) h ON true
 LEFT JOIN LATERAL (
-  -- With member limits: each member's running total of held credits is its HELD holds'.
+  -- With budgets: each budget's running total of held credits for a value is the HELD
+  -- holds' of that value of its scope.
   SELECT count(*) AS bad_spend
-  FROM (SELECT actor_id, sum(amount) AS held FROM holds
-        WHERE workspace_id = w.workspace_id AND state = 1 AND actor_id <> ''
-        GROUP BY actor_id) hs
-  FULL JOIN (SELECT actor_id, held FROM member_spend
-             WHERE workspace_id = w.workspace_id) ms USING (actor_id)
-  WHERE w.member_limits AND coalesce(hs.held, 0) <> coalesce(ms.held, 0)
+  FROM budget_spend bs JOIN budgets b USING (workspace_id, budget_id)
+  WHERE w.budgets AND bs.workspace_id = w.workspace_id
+    AND bs.held <> (SELECT coalesce(sum(hh.amount), 0) FROM holds hh
+                    WHERE hh.workspace_id = bs.workspace_id AND hh.state = 1
+                      AND CASE WHEN b.scope_key = 'actor_id' THEN hh.actor_id
+                               ELSE hh.labels->>b.scope_key END = bs.scope_value)
 ) s ON true
 WHERE w.workspace_id = ANY(:ids)
 ORDER BY w.workspace_id

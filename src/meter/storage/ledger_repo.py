@@ -22,6 +22,7 @@ from psycopg import AsyncConnection
 from meter import errors
 from meter.ledger.batcher import YIELD_EVERY
 from meter.ledger.book import Book, Pricer
+from meter.ledger.budgets import ACTOR_KEY, Budget, Budgets, BudgetSpend
 from meter.ledger.clock import Clock
 from meter.ledger.commands import (
     AdjustCmd,
@@ -40,8 +41,7 @@ from meter.ledger.commands import (
     SweepCmd,
     VoidGrantCmd,
 )
-from meter.ledger.model import Entry, Hold, Lot, Outcome, Period, SweepOutcome
-from meter.ledger.policies import Members, Spend
+from meter.ledger.model import Entry, Hold, Lot, Outcome, SweepOutcome
 from meter.storage import ledger_rows
 from meter.storage import ledger_sql as sql
 from meter.storage.db import translated
@@ -178,7 +178,9 @@ async def _load(
     keys: dict[tuple[str, str], None] = {}  # (workspace, request id): holds to look up
     entry_keys: dict[tuple[str, str], None] = {}  # and journal entries, when a command needs them
     lot_keys: dict[tuple[str, str], None] = {}  # and lots by their grant's request id
-    actors: dict[tuple[str, str], None] = {}  # members whose spend a limit may check
+    # The scopes (workspace, key, value) of reserves and charges, whose budgets' spend the
+    # rules may check (a hold's scopes meter_load finds from the hold itself).
+    scopes: dict[tuple[str, str, str], None] = {}
     create: set[str] = set()
     sweep: list[str] = []
     for c in cmds:
@@ -197,7 +199,9 @@ async def _load(
         lot_keys[key] = None
         if isinstance(c, ReserveCmd | ChargeCmd):
             if c.actor_id:
-                actors[(c.workspace_id, c.actor_id)] = None
+                scopes[(c.workspace_id, ACTOR_KEY, c.actor_id)] = None
+            for k, v in c.labels.items():
+                scopes[(c.workspace_id, k, v)] = None
         elif isinstance(c, GrantCmd):
             create.add(c.workspace_id)
         elif isinstance(c, RefundCmd):
@@ -210,7 +214,7 @@ async def _load(
         list(entry_keys),
         sweep,
         skip_locked,
-        list(actors),
+        list(scopes),
         list(lot_keys),
         clock.sql(),
         shard,
@@ -219,7 +223,7 @@ async def _load(
     cur.nextset()
     answer = await cur.fetchone()
     assert answer is not None
-    (now, accounts, hold_rows, overdue, lot_rows, entry_rows, rid_lot_rows, limit_rows,
+    (now, accounts, hold_rows, overdue, lot_rows, entry_rows, rid_lot_rows, budget_rows,
      spend_rows, topup_rows) = sql.loads(answer[0])  # fmt: skip
     now = ledger_rows.dt(now)  # the ledger's, as meter_load was given it
     ws_holds: dict[str, dict[str, Hold]] = defaultdict(dict)
@@ -244,21 +248,21 @@ async def _load(
     ws_entries: dict[str, dict[str, Entry]] = defaultdict(dict)
     for r in entry_rows:
         ws_entries[r[0]][r[7]] = ledger_rows.entry(r)
-    ws_limits: dict[str, dict[tuple[str, Period], int]] = defaultdict(dict)
-    for r in limit_rows:
-        actor_id, period, limit = ledger_rows.limit_key(r)
-        ws_limits[r[0]][(actor_id, period)] = limit
-    ws_spend: dict[str, dict[str, Spend]] = defaultdict(dict)
+    ws_budgets: dict[str, list[Budget]] = defaultdict(list)
+    for r in budget_rows:
+        ws_budgets[r[0]].append(ledger_rows.budget(r))
+    ws_spend: dict[str, dict[tuple[str, str], BudgetSpend]] = defaultdict(dict)
     for r in spend_rows:
-        ws_spend[r[0]][r[1]] = ledger_rows.spend(r)
+        s = ledger_rows.budget_spend(r)
+        ws_spend[r[0]][(s.budget_id, s.value)] = s
     topups = {r[0]: ledger_rows.topup(r) for r in topup_rows}
     books = {}
     for r in accounts:
         account = ledger_rows.account(r)
         wid = account.workspace_id
-        members = Members(ws_limits[wid], ws_spend[wid]) if account.member_limits else None
+        budgets = Budgets(ws_budgets[wid], ws_spend[wid]) if account.budgets else None
         book = Book(
-            account, ws_lots[wid], ws_holds[wid], ws_entries[wid], now, members, topups.get(wid)
+            account, ws_lots[wid], ws_holds[wid], ws_entries[wid], now, budgets, topups.get(wid)
         )
         book.settle_due()
         book.settle()
@@ -305,8 +309,8 @@ async def _write(
         entries += [ledger_rows.entry_row(wid, e) for e in book.entries]
         alerts += [ledger_rows.alert_row(wid, a) for a in book.alerts]
         events += [ledger_rows.event_row(wid, e) for e in book.events]
-        if book.members is not None and book.members.dirty:
-            spend += [ledger_rows.spend_row(wid, s) for s in book.members.dirty.values()]
+        if book.budgets is not None and book.budgets.dirty:
+            spend += [ledger_rows.budget_spend_row(wid, s) for s in book.budgets.dirty.values()]
         if book.topup_dirty and book.topup is not None:
             topups.append(ledger_rows.topup_row(wid, book.topup))
         if book.account_dirty:

@@ -8,12 +8,13 @@ and return it).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 import orjson
 from sqlalchemy import Table
 
+from meter.ledger.budgets import Budget, BudgetSpend
 from meter.ledger.model import (
     Account,
     AlertEvent,
@@ -29,7 +30,7 @@ from meter.ledger.model import (
     LotState,
     Period,
 )
-from meter.ledger.policies import Spend, TopUp
+from meter.ledger.policies import TopUp
 from meter.storage import tables as t
 
 
@@ -92,7 +93,8 @@ _LOT_STATE = LotState._value2member_map_
 def account(r: Row) -> Account:
     (workspace_id, balance, held, used, granted, low, critical, level, hold_seq, lot_seq,
      entry_seq, alert_seq, event_seq, next_expiry_at, next_notice_at, last_at, last_kind,
-     last_amount, last_operation, member_limits, auto_topup, created_at) = r[:22]  # fmt: skip
+     last_amount, last_operation, budgets, auto_topup, created_at, _, runway_days, burn,
+     burn_day, runway_low) = r[:27]  # fmt: skip
     return Account(
         workspace_id,
         balance,
@@ -114,9 +116,20 @@ def account(r: Row) -> Account:
         opt_dt(created_at),
         event_seq,
         opt_dt(next_notice_at),
-        member_limits,
+        budgets,
         auto_topup,
+        runway_days,
+        list(burn),
+        _day(burn_day),
+        runway_low,
     )
+
+
+def _day(value: Any) -> date | None:
+    """A date from a JSON document (ISO text) or a driver row."""
+    if value is None or isinstance(value, date):
+        return value
+    return date.fromisoformat(value)
 
 
 def lot(r: Row) -> Lot:
@@ -321,27 +334,40 @@ def workspace_row(a: Account) -> tuple[Any, ...]:
         int(a.last_entry_kind) if a.last_entry_kind else None,
         a.last_entry_amount,
         a.last_entry_operation,
-        a.member_limits,
+        a.budgets,
         a.auto_topup,
+        a.runway_days,
+        _int_array(a.burn),
+        a.burn_day,
+        a.runway_low,
     )
 
 
-# The credit policies' rows (DESIGN.md §10).
+# The credit policies' rows (DESIGN.md §10, §13).
+
+_PERIOD = Period._value2member_map_
 
 
-def limit_key(r: Row) -> tuple[str, Period, int]:
-    """(actor_id, period, limit) of a member_limits row."""
-    _, actor_id, period, limit = r[:4]
-    return actor_id, Period(period), limit
+def budget(r: Row) -> Budget:
+    _, budget_id, scope_key, scope_value, period, limit, warn_at, enabled = r[:8]
+    return Budget(
+        budget_id,
+        scope_key,
+        scope_value,
+        _PERIOD[period],  # type: ignore[arg-type]
+        limit,
+        tuple(warn_at),
+        enabled,
+    )
 
 
-def spend(r: Row) -> Spend:
-    _, actor_id, held, day, week, month, noticed, updated_at = r
-    return Spend(actor_id, held, [day, week, month], noticed, opt_dt(updated_at))
+def budget_spend(r: Row) -> BudgetSpend:
+    _, budget_id, value, held, used, period, warned, exceeded = r
+    return BudgetSpend(budget_id, value, held, used, opt_dt(period), warned, exceeded)
 
 
-def spend_row(ws: str, s: Spend) -> tuple[Any, ...]:
-    return (ws, s.actor_id, s.held, *s.used, s.noticed, s.updated_at)
+def budget_spend_row(ws: str, s: BudgetSpend) -> tuple[Any, ...]:
+    return (ws, s.budget_id, s.value, s.held, s.used, s.period, s.warned, s.exceeded)
 
 
 def topup(r: Row) -> TopUp:

@@ -21,11 +21,11 @@ import re
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import ARRAY, Boolean, DateTime, Integer, Table
+from sqlalchemy import ARRAY, Boolean, Date, DateTime, Integer, Table
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -63,7 +63,7 @@ def bools(values: Sequence[bool]) -> str:
     return "{" + ",".join("t" if v else "f" for v in values) + "}"
 
 
-def times(values: Sequence[datetime | None]) -> str:
+def times(values: Sequence[datetime | date | None]) -> str:
     iso = {v: "NULL" if v is None else v.isoformat() for v in set(values)}
     return "{" + ",".join(map(iso.__getitem__, values)) + "}"
 
@@ -73,7 +73,7 @@ def _encoder(col_type: Any) -> Encode:
         return bools
     if isinstance(col_type, Integer):  # SmallInteger and BigInteger too
         return ints
-    if isinstance(col_type, DateTime):
+    if isinstance(col_type, DateTime | Date):
         return times
     return texts  # text, and JSON documents and arrays as their text
 
@@ -108,6 +108,7 @@ _SHORT = {
     "BOOLEAN": "bool",
     "TEXT": "text",
     "TIMESTAMP WITH TIME ZONE": "timestamptz",
+    "DATE": "date",
     "JSONB": "jsonb",
     "BIGINT[]": "int8[]",
 }
@@ -212,7 +213,7 @@ def load(
     entries: Sequence[tuple[str, str]],
     sweep: Sequence[str],
     skip_locked: bool,
-    actors: Sequence[tuple[str, str]] = (),
+    scopes: Sequence[tuple[str, str, str]] = (),
     lots: Sequence[tuple[str, str]] = (),
     at: str = "now()",
     shard: int = 0,
@@ -234,8 +235,9 @@ def load(
         texts(sweep),
     ]
     tail = [
-        texts([k[0] for k in actors]),
-        texts([k[1] for k in actors]),
+        texts([k[0] for k in scopes]),
+        texts([k[1] for k in scopes]),
+        texts([k[2] for k in scopes]),
         texts([k[0] for k in lots]),
         texts([k[1] for k in lots]),
     ]
@@ -282,7 +284,7 @@ INSERT_ALERTS = insert(t.alerts)
 EVENTS_CALL = "SELECT meter_events({}); "
 EVENT_ENCODERS: tuple[Encode, ...] = (texts, ints, texts, times, texts)
 
-UPSERT_SPEND = upsert(t.member_spend, ("workspace_id", "actor_id"))
+UPSERT_SPEND = upsert(t.budget_spend, ("workspace_id", "budget_id", "scope_value"))
 UPSERT_TOPUPS = upsert(t.auto_topups, ("workspace_id",))
 WORKSPACE_CHANGES = tuple(
     c for c in rows.columns(t.workspaces) if c not in ("workspace_id", "created_at", "updated_at")

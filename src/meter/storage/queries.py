@@ -25,6 +25,7 @@ from meter.ledger.model import (
     HoldView,
     JournalFilter,
 )
+from meter.ledger.policies import TopUp
 from meter.ledger.usage import UsageGrouping, UsageReport, UsageRow
 from meter.storage.db import Repository, reading
 from meter.storage.ledger_rows import ACCOUNT_COLUMNS, LOT_COLUMNS, ordered
@@ -148,22 +149,23 @@ class LedgerQueries(Repository):
         start: datetime | None,
         end: datetime | None,
         members: Sequence[str] = (),
+        label_key: str = "",
     ) -> UsageReport:
         """Credits used (charges less refunds) and charges counted, per group, over [start, end).
 
-        By actor, the rows also say what each member holds now, and members who hold credits
-        or are named in `members` (those with a limit of their own) have a row even with no
-        charge in the range: after the charged rows, in key order.
+        By actor or by the label `label_key`, the rows also say what each value holds now, and
+        values that hold credits or are named in `members` (those with a budget of their own)
+        have a row even with no charge in the range: after the charged rows, in key order.
 
         One aggregate over the CHARGE and REFUND entries of the range, found through the index
-        (workspace_id, created_at); only the actor grouping joins a refund to its charge's hold
-        (by the unique (workspace_id, request_id)) to credit the refund to whoever was charged.
+        (workspace_id, created_at); the actor and label groupings join a refund to its charge's
+        hold (by the unique (workspace_id, request_id)) to credit it to whoever was charged.
 
         Raises: MeterError WORKSPACE_NOT_FOUND.
         """
         key, join, order = _USAGE_GROUPS[grouping]
         where = ["j.workspace_id = :ws", "j.kind IN (2, 5)"]
-        params: dict[str, Any] = {"ws": workspace_id}
+        params: dict[str, Any] = {"ws": workspace_id, "lk": label_key}
         if start is not None:
             where.append("j.created_at >= :start")
             params["start"] = start
@@ -179,9 +181,11 @@ class LedgerQueries(Repository):
         async with self.engine.connect() as conn:
             await self._require_workspace(conn, workspace_id)
             rows = (await conn.execute(sql, params)).all()
-            if grouping is UsageGrouping.ACTOR:
-                # Members who hold credits are using them, charged or not yet.
-                held = {r[0]: int(r[1]) for r in await conn.execute(_HELD_BY_ACTOR, params)}
+            scoped = grouping in (UsageGrouping.ACTOR, UsageGrouping.LABEL)
+            if scoped:
+                # Values that hold credits are using them, charged or not yet.
+                by = _HELD_BY_ACTOR if grouping is UsageGrouping.ACTOR else _HELD_BY_LABEL
+                held = {r[0]: int(r[1]) for r in await conn.execute(by, params)}
         timed = grouping in (UsageGrouping.DAY, UsageGrouping.WEEK)
         report = UsageReport(
             tuple(
@@ -194,7 +198,7 @@ class LedgerQueries(Repository):
                 for r in rows
             )
         )
-        if grouping is not UsageGrouping.ACTOR:
+        if not scoped:
             return report
         report = report.with_keys([*held, *members])
         return UsageReport(tuple(replace(r, held=held.get(r.key, 0)) for r in report.rows))
@@ -238,6 +242,11 @@ _HELD_BY_ACTOR = text(
     " WHERE workspace_id = :ws AND state = 1 AND actor_id <> '' GROUP BY 1"
 )
 
+_HELD_BY_LABEL = text(
+    "SELECT labels->>:lk, sum(amount) FROM holds"
+    " WHERE workspace_id = :ws AND state = 1 AND labels ? :lk GROUP BY 1"
+)
+
 # Per grouping: the group key, the join it needs, the order of the rows. Days and weeks are
 # truncated in UTC whatever the session's time zone; PostgreSQL's weeks start on Monday.
 _REFUND_HOLD = (
@@ -247,6 +256,11 @@ _REFUND_HOLD = (
 _USAGE_GROUPS: dict[UsageGrouping, tuple[str, str, str]] = {
     UsageGrouping.OPERATION: ("j.operation", "", "credits DESC, key"),
     UsageGrouping.ACTOR: ("coalesce(h.actor_id, j.actor_id)", _REFUND_HOLD, "credits DESC, key"),
+    UsageGrouping.LABEL: (
+        "coalesce(CASE WHEN j.kind = 5 THEN h.labels ELSE j.labels END ->> :lk, '')",
+        _REFUND_HOLD,
+        "credits DESC, key",
+    ),
     UsageGrouping.DAY: ("date_trunc('day', j.created_at, 'UTC')", "", "key"),
     UsageGrouping.WEEK: ("date_trunc('week', j.created_at, 'UTC')", "", "key"),
 }
@@ -285,22 +299,24 @@ def _hold_view(workspace_id: str, r: Any) -> HoldView:
 
 
 # The workspace row and its lots with credits left, in one statement.
-_BALANCE = text(
+# The workspace row, its lots with credits left and its auto top-up threshold (the runway's
+# topup_at), in one statement.
+_BALANCE_OF = (
     "SELECT now() AS now, w.*, coalesce((SELECT jsonb_agg(to_jsonb(l)) FROM lots l"
-    " WHERE l.workspace_id = w.workspace_id AND l.remaining > 0), '[]') AS live_lots"
-    " FROM workspaces w WHERE w.workspace_id = :w"
+    " WHERE l.workspace_id = w.workspace_id AND l.remaining > 0), '[]') AS live_lots,"
+    " (SELECT t.threshold FROM auto_topups t WHERE t.workspace_id = w.workspace_id"
+    "  AND t.enabled) AS topup_threshold"
+    " FROM workspaces w WHERE "
 )
-
+_BALANCE = text(_BALANCE_OF + "w.workspace_id = :w")
 # The same, for a set of workspaces: each found by its primary key.
-_BALANCES = text(
-    "SELECT now() AS now, w.*, coalesce((SELECT jsonb_agg(to_jsonb(l)) FROM lots l"
-    " WHERE l.workspace_id = w.workspace_id AND l.remaining > 0), '[]') AS live_lots"
-    " FROM workspaces w WHERE w.workspace_id = ANY(CAST(:ws AS text[]))"
-)
+_BALANCES = text(_BALANCE_OF + "w.workspace_id = ANY(CAST(:ws AS text[]))")
 
 
 def _balance_of(row: Any, clock: Clock) -> tuple[BalanceView, int]:
     m = row._mapping
     lots = [_lot(ordered(LOT_COLUMNS, lt)) for lt in m["live_lots"]]
-    book = Book(_account(ordered(ACCOUNT_COLUMNS, m)), lots, {}, {}, clock.at(row.now))
-    return book.balance(), row.alert_seq
+    threshold = m["topup_threshold"]
+    topup = None if threshold is None else TopUp(True, threshold, "", 0, 0)
+    book = Book(_account(ordered(ACCOUNT_COLUMNS, m)), lots, {}, {}, clock.at(row.now), None, topup)
+    return book.balance(runway=True), row.alert_seq

@@ -15,6 +15,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Column,
+    Date,
     Index,
     Integer,
     PrimaryKeyConstraint,
@@ -70,11 +71,18 @@ workspaces = Table(
     Column("last_entry_kind", SmallInteger, nullable=True),
     zeroed("last_entry_amount"),
     text_or_empty("last_entry_operation"),
-    # The workspace has member limits (member_spend is kept) / an auto top-up rule.
-    flag("member_limits"),
+    # The workspace has budgets (member limits among them) / an auto top-up rule.
+    flag("budgets"),
     flag("auto_topup"),
     created_at(),
     updated_at(),
+    # The runway (DESIGN.md §13): balance.runway_low's threshold in days (0: none), credits
+    # charged less refunds per UTC day (the newest first, 31 days; burn_day is the newest's
+    # date), and whether that notice was sent for the current dip.
+    Column("runway_days", SmallInteger, nullable=False, server_default="7"),
+    Column("burn", ARRAY(BigInteger), nullable=False, server_default="{}"),
+    Column("burn_day", Date, nullable=True),
+    flag("runway_low"),
     CheckConstraint("held >= 0", name="held_not_negative"),
     CheckConstraint("balance >= held", name="available_not_negative"),
     CheckConstraint("critical_threshold >= 0 AND low_threshold >= 0", name="thresholds"),
@@ -175,34 +183,40 @@ journal = Table(
     Index("ix_journal_workspace_created", "workspace_id", "created_at"),
 )
 
-# Member limits (DESIGN.md §10): a limit per member (actor_id '' = every member) and period.
-member_limits = Table(
-    "member_limits",
+# Budgets (DESIGN.md §13): spend limits for a scope (actor_id or a label key; scope_value ''
+# is every value of the key on its own) and period (1 day, 2 week, 3 month, 4 total). Member
+# limits are budgets of the actor_id key (meter.ledger.budgets).
+budgets = Table(
+    "budgets",
     metadata,
     workspace_id(),
-    Column("actor_id", Text, nullable=False),
+    Column("budget_id", Text, nullable=False),
+    Column("scope_key", Text, nullable=False),
+    text_or_empty("scope_value"),
     Column("period", SmallInteger, nullable=False),  # Period
     Column("credit_limit", BigInteger, nullable=False),
+    Column("warn_at", ARRAY(SmallInteger), nullable=False, server_default="{80}"),
+    flag("enabled", default=True),
     updated_at(),
-    PrimaryKeyConstraint("workspace_id", "actor_id", "period"),
+    PrimaryKeyConstraint("workspace_id", "budget_id"),
     CheckConstraint("credit_limit >= 0", name="limit"),
 )
 
-# Each member's running spend, kept while the workspace has limits: what its HELD holds hold,
-# and what it was charged in the day, week and month of updated_at (UTC calendar periods).
-member_spend = Table(
-    "member_spend",
+# Each budget's spend per value: what its scope holds now and was charged in the period that
+# starts at period_start; `warned` has bit i once warn_at[i] was crossed in that period,
+# `exceeded` once a refusal's event was written in it.
+budget_spend = Table(
+    "budget_spend",
     metadata,
     workspace_id(),
-    Column("actor_id", Text, nullable=False),
+    Column("budget_id", Text, nullable=False),
+    Column("scope_value", Text, nullable=False),
     zeroed("held"),
-    zeroed("day_used"),
-    zeroed("week_used"),
-    zeroed("month_used"),
-    # Bit p-1 set: period p's member.limit_reached event was written (once per period).
-    Column("noticed", SmallInteger, nullable=False, server_default="0"),
-    ts("updated_at"),
-    PrimaryKeyConstraint("workspace_id", "actor_id"),
+    zeroed("used"),
+    ts("period_start"),
+    Column("warned", SmallInteger, nullable=False, server_default="0"),
+    flag("exceeded"),
+    PrimaryKeyConstraint("workspace_id", "budget_id", "scope_value"),
 )
 
 # A workspace's auto top-up rule and its state (DESIGN.md §10).

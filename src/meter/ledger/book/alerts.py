@@ -11,7 +11,8 @@ change arrives (unary, Stream, a later batch, another replica, the sweeper):
 * `balance.depleted` when it goes from above 0 to 0;
 * `balance.recovered` when it is back at or above the low threshold after a low or critical
   notice of the same dip (`Account.alert_level` remembers the worst notice of the dip);
-* a top-up request when it changed and the auto top-up rule is due (book/topup.py).
+* a top-up request when it changed and the auto top-up rule is due (book/topup.py);
+* `balance.runway_low` when the credits would now run out within runway_days (runway.py).
 
 Every event a command writes carries the balance after the command.
 """
@@ -50,6 +51,7 @@ class AlertRules(BookState):
             self.account_dirty = True
             if self.topup is not None:
                 self._top_up()
+            self._check_runway()
         self._settle_events()
 
     def _rearm(self) -> None:
@@ -69,6 +71,9 @@ class AlertRules(BookState):
         available is armed again (silently) for its next downward crossing."""
         a = self.account
         a.low_threshold, a.critical_threshold = cmd.low, cmd.critical
+        if cmd.runway_days is not None:
+            a.runway_days = cmd.runway_days
+            a.runway_low = False  # the new threshold is armed
         if a.available >= a.low_threshold:
             a.alert_level = Level.OK
         elif a.available >= a.critical_threshold and a.alert_level is Level.CRITICAL:

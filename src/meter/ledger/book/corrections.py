@@ -88,10 +88,11 @@ class CorrectionRules(BookState):
         hold.draws = [d for d in hold.draws if d[1] > 0]
         hold.refunded += amount
         self._dirty(hold)
-        if self.members is not None and hold.actor_id:
-            self.members.refund(hold.actor_id, amount, hold.finished_at, self.now)
+        if self.budgets is not None:
+            self.budgets.refund(hold.actor_id, hold.labels, amount, hold.finished_at, self.now)
         self.account.lifetime_used -= amount
         self.account.balance += amount
+        self._burn(-amount)
         self._event(
             events.CREDITS_REFUNDED,
             amount=amount,

@@ -39,8 +39,8 @@ class HoldRules(BookState):
         existing = self._claimed(cmd.request_id, cmd.fingerprint, HoldKind.RESERVE)
         if existing is not None:
             return self.view(existing)
-        if self.members is not None and cmd.actor_id:
-            self._require_within_limit(cmd.actor_id, cmd.amount, cmd.request_id)
+        if self.budgets is not None:
+            self._require_within_budgets(cmd.actor_id, cmd.labels, cmd.amount, cmd.request_id)
         self._require_available(
             cmd.amount, cmd.operation, cmd.request_id, cmd.actor_id, alert=cmd.alert
         )
@@ -57,8 +57,7 @@ class HoldRules(BookState):
         )
         hold.draws = self._draw(cmd.amount)
         self.account.held += cmd.amount
-        if self.members is not None and cmd.actor_id:
-            self.members.hold(cmd.actor_id, cmd.amount, self.now)
+        self._budget_hold(hold, cmd.amount)
         self.account_dirty = True
         return self.view(hold)
 
@@ -90,8 +89,8 @@ class HoldRules(BookState):
         if hold.state is HoldState.HELD and hold.expires_at <= self.now:
             self._expire_hold(hold)
         late = hold.state is HoldState.EXPIRED
-        if self.members is not None and hold.actor_id and not late:
-            self.members.hold(hold.actor_id, -hold.amount, self.now)
+        if not late:
+            self._budget_hold(hold, -hold.amount)
         if late:
             # The hold's credits went back at expiry: charge what available covers.
             draws = self._draw(min(actual, self.account.available))
@@ -114,8 +113,7 @@ class HoldRules(BookState):
             hold.labels = {**hold.labels, **cmd.labels}
         self._dirty(hold)
         self._charge_entry(hold)
-        if self.members is not None and hold.actor_id:
-            self.members.charge(hold.actor_id, charged, self.now)
+        self._budget_charge(hold, charged)
         if hold.shortfall:
             self._event(
                 events.COMMIT_SHORTFALL,
@@ -149,8 +147,7 @@ class HoldRules(BookState):
             return ReleaseOutcome(self.view(hold), 0)
         self._give_back(hold.draws, hold.operation, hold.request_id)
         self.account.held -= hold.amount
-        if self.members is not None and hold.actor_id:
-            self.members.hold(hold.actor_id, -hold.amount, self.now)
+        self._budget_hold(hold, -hold.amount)
         hold.state = HoldState.RELEASED
         hold.finished_at = self.now
         self._dirty(hold)
@@ -190,8 +187,8 @@ class HoldRules(BookState):
         existing = self._claimed(cmd.request_id, cmd.fingerprint, HoldKind.CHARGE)
         if existing is not None:
             return self._commit_outcome(existing)
-        if self.members is not None and cmd.actor_id:
-            self._require_within_limit(cmd.actor_id, cmd.amount, cmd.request_id)
+        if self.budgets is not None:
+            self._require_within_budgets(cmd.actor_id, cmd.labels, cmd.amount, cmd.request_id)
         self._require_available(cmd.amount, cmd.operation, cmd.request_id, cmd.actor_id)
         hold = self._new_hold(
             cmd.request_id,
@@ -210,8 +207,7 @@ class HoldRules(BookState):
         hold.commit_fingerprint = cmd.fingerprint
         hold.finished_at = self.now
         self._charge_entry(hold)
-        if self.members is not None and cmd.actor_id:
-            self.members.charge(cmd.actor_id, cmd.amount, self.now)
+        self._budget_charge(hold, cmd.amount)
         return self._commit_outcome(hold)
 
     def _new_hold(
@@ -268,8 +264,7 @@ class HoldRules(BookState):
     def _expire_hold(self, hold: Hold) -> None:
         self._give_back(hold.draws, hold.operation, hold.request_id)
         self.account.held -= hold.amount
-        if self.members is not None and hold.actor_id:
-            self.members.hold(hold.actor_id, -hold.amount, self.now)
+        self._budget_hold(hold, -hold.amount)
         hold.state = HoldState.EXPIRED
         hold.finished_at = self.now
         self._dirty(hold)
@@ -278,6 +273,7 @@ class HoldRules(BookState):
     def _charge_entry(self, hold: Hold) -> None:
         self.account.balance -= hold.charged
         self.account.lifetime_used += hold.charged
+        self._burn(hold.charged)
         self._entry(
             EntryKind.CHARGE,
             -hold.charged,

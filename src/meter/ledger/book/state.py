@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from meter import errors
 from meter.events import types as events
+from meter.ledger.budgets import Budgets
 from meter.ledger.model import (
     DEFAULT_PRIORITY,
     EXPIRING_SOON_DAYS,
@@ -35,7 +36,8 @@ from meter.ledger.model import (
     LotState,
     level_of,
 )
-from meter.ledger.policies import Members, TopUp
+from meter.ledger.policies import TopUp
+from meter.ledger.runway import RunwayView
 
 # The kinds of entry a request id names on its own (GrantCredits, AdjustCredits, Refund).
 _REQUEST_KINDS = (EntryKind.GRANT, EntryKind.ADJUST, EntryKind.REFUND)
@@ -49,13 +51,13 @@ class BookState:
         "account",
         "account_dirty",
         "alerts",
+        "budgets",
         "dirty_holds",
         "dirty_lots",
         "entries",
         "events",
         "holds",
         "lots",
-        "members",
         "new_hold_ids",
         "new_holds",
         "new_lot_ids",
@@ -76,7 +78,7 @@ class BookState:
         holds: Mapping[str, Hold],
         request_entries: Mapping[str, Entry],  # read only
         now: datetime,
-        members: Members | None = None,
+        budgets: Budgets | None = None,
         topup: TopUp | None = None,
     ) -> None:
         self.account = account
@@ -103,12 +105,13 @@ class BookState:
         # Existing lots whose state or credits.expiring flag changed: written whole (new lots
         # carry both). Also in dirty_lots.
         self.revised: set[int] = set()
-        # The policies of DESIGN.md §10, when the workspace has them.
-        self.members = members
+        # The policies of DESIGN.md §10 and §13, when the workspace has them.
+        self.budgets = budgets
         self.topup = topup
         self.topup_dirty = False
 
-    def balance(self) -> BalanceView:
+    def balance(self, runway: bool = False) -> BalanceView:
+        """The balance now; with its `runway` (what reads show: outcomes go without)."""
         a = self.account
         soon = self.now + timedelta(days=EXPIRING_SOON_DAYS)
         credits, earliest, pending = 0, None, 0
@@ -145,6 +148,8 @@ class BookState:
             expiring_soon_earliest=earliest,
             pending=pending,
             by_category=tuple(sorted(by_category.items())),
+            runway=self.runway() if runway else None,
+            runway_days=a.runway_days,
         )
 
     def view(self, hold: Hold) -> HoldView:
@@ -370,4 +375,16 @@ class BookState:
 
         def _top_up(self) -> None: ...
 
-        def _require_within_limit(self, actor_id: str, amount: int, request_id: str) -> None: ...
+        def _require_within_budgets(
+            self, actor_id: str, labels: Mapping[str, str], amount: int, request_id: str
+        ) -> None: ...
+
+        def _budget_hold(self, hold: Hold, delta: int) -> None: ...
+
+        def _budget_charge(self, hold: Hold, charged: int) -> None: ...
+
+        def _burn(self, amount: int) -> None: ...
+
+        def _check_runway(self) -> None: ...
+
+        def runway(self) -> RunwayView: ...
