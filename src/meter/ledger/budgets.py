@@ -138,7 +138,7 @@ class Crossing:
 class Budgets:
     """A workspace's budgets, and the spend of the (budget, value) pairs a batch concerns."""
 
-    __slots__ = ("budgets", "dirty", "spend")
+    __slots__ = ("_before", "budgets", "dirty", "spend")
 
     def __init__(
         self, budgets: Sequence[Budget], spend: Mapping[tuple[str, str], BudgetSpend]
@@ -146,6 +146,8 @@ class Budgets:
         self.budgets = list(budgets)
         self.spend = dict(spend)  # (budget_id, value) -> its spend
         self.dirty: dict[tuple[str, str], BudgetSpend] = {}  # to write back
+        # What the (budget, value) pairs the command in progress moved had spent before it.
+        self._before: dict[tuple[str, str], tuple[Budget, int]] = {}
 
     def applying(self, actor_id: str, labels: Mapping[str, str]) -> Iterator[tuple[Budget, str]]:
         """The enabled budgets a request falls under, each with its value."""
@@ -199,16 +201,12 @@ class Budgets:
         spend.exceeded = True
         return True
 
-    def hold(
-        self, actor_id: str, labels: Mapping[str, str], delta: int, now: datetime
-    ) -> list[Crossing]:
+    def hold(self, actor_id: str, labels: Mapping[str, str], delta: int, now: datetime) -> None:
         """A hold of `delta` credits taken (or given back, negative)."""
-        return self._move(actor_id, labels, delta, 0, now)
+        self._move(actor_id, labels, delta, 0, now)
 
-    def charge(
-        self, actor_id: str, labels: Mapping[str, str], amount: int, now: datetime
-    ) -> list[Crossing]:
-        return self._move(actor_id, labels, 0, amount, now)
+    def charge(self, actor_id: str, labels: Mapping[str, str], amount: int, now: datetime) -> None:
+        self._move(actor_id, labels, 0, amount, now)
 
     def refund(
         self,
@@ -226,28 +224,43 @@ class Budgets:
 
     def _move(
         self, actor_id: str, labels: Mapping[str, str], held: int, used: int, now: datetime
-    ) -> list[Crossing]:
-        """Move the spend of every budget the request counts against; the warn_at marks
-        crossed upward, of the budgets that apply to it."""
-        crossed: list[Crossing] = []
-        applying: set[str] | None = None
+    ) -> None:
+        """Move the spend of every budget the request counts against."""
         for b, value in self.counted(actor_id, labels):
             spend = self._current(b, value, now)
-            before = spend.spent()
+            key = (b.budget_id, value)
+            if key not in self._before:
+                self._before[key] = (b, spend.spent())
             spend.held = max(spend.held + held, 0)
             spend.used += used
+
+    def settle(self) -> list[Crossing]:
+        """End a command: the warn_at marks its moves took a spend across, upward from what it
+        was before the command (a commit gives its hold back and then charges: one move of
+        the user's, not two), once per period each, of the budgets that apply to the value."""
+        crossed: list[Crossing] = []
+        for (budget_id, value), (b, before) in self._before.items():
+            spend = self.spend[(budget_id, value)]
             after = spend.spent()
-            if after > before and b.warn_at:
-                if applying is None:
-                    applying = {a.budget_id for a, _ in self.applying(actor_id, labels)}
-                if b.budget_id not in applying:
-                    continue
-                for i, percent in enumerate(b.warn_at):
-                    mark = b.limit * percent / 100
-                    if before < mark <= after and not spend.warned & (1 << i):
-                        spend.warned |= 1 << i
-                        crossed.append(Crossing(b, value, percent, after))
+            if after <= before or not b.warn_at or not b.enabled or self._overridden(b, value):
+                continue
+            for i, percent in enumerate(b.warn_at):
+                mark = b.limit * percent / 100
+                if before < mark <= after and not spend.warned & (1 << i):
+                    spend.warned |= 1 << i
+                    crossed.append(Crossing(b, value, percent, after))
+        self._before.clear()
         return crossed
+
+    def _overridden(self, b: Budget, value: str) -> bool:
+        """A default budget replaced for `value` by an enabled budget naming it."""
+        return not b.scope_value and any(
+            o.enabled
+            and o.scope_key == b.scope_key
+            and o.period is b.period
+            and o.scope_value == value
+            for o in self.budgets
+        )
 
     def _current(self, b: Budget, value: str, now: datetime, keep: bool = True) -> BudgetSpend:
         key = (b.budget_id, value)

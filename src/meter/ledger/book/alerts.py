@@ -35,6 +35,7 @@ class AlertRules(BookState):
         events the balance after it. Storage calls it after every command, refused or not
         (a refusal changes nothing but its own events), and after what loading settles."""
         a = self.account
+        self._settle_budgets()
         before, after = self.seen_available, a.available
         if after != before:
             low, critical = a.low_threshold, a.critical_threshold

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from meter import errors
 from meter.events import types as events
 from meter.ledger.book.state import BookState
-from meter.ledger.budgets import Breach, Crossing
+from meter.ledger.budgets import Breach
 from meter.ledger.model import Hold
 
 
@@ -78,15 +78,18 @@ class BudgetRules(BookState):
     def _budget_hold(self, hold: Hold, delta: int) -> None:
         """A hold's credits were taken (delta > 0) or given back."""
         if self.budgets is not None:
-            self._warn(self.budgets.hold(hold.actor_id, hold.labels, delta, self.now))
+            self.budgets.hold(hold.actor_id, hold.labels, delta, self.now)
 
     def _budget_charge(self, hold: Hold, charged: int) -> None:
         if self.budgets is not None:
-            self._warn(self.budgets.charge(hold.actor_id, hold.labels, charged, self.now))
+            self.budgets.charge(hold.actor_id, hold.labels, charged, self.now)
 
-    def _warn(self, crossed: list[Crossing]) -> None:
-        """budget.threshold for each warn_at mark crossed upward (once per period each)."""
-        for c in crossed:
+    def _settle_budgets(self) -> None:
+        """At a command's end: budget.threshold for each warn_at mark its spend crossed
+        upward (once per period each)."""
+        if self.budgets is None:
+            return
+        for c in self.budgets.settle():
             b = c.budget
             self._event(
                 events.BUDGET_THRESHOLD,
