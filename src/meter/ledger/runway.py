@@ -45,13 +45,17 @@ def add_burn(burn: list[int], burn_day: date | None, day: date, amount: int) -> 
     return burn_day
 
 
+def burn_total(burn: Sequence[int], burn_day: date | None, today: date, days: int) -> int:
+    """The burn of the `days` days ending today."""
+    if burn_day is None:
+        return 0
+    shift = (today - burn_day).days
+    return sum(v for i, v in enumerate(burn) if 0 <= i + shift < days)
+
+
 def burn_per_day(burn: Sequence[int], burn_day: date | None, today: date, days: int) -> float:
     """The burn of the `days` days ending today, over `days`."""
-    if burn_day is None:
-        return 0.0
-    shift = (today - burn_day).days
-    total = sum(v for i, v in enumerate(burn) if 0 <= i + shift < days)
-    return total / days
+    return burn_total(burn, burn_day, today, days) / days
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ from datetime import datetime
 from meter.events import types as events
 from meter.ledger.book.state import BookState
 from meter.ledger.model import Lot
-from meter.ledger.runway import WEEK_DAYS, RunwayView, add_burn, burn_per_day, runway
+from meter.ledger.runway import WEEK_DAYS, RunwayView, add_burn, burn_total, runway
 
 
 class RunwayRules(BookState):
@@ -36,17 +36,18 @@ class RunwayRules(BookState):
         a = self.account
         if not a.runway_days:
             return
-        rate = burn_per_day(a.burn, a.burn_day, self.now.date(), WEEK_DAYS)
-        if rate <= 0:
+        week = burn_total(a.burn, a.burn_day, self.now.date(), WEEK_DAYS)
+        if week <= 0:
             low, view = False, None
+        # Expiries only shorten the runway: available ÷ (week ÷ 7) bounds it, and is it when
+        # no lot expires before then (the common case, without simulating the lots). The
+        # bound is compared in integers: a runway of exactly runway_days is not low.
+        elif a.available * WEEK_DAYS < a.runway_days * week:
+            low, view = True, None
         else:
-            # Expiries only shorten the runway: available / rate bounds it, and is it when no
-            # lot expires before then (the common case, without simulating the lots).
-            bound = a.available / rate
+            bound = a.available * WEEK_DAYS / week
             soonest = a.next_expiry_at
-            if bound < a.runway_days:
-                low, view = True, None
-            elif soonest is None or (soonest - self.now).total_seconds() / 86_400 >= bound:
+            if soonest is None or (soonest - self.now).total_seconds() / 86_400 >= bound:
                 low, view = False, None
             else:
                 view = self.runway()
