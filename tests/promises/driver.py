@@ -188,8 +188,13 @@ class Server:
                 return found
             token = page.next_page_token
 
-    def usage(self, ws: str, by: int) -> pb.GetUsageResponse:
-        return self.call("GetUsage", pb.GetUsageRequest(workspace_id=ws, group_by=by))
+    def usage(self, ws: str, by: int, label_key: str = "") -> pb.GetUsageResponse:
+        return self.call(
+            "GetUsage", pb.GetUsageRequest(workspace_id=ws, group_by=by, label_key=label_key)
+        )
+
+    def budgets(self, ws: str) -> list[pb.Budget]:
+        return list(self.call("ListBudgets", pb.ListBudgetsRequest(workspace_id=ws)).budgets)
 
     def limits(self, ws: str) -> list[pb.MemberLimit]:
         return list(

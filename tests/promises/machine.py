@@ -4,14 +4,16 @@ it, and everything a user sees compared after every step.
 Each step is one call (unary or a Stream item) or one move of the clock, on one of a few
 workspaces, applied to the model (model.py) and to the server (driver.py). The call's answer
 is compared, then the workspace's whole visible state: every balance field, the journal and
-its balance_after chain, alerts, events (types, order, the balance each carries), usage by
-member and by operation, member limits, the auto top-up rule and Audit. Hypothesis shrinks a
+its balance_after chain, alerts, events (types, order, the balance each carries), the runway,
+usage by operation, member and label with the budgets of each row, budgets, member limits,
+the auto top-up rule and Audit. Hypothesis shrinks a
 failure to the shortest sequence of steps that shows it and prints it.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -26,10 +28,31 @@ from tests.promises.driver import CODES, Server, refusal
 
 WORKSPACES = 3
 ACTORS = ("", "ana", "ben")
+# Labels jobs carry: budgets of the project and team keys govern them.
+LABELS = ({}, {}, {"project": "p1"}, {"project": "p2"}, {"project": "p1", "team": "t1"})
+LABEL_VALUES = {"actor_id": ("ana", "ben"), "project": ("p1", "p2"), "team": ("t1",)}
 OPERATION = "content.optimize"
 NOT_FOUND = m.RefusedError("NOT_FOUND", "WORKSPACE_NOT_FOUND")
 
 amounts = st.integers(0, 130) | st.sampled_from([0, 1, 9, 10, 11, 90, 99, 100, 101])
+
+
+@st.composite
+def _budgets(draw: st.DrawFn) -> m.Budget:
+    """A budget of one of a few ids, on the actor or a label, for one value or each."""
+    key = draw(st.sampled_from(list(LABEL_VALUES)))
+    return m.Budget(
+        budget_id=f"budget-{draw(st.integers(0, 3))}",
+        key=key,
+        value=draw(st.sampled_from(("", *LABEL_VALUES[key]))),
+        period=draw(st.sampled_from([m.DAY, m.WEEK, m.MONTH, m.TOTAL])),
+        limit=draw(st.sampled_from([0, 20, 60, 150, 400])),
+        warn_at=draw(st.sampled_from([(80,), (50,), (50, 90), (100,)])),
+        enabled=draw(st.sampled_from([True, True, True, False])),
+    )
+
+
+budgets = _budgets()
 minutes = st.integers(1, 90)
 
 
@@ -73,13 +96,16 @@ class Promises(RuleBasedStateMachine):
     # minute, since grants must expire in the future by the real clock too.
     start = datetime(2100, 1, 1, tzinfo=UTC)
     steps = 0  # steps run, over every example (the test reports it)
+    seen: Counter[str] = Counter()  # the events the models wrote, over every example
 
     def __init__(self) -> None:
         super().__init__()
         self.now = self.start  # the ledger's time, pinned
         self.server.pin(self.now)
         prefix = f"pm-{uuid.uuid4().hex[:10]}"
-        self.model = {f"{prefix}-{i}": m.Workspace(f"{prefix}-{i}") for i in range(WORKSPACES)}
+        self.model = {
+            f"{prefix}-{i}": m.Workspace(f"{prefix}-{i}", self.now) for i in range(WORKSPACES)
+        }
         self.created: set[str] = set()
         self.rids: dict[str, list[str]] = {ws: [] for ws in self.model}
         self.n = 0
@@ -88,6 +114,19 @@ class Promises(RuleBasedStateMachine):
 
     def _ws(self, i: int) -> str:
         return list(self.model)[i % WORKSPACES]
+
+    def _amount(
+        self, ws: str, data: st.DataObject, amount: int, actor: str, labels: dict[str, str]
+    ) -> int:
+        """Now and then, instead of `amount`, the room left in a budget the job falls under,
+        or one credit either side of it: where a budget refuses or lets through."""
+        w = self.model[ws]
+        applying = w.applying(actor, labels)
+        if not applying or data.draw(st.booleans(), label="not at a budget's edge"):
+            return amount
+        b, value = data.draw(st.sampled_from(applying), label="budget")
+        room = b.limit - w.spend_of(b, value, self.now)
+        return max(room + data.draw(st.sampled_from([-1, 0, 1]), label="off by"), 0)
 
     def _rid(self, ws: str, data: st.DataObject, kind: str, reuse: bool) -> str:
         """A new request id, or (reuse) one this workspace has used for anything."""
@@ -111,6 +150,7 @@ class Promises(RuleBasedStateMachine):
                 want = model_call(w)
             except m.RefusedError as e:
                 want = e
+                Promises.seen[e.reason] += 1
             finally:
                 w.end(self.now)
         try:
@@ -137,9 +177,15 @@ class Promises(RuleBasedStateMachine):
 
     # The calls.
 
-    @initialize(amounts_=st.lists(st.integers(1, 300), min_size=WORKSPACES, max_size=WORKSPACES))
-    def open_workspaces(self, amounts_: list[int]) -> None:
-        """Every workspace starts with a grant (more come as the steps go)."""
+    @initialize(
+        amounts_=st.lists(st.integers(1, 300), min_size=WORKSPACES, max_size=WORKSPACES),
+        budgets_=st.lists(
+            st.lists(budgets, min_size=1, max_size=3), min_size=WORKSPACES, max_size=WORKSPACES
+        ),
+    )
+    def open_workspaces(self, amounts_: list[int], budgets_: list[list[m.Budget]]) -> None:
+        """Every workspace starts with a grant and a few budgets (more come as the steps
+        go)."""
         for i, amount in enumerate(amounts_):
             ws = self._ws(i)
             rid = self._rid(ws, None, "grant", False)  # type: ignore[arg-type]
@@ -151,6 +197,8 @@ class Promises(RuleBasedStateMachine):
                 lambda r=request: self.server.call("GrantCredits", r),
             )
             self._check(ws)
+            for b in budgets_[i]:
+                self._set_budget(ws, b, False)
 
     @rule(
         i=st.integers(0, WORKSPACES - 1),
@@ -245,13 +293,15 @@ class Promises(RuleBasedStateMachine):
         data=st.data(),
         amount=amounts,
         actor=st.sampled_from(ACTORS),
+        labels=st.sampled_from(LABELS),
         ttl=minutes,
         stream=st.booleans(),
         reuse=st.booleans(),
     )
-    def reserve(self, i, data, amount, actor, ttl, stream, reuse):
+    def reserve(self, i, data, amount, actor, labels, ttl, stream, reuse):
         ws = self._ws(i)
         rid = self._rid(ws, data, "job", reuse)
+        amount = self._amount(ws, data, amount, actor, labels)
         # Holds end on a half minute: never at one of the clock's whole-minute steps.
         ttl_d = timedelta(minutes=ttl, seconds=30)
         request = pb.ReserveRequest(
@@ -261,6 +311,7 @@ class Promises(RuleBasedStateMachine):
             amount=amount,
             actor_id=actor,
             ttl=_duration(ttl_d),
+            labels=labels,
         )
         call = (
             (lambda: self._item("reserve", request).hold)
@@ -268,7 +319,7 @@ class Promises(RuleBasedStateMachine):
             else (lambda: self.server.call("Reserve", request).hold)
         )
         out = self._run(
-            ws, lambda w: w.reserve(rid, amount, actor, ttl_d, OPERATION, self.now), call
+            ws, lambda w: w.reserve(rid, amount, actor, ttl_d, OPERATION, self.now, labels), call
         )
         if out is not None:
             hold, got = out
@@ -367,21 +418,30 @@ class Promises(RuleBasedStateMachine):
         data=st.data(),
         amount=amounts,
         actor=st.sampled_from(ACTORS),
+        labels=st.sampled_from(LABELS),
         stream=st.booleans(),
         reuse=st.booleans(),
     )
-    def charge(self, i, data, amount, actor, stream, reuse):
+    def charge(self, i, data, amount, actor, labels, stream, reuse):
         ws = self._ws(i)
         rid = self._rid(ws, data, "job", reuse)
+        amount = self._amount(ws, data, amount, actor, labels)
         request = pb.ChargeRequest(
-            workspace_id=ws, request_id=rid, operation=OPERATION, amount=amount, actor_id=actor
+            workspace_id=ws,
+            request_id=rid,
+            operation=OPERATION,
+            amount=amount,
+            actor_id=actor,
+            labels=labels,
         )
         call = (
             (lambda: self._item("charge", request).charge)
             if stream
             else (lambda: self.server.call("Charge", request))
         )
-        out = self._run(ws, lambda w: w.charge(rid, amount, actor, OPERATION, self.now), call)
+        out = self._run(
+            ws, lambda w: w.charge(rid, amount, actor, OPERATION, self.now, labels), call
+        )
         if out is not None:
             h, got = out
             assert (h.charged, h.shortfall) == (got.charged, got.shortfall)
@@ -453,21 +513,23 @@ class Promises(RuleBasedStateMachine):
         i=st.integers(0, WORKSPACES - 1),
         low=st.sampled_from([0, 10, 50, 100, 150, 200]),
         critical=st.sampled_from([0, 5, 10, 40]),
+        runway_days=st.none() | st.sampled_from([0, 1, 3, 7, 30]),
     )
-    def thresholds(self, i, low, critical):
+    def thresholds(self, i, low, critical, runway_days):
         ws = self._ws(i)
         critical = min(critical, low)
+        request = pb.SetAlertThresholdsRequest(workspace_id=ws, low=low, critical=critical)
+        if runway_days is not None:
+            request.runway_days = runway_days
         out = self._run(
             ws,
-            lambda w: w.set_thresholds(low, critical),
-            lambda: self.server.call(
-                "SetAlertThresholds",
-                pb.SetAlertThresholdsRequest(workspace_id=ws, low=low, critical=critical),
-            ),
+            lambda w: w.set_thresholds(low, critical, runway_days),
+            lambda: self.server.call("SetAlertThresholds", request),
         )
         if out is not None:
             _, got = out
-            assert (low, critical) == (got.low, got.critical)
+            want_days = self.model[ws].runway_days
+            assert (low, critical, want_days) == (got.low, got.critical, got.runway_days)
         self._check(ws)
 
     @rule(
@@ -488,10 +550,58 @@ class Promises(RuleBasedStateMachine):
         )
         if out is not None and limit is not None:
             _, got = out
-            want = self.model[ws].limit_views([actor], self.now) if actor else None
-            if want is not None:
-                row = next(v for v in want if v[1] == period)
-                assert row[2:] == (got.limit, got.used, got.remaining)
+            w = self.model[ws]
+            used = w.spend_of(w.budgets[m.member_budget_id(actor, period)], actor, self.now)
+            want = (limit, used if actor else 0, max(limit - used, 0) if actor else limit)
+            assert want == (got.limit, got.used, got.remaining)
+        self._check(ws)
+
+    @rule(i=st.integers(0, WORKSPACES - 1), b=budgets, warn_default=st.booleans())
+    def set_budget(self, i: int, b: m.Budget, warn_default: bool) -> None:
+        """A budget of a key (the actor or a label), for one value or each value on its own;
+        SetBudget with an id already used replaces that budget."""
+        self._set_budget(self._ws(i), b, warn_default)
+
+    def _set_budget(self, ws: str, b: m.Budget, warn_default: bool) -> None:
+        # No warn_at in the request is 80%.
+        warn_at = [] if warn_default and b.warn_at == (80,) else list(b.warn_at)
+        request = pb.SetBudgetRequest(
+            workspace_id=ws,
+            budget=pb.Budget(
+                budget_id=b.budget_id,
+                scope_key=b.key,
+                scope_value=b.value,
+                period=b.period,  # type: ignore[arg-type]
+                limit=b.limit,
+                warn_at=warn_at,
+                enabled=b.enabled,
+            ),
+        )
+        out = self._run(
+            ws,
+            lambda w: w.set_budget(b),
+            lambda: self.server.call("SetBudget", request),
+        )
+        if out is not None:
+            _, got = out
+            [want] = [v for v in self.model[ws].budget_views(self.now) if v[0] == b.budget_id]
+            assert want == _budget(got), f"SetBudget's answer in {ws}"
+        self._check(ws)
+
+    @rule(i=st.integers(0, WORKSPACES - 1), n=st.integers(0, 4))
+    def delete_budget(self, i, n):
+        ws = self._ws(i)
+        budget_id = f"budget-{n}"
+        out = self._run(
+            ws,
+            lambda w: w.delete_budget(budget_id),
+            lambda: self.server.call(
+                "DeleteBudget", pb.DeleteBudgetRequest(workspace_id=ws, budget_id=budget_id)
+            ),
+        )
+        if out is not None:
+            deleted, got = out
+            assert deleted == got.deleted
         self._check(ws)
 
     @rule(
@@ -576,6 +686,8 @@ class Promises(RuleBasedStateMachine):
             period = {"next day": m.DAY, "next week": m.WEEK, "next month": m.MONTH}[step]
             self.now = m.period_end(period, self.now)  # exactly on the boundary
         self.server.pin(self.now)
+        for w in self.model.values():
+            w.now = self.now
         self.server.sweep()
         for ws in self.created:
             self.model[ws].sweep(self.now)
@@ -671,6 +783,18 @@ class Promises(RuleBasedStateMachine):
             "thresholds": (b.thresholds.low, b.thresholds.critical),
         }
         assert v == got, f"balance of {ws}"
+        r = b.runway
+        days_left = r.days_left if r.HasField("days_left") else None
+        want_r = w.runway_view(now)
+        got_r = (
+            r.burn_per_day,
+            r.burn_per_day_30d,
+            days_left,
+            _time(r.zero_at),
+            _time(r.topup_at),
+            r.runway_days,
+        )
+        assert _near(want_r, got_r), f"runway of {ws}: model {want_r}, server {got_r}"
         entries = [
             (
                 _entry_kind(e.kind),
@@ -714,20 +838,27 @@ class Promises(RuleBasedStateMachine):
         want_events = [(e.type, e.fields, e.balance) for e in w.events]
         assert [t for _, t, _ in events] == [e.type for e in w.events], f"event types of {ws}"
         assert want_events == got_events, f"events of {ws}"
-        for by, grouping in (
-            ("operation", pb.USAGE_GROUPING_OPERATION),
-            ("actor", pb.USAGE_GROUPING_ACTOR),
+        for by, grouping, key in (
+            ("operation", pb.USAGE_GROUPING_OPERATION, ""),
+            ("actor", pb.USAGE_GROUPING_ACTOR, "actor_id"),
+            ("label", pb.USAGE_GROUPING_LABEL, "project"),
+            ("label", pb.USAGE_GROUPING_LABEL, "team"),
         ):
-            u = s.usage(ws, grouping)
+            u = s.usage(ws, grouping, key if by == "label" else "")
             rows = [(r.key, r.credits, r.count, r.held) for r in u.rows]
-            assert w.usage(by, now) == rows, f"usage of {ws} by {by}"
-            if by == "actor":
-                for r in u.rows:
-                    want_limits = [x[1:] for x in w.limit_views([r.key], now)] if w.limits else []
+            assert w.usage(by, now, key) == rows, f"usage of {ws} by {by} {key}"
+            for r in u.rows:
+                got_b = [(x.budget_id, x.period, x.limit, x.used, x.remaining) for x in r.budgets]
+                want_b = w.standings(key, r.key, now) if key and r.key else []
+                assert want_b == got_b, f"budgets of {key}={r.key!r} in {ws}'s usage"
+                if by == "actor":
+                    want_limits = [x[1:] for x in w.limit_views([r.key], now)]
                     got_limits = [(x.period, x.limit, x.used, x.remaining) for x in r.limits]
                     assert want_limits == got_limits, f"limits of {r.key!r} in {ws}'s usage"
         limits = [(x.actor_id, x.period, x.limit, x.used, x.remaining) for x in s.limits(ws)]
-        assert (w.limit_views(None, now) if w.limits else []) == limits, f"member limits of {ws}"
+        assert w.limit_views(None, now) == limits, f"member limits of {ws}"
+        budgets = [_budget(x) for x in s.budgets(ws)]
+        assert w.budget_views(now) == budgets, f"budgets of {ws}"
         t = s.topup(ws)
         got_topup = (
             t.enabled,
@@ -744,6 +875,41 @@ class Promises(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         self.server.pin(None)
+        for ws in self.created:
+            Promises.seen.update(e.type for e in self.model[ws].events)
+
+
+def _budget(b: pb.Budget) -> tuple[Any, ...]:
+    """A Budget message as the model's budget_views shows one."""
+    values = [(x.value, x.used, x.remaining) for x in b.values]
+    return (
+        b.budget_id,
+        b.scope_key,
+        b.scope_value,
+        b.period,
+        b.limit,
+        tuple(b.warn_at),
+        b.enabled,
+        b.used,
+        b.remaining,
+        values,
+    )
+
+
+def _near(want: tuple[Any, ...], got: tuple[Any, ...]) -> bool:
+    """The runway: the burn exactly, days to within a microsecond's rounding."""
+    if len(want) != len(got):
+        return False
+    for a, b in zip(want, got, strict=True):
+        if isinstance(a, float) and isinstance(b, float):
+            if abs(a - b) > 1e-6:
+                return False
+        elif isinstance(a, datetime) and isinstance(b, datetime):
+            if abs(a - b) > timedelta(milliseconds=1):
+                return False
+        elif a != b:
+            return False
+    return True
 
 
 def _hold_state(state: str) -> int:

@@ -13,16 +13,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from fractions import Fraction
 from typing import Any
 
 LOW, CRITICAL, REFUSED = 1, 2, 3  # alert kinds, as the proto numbers them
-DAY, WEEK, MONTH = 1, 2, 3  # limit periods, as the proto numbers them
+DAY, WEEK, MONTH, TOTAL = 1, 2, 3, 4  # limit periods, as the proto numbers them
+PERIOD_NAMES = {DAY: "day", WEEK: "week", MONTH: "month", TOTAL: "total"}
 PAID, PROMOTIONAL, MANUAL = 1, 2, 3
 EXPIRING_SOON = timedelta(days=30)
 NOTICE_WINDOW = timedelta(days=7)
 TOPUP_LAPSE = timedelta(hours=24)
 PACKAGES = {"Starter": 100, "Basic": 250, "Popular": 550, "Pro": 1100, "Max": 2350}
 PACKAGE_VALIDITY = timedelta(days=365)
+EPOCH = datetime.min.replace(tzinfo=UTC)
 
 
 class RefusedError(Exception):
@@ -38,6 +41,8 @@ def _reused() -> RefusedError:
 
 
 def period_start(period: int, at: datetime) -> datetime:
+    if period == TOTAL:
+        return datetime.min.replace(tzinfo=UTC)
     day = at.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     if period == DAY:
         return day
@@ -46,13 +51,31 @@ def period_start(period: int, at: datetime) -> datetime:
     return day.replace(day=1)
 
 
-def period_end(period: int, at: datetime) -> datetime:
+def period_end(period: int, at: datetime) -> datetime | None:
+    if period == TOTAL:
+        return None
     start = period_start(period, at)
     if period == DAY:
         return start + timedelta(days=1)
     if period == WEEK:
         return start + timedelta(days=7)
     return (start + timedelta(days=32)).replace(day=1)
+
+
+def member_budget_id(actor: str, period: int) -> str:
+    """The budget a member limit is (SetMemberLimit's)."""
+    return f"member:{actor or '*'}:{PERIOD_NAMES[period]}"
+
+
+@dataclass(frozen=True)
+class Budget:
+    budget_id: str
+    key: str  # actor_id or a label key
+    value: str  # '' = every value on its own
+    period: int
+    limit: int
+    warn_at: tuple[int, ...] = (80,)
+    enabled: bool = True
 
 
 @dataclass
@@ -90,6 +113,7 @@ class Hold:
     operation: str
     params: tuple[Any, ...]
     expires_at: datetime
+    labels: dict[str, str] = field(default_factory=dict)
     draws: list[list[int]] = field(default_factory=list)
     state: str = "held"  # held, committed, released, expired
     charged: int = 0
@@ -119,6 +143,7 @@ class Entry:
     late: bool = False
     params: tuple[Any, ...] = ()
     charge_request_id: str = ""  # a refund's
+    at: datetime = EPOCH
 
 
 @dataclass
@@ -161,8 +186,9 @@ class Workspace:
     change the ledger and returns its answer, or raises RefusedError having changed nothing but
     what a refusal writes (its event and alert, and expiries that were due anyway)."""
 
-    def __init__(self, workspace_id: str) -> None:
+    def __init__(self, workspace_id: str, now: datetime) -> None:
         self.id = workspace_id
+        self.now = now  # the ledger's time (the machine moves it)
         self.lots: list[Lot] = []
         self.holds: dict[str, Hold] = {}
         self.journal: list[Entry] = []
@@ -173,8 +199,12 @@ class Workspace:
         self.lifetime_granted = 0
         self.low, self.critical = 100, 10
         self.notified = 0  # the worst balance notice of the current dip: 0, LOW or CRITICAL
-        self.limits: dict[tuple[str, int], int] = {}  # (actor, period) -> limit; '' is default
-        self.limit_notices: set[tuple[str, int, datetime]] = set()
+        self.budgets: dict[str, Budget] = {}
+        self.warned: set[tuple[str, str, datetime, int]] = set()
+        self.exceeded: set[tuple[str, str, datetime]] = set()
+        self.runway_days = 7
+        self.runway_low = False
+        self._spend_before: dict[tuple[str, str], int] = {}
         self.topup: TopUp | None = None
         # A command's bookkeeping: what available was before it, where its events start,
         # and whether it changed anything (the ledger writes back, and sends notices of lots
@@ -240,11 +270,14 @@ class Workspace:
     def begin(self) -> None:
         self._before = self.available
         self._first_event = len(self.events)
+        self._spend_before = self._spend_snapshot(self.now) if self.budgets else {}
 
     def end(self, now: datetime, *, last: bool = True) -> None:
         """What ends every command, refused or not: the crossings it made, a top-up request if
         due, and the balance in its events. When the `last` command of a batch ends, and any
         of its commands changed the workspace, the notices of lots about to expire follow."""
+        if self.budgets:
+            self._budget_crossings(now)
         before, after = self._before, self.available
         if after != before:
             self._changed = True
@@ -263,6 +296,7 @@ class Workspace:
             elif after >= self.critical and self.notified == CRITICAL:
                 self.notified = LOW
             self._top_up(now)
+            self._check_runway(now)
         if len(self.events) > self._first_event:
             self._changed = True
         balance = self.event_balance()
@@ -304,7 +338,7 @@ class Workspace:
 
     def _entry(self, kind: str, amount: int, **fields: Any) -> Entry:
         """A journal entry; the caller has moved the lots and holds already."""
-        entry = Entry(kind, amount, self.balance + amount, **fields)
+        entry = Entry(kind, amount, self.balance + amount, at=self.now, **fields)
         self.journal.append(entry)
         return entry
 
@@ -422,73 +456,256 @@ class Workspace:
             raise _reused()
         return entry
 
-    # Member limits (DESIGN.md §10): spend recomputed from the holds.
+    # Budgets (DESIGN.md §13; member limits are budgets of the actor_id key), their spend
+    # recomputed from the holds.
 
-    def spend(self, actor: str, period: int, now: datetime) -> int:
-        """What a member holds now plus what it was charged (less refunds) in the period."""
-        start = period_start(period, now)
-        held = sum(h.amount for h in self.holds.values() if h.actor == actor and h.state == "held")
-        used = sum(
-            h.charged - h.refunded
-            for h in self.holds.values()
-            if h.actor == actor
-            and h.state == "committed"
-            and h.finished_at is not None
-            and h.finished_at >= start
-        )
-        return held + used
+    def scope_value(self, h: Hold, key: str) -> str:
+        return h.actor if key == "actor_id" else h.labels.get(key, "")
 
-    def limit(self, actor: str, period: int) -> int | None:
-        found = self.limits.get((actor, period))
-        return self.limits.get(("", period)) if found is None else found
-
-    def _check_limits(self, actor: str, amount: int, request_id: str, now: datetime) -> None:
-        if not self.limits or not actor or amount == 0:
-            return
-        for p in (DAY, WEEK, MONTH):
-            limit = self.limit(actor, p)
-            if limit is None:
+    def spend_of(self, b: Budget, value: str, now: datetime) -> int:
+        """What a value of a budget's scope holds now plus what it was charged (less
+        refunds) in the budget's period."""
+        start = period_start(b.period, now)
+        total = 0
+        for h in self.holds.values():
+            if self.scope_value(h, b.key) != value:
                 continue
-            used = self.spend(actor, p, now)
-            if used + amount > limit:
-                key = (actor, p, period_start(p, now))
-                if key not in self.limit_notices:
-                    self.limit_notices.add(key)
+            if h.state == "held":
+                total += h.amount
+            elif h.state == "committed" and h.finished_at is not None and h.finished_at >= start:
+                total += h.charged - h.refunded
+        return total
+
+    def applying(self, actor: str, labels: dict[str, str]) -> list[tuple[Budget, str]]:
+        """The enabled budgets a request falls under (a budget naming a value replaces its
+        key's default of the same period for that value), in budget id order."""
+        found = []
+        for b in sorted(self.budgets.values(), key=lambda b: b.budget_id):
+            value = actor if b.key == "actor_id" else labels.get(b.key, "")
+            if not b.enabled or not value or b.value not in ("", value):
+                continue
+            if not b.value and self._named(b, value):
+                continue
+            found.append((b, value))
+        return found
+
+    def _named(self, b: Budget, value: str) -> bool:
+        return any(
+            o.enabled and o.key == b.key and o.period == b.period and o.value == value
+            for o in self.budgets.values()
+        )
+
+    def _check_budgets(
+        self, actor: str, labels: dict[str, str], amount: int, request_id: str, now: datetime
+    ) -> None:
+        if amount == 0:
+            return
+        worst = None
+        for b, value in self.applying(actor, labels):
+            used = self.spend_of(b, value, now)
+            if used + amount > b.limit and (worst is None or b.limit - used < worst[2]):
+                worst = (b, value, max(b.limit - used, 0), used)
+        if worst is None:
+            return
+        b, value, remaining, used = worst
+        key = (b.budget_id, value, period_start(b.period, now))
+        first = key not in self.exceeded
+        self.exceeded.add(key)
+        member = b.key == "actor_id"
+        if first:
+            fields = {"limit": b.limit, "used": used, "remaining": remaining, "required": amount}
+            if member:
+                self._event("member.limit_reached", actor_id=actor, **fields)
+            else:
+                self._event("budget.exceeded", budget_id=b.budget_id, scope_value=value, **fields)
+        raise RefusedError(
+            "FAILED_PRECONDITION", "MEMBER_LIMIT_REACHED" if member else "BUDGET_EXCEEDED"
+        )
+
+    def _spend_snapshot(self, now: datetime) -> dict[tuple[str, str], int]:
+        out = {}
+        for b in self.budgets.values():
+            values = {self.scope_value(h, b.key) for h in self.holds.values()} - {""}
+            for v in values:
+                if b.value in ("", v):
+                    out[(b.budget_id, v)] = self.spend_of(b, v, now)
+        return out
+
+    def _budget_crossings(self, now: datetime) -> None:
+        """budget.threshold for each warn_at mark a command took a spend across, upward."""
+        after = self._spend_snapshot(now)
+        for (budget_id, value), spent in sorted(after.items()):
+            before = self._spend_before.get((budget_id, value), 0)
+            b = self.budgets[budget_id]
+            if spent <= before or not b.enabled or (not b.value and self._named(b, value)):
+                continue
+            for percent in b.warn_at:
+                mark = b.limit * percent / 100
+                key = (budget_id, value, period_start(b.period, now), percent)
+                if before < mark <= spent and key not in self.warned:
+                    self.warned.add(key)
                     self._event(
-                        "member.limit_reached",
-                        actor_id=actor,
-                        limit=limit,
-                        used=used,
-                        remaining=max(limit - used, 0),
-                        required=amount,
+                        "budget.threshold",
+                        budget_id=budget_id,
+                        scope_value=value,
+                        percent=percent,
+                        used=spent,
                     )
-                raise RefusedError("FAILED_PRECONDITION", "MEMBER_LIMIT_REACHED")
 
     def limit_views(self, actors: list[str] | None, now: datetime) -> list[tuple[Any, ...]]:
         """(actor, period, limit, used, remaining) as ListMemberLimits (actors None) or a usage
         row (the member's) show them."""
-        out = []
+        members = [b for b in self.budgets.values() if b.key == "actor_id"]
         if actors is None:
-            keys = sorted(self.limits)
-        else:
-            keys = [
-                (a, p) for a in actors for p in (DAY, WEEK, MONTH) if self.limit(a, p) is not None
+            pairs = [
+                (b.value, b)
+                for b in sorted(members, key=lambda b: (b.value, b.period, b.budget_id))
             ]
-        for actor, p in keys:
-            limit = self.limit(actor, p)
-            assert limit is not None
-            used = self.spend(actor, p, now) if actor else 0
-            out.append((actor, p, limit, used, max(limit - used, 0)))
+        else:
+            pairs = [
+                (a, b)
+                for a in actors
+                for b, _ in sorted(self.applying(a, {}), key=lambda bv: bv[0].period)
+                if b.key == "actor_id"
+            ]
+        out = []
+        for actor, b in pairs:
+            used = self.spend_of(b, actor, now) if actor else 0
+            out.append((actor, b.period, b.limit, used, max(b.limit - used, 0)))
         return out
 
+    def standings(self, key: str, value: str, now: datetime) -> list[tuple[Any, ...]]:
+        """(budget_id, period, limit, used, remaining) of the budgets of `key` on a usage row."""
+        actor, labels = (value, {}) if key == "actor_id" else ("", {key: value})
+        return [
+            (b.budget_id, b.period, b.limit, used, max(b.limit - used, 0))
+            for b, v in self.applying(actor, labels)
+            if b.key == key
+            for used in [self.spend_of(b, v, now)]
+        ]
+
+    def budget_views(self, now: datetime) -> list[tuple[Any, ...]]:
+        """(budget_id, key, value, period, limit, warn_at, enabled, used, remaining, values) as
+        ListBudgets shows them."""
+        out = []
+        for b in sorted(self.budgets.values(), key=lambda b: b.budget_id):
+            if b.value:
+                used = self.spend_of(b, b.value, now)
+                values: list[tuple[str, int, int]] = []
+            else:
+                seen = {self.scope_value(h, b.key) for h in self.holds.values()} - {""}
+                spent = {v: self.spend_of(b, v, now) for v in seen}
+                values = [(v, u, max(b.limit - u, 0)) for v, u in sorted(spent.items()) if u]
+                used = max((u for _, u, _ in values), default=0)
+            out.append(
+                (b.budget_id, b.key, b.value, b.period, b.limit, b.warn_at, b.enabled, used,
+                 max(b.limit - used, 0), values)
+            )  # fmt: skip
+        return out
+
+    def set_budget(self, b: Budget) -> None:
+        self.budgets[b.budget_id] = b
+        self._forget(b.budget_id)
+
+    def delete_budget(self, budget_id: str) -> bool:
+        found = self.budgets.pop(budget_id, None) is not None
+        self._forget(budget_id)
+        return found
+
+    def _forget(self, budget_id: str) -> None:
+        """A budget set again or deleted starts its spend (and its notices) afresh: setting
+        one is not spending, and crosses no warn_at mark."""
+        self.warned = {k for k in self.warned if k[0] != budget_id}
+        self.exceeded = {k for k in self.exceeded if k[0] != budget_id}
+        self._spend_before = self._spend_snapshot(self.now)
+
     def set_limit(self, actor: str, period: int, limit: int | None) -> None:
-        had = bool(self.limits)
+        budget_id = member_budget_id(actor, period)
         if limit is None:
-            self.limits.pop((actor, period), None)
+            self.delete_budget(budget_id)
         else:
-            self.limits[(actor, period)] = limit
-        if had != bool(self.limits):
-            self.limit_notices.clear()  # the members' running spend starts again
+            self.set_budget(Budget(budget_id, "actor_id", actor, period, limit, ()))
+
+    # The runway (DESIGN.md §13).
+
+    def burn(self, now: datetime, days: int) -> int:
+        """Charged less refunded on the `days` UTC days ending today."""
+        first = now.date() - timedelta(days=days - 1)
+        return -sum(
+            e.amount
+            for e in self.journal
+            if e.kind in ("charge", "refund") and first <= e.at.date() <= now.date()
+        )
+
+    def runway(self, now: datetime) -> tuple[Fraction | None, Fraction | None]:
+        """(days_left, days until a top-up), in exact arithmetic: available spent at the week's
+        burn rate in burn order from now, each lot taking what is left of it along when it
+        expires; the top-up when what is left falls below the enabled rule's threshold."""
+        week = self.burn(now, 7)
+        if week <= 0:
+            return None, None
+        rate = Fraction(week, 7)  # credits a day
+
+        def days_to(at: datetime | None) -> Fraction | None:
+            return None if at is None else Fraction(int((at - now).total_seconds()), 86400)
+
+        left = [[Fraction(lt.remaining), days_to(lt.expires_at)] for lt in self._burn_order(now)]
+        t = self.topup
+        threshold = t.threshold if t is not None and t.enabled else None
+        total = sum((x[0] for x in left), Fraction(0))
+        topup = Fraction(0) if threshold is not None and total < threshold else None
+        at = Fraction(0)
+        while left:
+            first = left[0]
+            ends = [e for _, e in left if e is not None]
+            step_to = min([at + first[0] / rate, *ends])
+            spent = (step_to - at) * rate
+            if threshold is not None and topup is None and total - spent < threshold:
+                topup = at + (total - threshold) / rate
+            first[0] -= spent
+            total -= spent
+            at = step_to
+            kept = []
+            for x in left:
+                if x[0] == 0:
+                    continue
+                if x[1] is not None and x[1] <= at:
+                    total -= x[0]
+                    if threshold is not None and topup is None and total < threshold:
+                        topup = at
+                    continue
+                kept.append(x)
+            left = kept
+        return at, topup
+
+    def runway_view(self, now: datetime) -> tuple[Any, ...]:
+        """(burn_per_day, burn_per_day_30d, days_left, zero_at, topup_at, runway_days)."""
+        days_left, topup = self.runway(now)
+
+        def at(days: Fraction | None) -> datetime | None:
+            return None if days is None else now + timedelta(seconds=float(days * 86400))
+
+        return (
+            self.burn(now, 7) / 7,
+            self.burn(now, 30) / 30,
+            None if days_left is None else float(days_left),
+            at(days_left),
+            at(topup),
+            self.runway_days,
+        )
+
+    def _check_runway(self, now: datetime) -> None:
+        """balance.runway_low once when the runway falls below runway_days; re-armed when it
+        is back at or above, or there is no burn to tell."""
+        if not self.runway_days:
+            return
+        days, _ = self.runway(now)
+        low = days is not None and days < self.runway_days
+        if low and not self.runway_low:
+            self.runway_low = True
+            self._event("balance.runway_low", runway_days=self.runway_days)
+        elif not low and self.runway_low:
+            self.runway_low = False
 
     # Auto top-up.
 
@@ -540,17 +757,27 @@ class Workspace:
         ttl: timedelta,
         operation: str,
         now: datetime,
+        labels: dict[str, str] | None = None,
     ) -> Hold:
-        params = ("reserve", amount, actor, ttl, operation)
+        labels = labels or {}
+        params = ("reserve", amount, actor, ttl, operation, tuple(sorted(labels.items())))
         found = self._claimed(request_id, "reserve", params)
         if found is not None:
             return found
-        self._check_limits(actor, amount, request_id, now)
+        self._check_budgets(actor, labels, amount, request_id, now)
         if amount > self.available:
             self._alert(REFUSED, 0, amount, request_id)
             raise RefusedError("FAILED_PRECONDITION", "INSUFFICIENT_CREDITS")
         hold = Hold(
-            len(self.holds) + 1, request_id, "reserve", amount, actor, operation, params, now + ttl
+            len(self.holds) + 1,
+            request_id,
+            "reserve",
+            amount,
+            actor,
+            operation,
+            params,
+            now + ttl,
+            dict(labels),
         )
         hold.draws = self._draw(amount, now)
         self.holds[request_id] = hold
@@ -558,18 +785,33 @@ class Workspace:
         return hold
 
     def charge(
-        self, request_id: str, amount: int, actor: str, operation: str, now: datetime
+        self,
+        request_id: str,
+        amount: int,
+        actor: str,
+        operation: str,
+        now: datetime,
+        labels: dict[str, str] | None = None,
     ) -> Hold:
-        params = ("charge", amount, actor, operation)
+        labels = labels or {}
+        params = ("charge", amount, actor, operation, tuple(sorted(labels.items())))
         found = self._claimed(request_id, "charge", params)
         if found is not None:
             return found
-        self._check_limits(actor, amount, request_id, now)
+        self._check_budgets(actor, labels, amount, request_id, now)
         if amount > self.available:
             self._alert(REFUSED, 0, amount, request_id)
             raise RefusedError("FAILED_PRECONDITION", "INSUFFICIENT_CREDITS")
         hold = Hold(
-            len(self.holds) + 1, request_id, "charge", amount, actor, operation, params, now
+            len(self.holds) + 1,
+            request_id,
+            "charge",
+            amount,
+            actor,
+            operation,
+            params,
+            now,
+            dict(labels),
         )
         hold.draws = self._draw(amount, now)
         hold.state, hold.charged, hold.finished_at = "committed", amount, now
@@ -797,6 +1039,7 @@ class Workspace:
             hold.operation,
             params=params,
             charge_request_id=charge_request_id,
+            at=self.now,
         )
         self.journal.append(entry)
         self._give_back_refund(back, hold.operation, request_id, now)
@@ -809,8 +1052,10 @@ class Workspace:
         expired lot leave it again with an EXPIRE entry."""
         self._give_back(back, operation, request_id, now, credit=True)
 
-    def set_thresholds(self, low: int, critical: int) -> None:
+    def set_thresholds(self, low: int, critical: int, runway_days: int | None = None) -> None:
         self.low, self.critical = low, critical
+        if runway_days is not None:
+            self.runway_days, self.runway_low = runway_days, False
         # A setting, not a crossing: thresholds now at or below available are armed again.
         if self.available >= low:
             self.notified = 0
@@ -876,31 +1121,39 @@ class Workspace:
 
     # What the reports show.
 
-    def usage(self, by: str, now: datetime) -> list[tuple[Any, ...]]:
-        """(key, credits, count, held) rows, as GetUsage by operation or actor orders them."""
+    def usage(self, by: str, now: datetime, label_key: str = "") -> list[tuple[Any, ...]]:
+        """(key, credits, count, held) rows, as GetUsage by operation, actor or the label
+        `label_key` orders them: charged rows by credits, then the values that hold credits or
+        have a budget of their own, in key order."""
+
+        def key_of(h: Hold, operation: str) -> str:
+            if by == "operation":
+                return operation
+            return h.actor if by == "actor" else h.labels.get(label_key, "")
+
         credits: dict[str, int] = {}
         counts: dict[str, int] = {}
         for e in self.journal:
             if e.kind == "charge":
-                key = e.operation if by == "operation" else e.actor
+                key = key_of(self.holds[e.request_id], e.operation)
                 counts[key] = counts.get(key, 0) + 1
                 credits[key] = credits.get(key, 0) - e.amount
             elif e.kind == "refund":
-                charge = self.holds[e.charge_request_id]
-                key = e.operation if by == "operation" else charge.actor
+                key = key_of(self.holds[e.charge_request_id], e.operation)
                 counts.setdefault(key, 0)
                 credits[key] = credits.get(key, 0) - e.amount
         rows = sorted(credits.items(), key=lambda kv: (-kv[1], kv[0]))
         out = [(k, c, counts[k], 0) for k, c in rows]
-        if by != "actor":
+        if by == "operation":
             return out
+        scope = "actor_id" if by == "actor" else label_key
         held: dict[str, int] = {}
         for h in self.holds.values():
-            if h.state == "held" and h.actor:
-                held[h.actor] = held.get(h.actor, 0) + h.amount
-        keys = [k for k, _ in rows]
-        named = {a for a, _ in self.limits if a}
-        extra = sorted((set(held) | named) - set(keys))
+            value = self.scope_value(h, scope)
+            if h.state == "held" and (value if by == "actor" else scope in h.labels):
+                held[value] = held.get(value, 0) + h.amount
+        named = {b.value for b in self.budgets.values() if b.key == scope and b.value}
+        extra = sorted((set(held) | named) - set(credits))
         return [(k, c, n, held.get(k, 0)) for k, c, n, _ in out] + [
             (k, 0, 0, held.get(k, 0)) for k in extra
         ]
