@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+import psycopg
 import structlog
 
-from meter import security
+from meter import security, tracing
 from meter.catalog.service import CatalogService
 from meter.config import Settings, StartupError
 from meter.events.dispatcher import Dispatcher
@@ -96,6 +97,9 @@ class App:
 
     async def start(self) -> None:
         s = self.settings
+        # Traces only when the OTEL_* variables ask for them; otherwise None, and no hook
+        # below gets anything to call (meter.tracing).
+        self.tracing = tracing.configure()
         await asyncio.to_thread(db.migrate, self.url)
         self.engine = db.async_engine(self.url, pool_size=s.pool_size)
         try:
@@ -116,6 +120,9 @@ class App:
             s.batch_workers + 2,
             LEDGER_POOL_WAIT_S,
             require_sync_standby=s.require_sync_standby,
+            connection_class=tracing.traced_connections(self.tracing.tracer)
+            if self.tracing
+            else psycopg.AsyncConnection,
         )
         await self.nodes.open()
         self.announcer = Announcer(db.libpq_url(self.url))
@@ -177,6 +184,7 @@ class App:
             on_batch=self.metrics.observe_batch,
             key=_workspace_of,
             group=shard_of,
+            trace=tracing.BatchSpans(self.tracing.tracer) if self.tracing else None,
         )
         self.batcher.start()
         # Change notices from every replica's commits: they wake watchers and waiting Reserves.
@@ -218,6 +226,7 @@ class App:
             ),
             guard=guard,
             observe=self.metrics.observe_call,
+            traces=self._traces(),
         )
         self.port = security.bind(self.server, s)
         if self.port == 0:
@@ -236,6 +245,15 @@ class App:
         log.info(
             "server.started", listen=s.listen, port=self.port, catalog=self.catalog.current.version
         )
+
+    def _traces(self) -> Any:
+        """The interceptor that opens a span per call, when tracing is on."""
+        if self.tracing is None:
+            return None
+        from meter.rpc.traces import Traces
+
+        log.info("tracing.started", protocol=self.tracing.protocol)
+        return Traces(self.tracing.tracer)
 
     def _serve_metrics(self, listen: str) -> None:
         m, pools = self.metrics, self.nodes.pools
@@ -293,6 +311,9 @@ class App:
         await self.watch_engine.dispose()
         await self.events_engine.dispose()
         self.metrics.stop()
+        if self.tracing is not None:
+            # The last spans are sent before the process goes (within OTEL_BSP_EXPORT_TIMEOUT).
+            await asyncio.to_thread(self.tracing.shutdown)
         log.info("server.stopped")
 
 
