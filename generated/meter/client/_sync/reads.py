@@ -13,6 +13,7 @@ import grpc
 from meter.client import requests as rq
 from meter.client._sync.transport import SyncTransport
 from meter.client.errors import from_rpc_error
+from meter.client.tracecontext import with_trace
 from meterpb.v1 import meter_pb2 as pb
 
 
@@ -131,7 +132,7 @@ class SyncReadCalls(SyncTransport):
                 the replica drains: watch again, and the balance comes first).
         """
         call: Any = self._meter.WatchBalance(
-            pb.WatchBalanceRequest(workspace_id=workspace), metadata=self._metadata
+            pb.WatchBalanceRequest(workspace_id=workspace), metadata=with_trace(self._metadata)
         )
         try:
             for message in call:
