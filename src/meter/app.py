@@ -39,6 +39,7 @@ from meter.storage.catalog_repo import CatalogRepo
 from meter.storage.deliveries_repo import DeliveriesRepo
 from meter.storage.delivery_log_repo import DeliveryLogRepo
 from meter.storage.events_repo import EventsRepo
+from meter.storage.export import JournalExport
 from meter.storage.ledger_repo import LedgerRepo, Result
 from meter.storage.listener import Listener
 from meter.storage.nodes import LedgerNodes
@@ -214,7 +215,14 @@ class App:
         paging = Paging()
         self.server, self.health = rpc_server.build(
             MeterServicer(
-                self.ledger, self.queries, AuditQueries(self.reads_engine), paging, policies, watch
+                self.ledger,
+                self.queries,
+                AuditQueries(self.reads_engine),
+                paging,
+                policies,
+                watch,
+                export=JournalExport(self.reads_engine, self.clock),
+                export_lag_s=s.export_lag_s,
             ),
             CatalogServicer(self.catalog, self.queries),
             EventsServicer(

@@ -87,6 +87,10 @@ class MeterStub:
     """The auto top-up rule and where it stands."""
     ReportTopUpFailed: _grpc.UnaryUnaryMultiCallable[_meter_pb2.ReportTopUpFailedRequest, _meter_pb2.AutoTopUp]
     """The payment handler could not charge for a top-up request."""
+    ExportJournal: _grpc.UnaryUnaryMultiCallable[_meter_pb2.ExportJournalRequest, _meter_pb2.ExportJournalResponse]
+    """Journal entries of every workspace, oldest first, for exports to a warehouse: a resumable
+    feed that never skips an entry (see ExportJournalResponse.horizon).
+    """
 
 @_typing.type_check_only
 class MeterAsyncStub(MeterStub):
@@ -143,6 +147,10 @@ class MeterAsyncStub(MeterStub):
     """The auto top-up rule and where it stands."""
     ReportTopUpFailed: _aio.UnaryUnaryMultiCallable[_meter_pb2.ReportTopUpFailedRequest, _meter_pb2.AutoTopUp]  # type: ignore[assignment]
     """The payment handler could not charge for a top-up request."""
+    ExportJournal: _aio.UnaryUnaryMultiCallable[_meter_pb2.ExportJournalRequest, _meter_pb2.ExportJournalResponse]  # type: ignore[assignment]
+    """Journal entries of every workspace, oldest first, for exports to a warehouse: a resumable
+    feed that never skips an entry (see ExportJournalResponse.horizon).
+    """
 
 class MeterServicer(metaclass=_abc_1.ABCMeta):
     """Holds, charges, balances and history of workspaces' credits."""
@@ -340,5 +348,15 @@ class MeterServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_meter_pb2.AutoTopUp, _abc.Awaitable[_meter_pb2.AutoTopUp]]:
         """The payment handler could not charge for a top-up request."""
+
+    @_abc_1.abstractmethod
+    def ExportJournal(
+        self,
+        request: _meter_pb2.ExportJournalRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_meter_pb2.ExportJournalResponse, _abc.Awaitable[_meter_pb2.ExportJournalResponse]]:
+        """Journal entries of every workspace, oldest first, for exports to a warehouse: a resumable
+        feed that never skips an entry (see ExportJournalResponse.horizon).
+        """
 
 def add_MeterServicer_to_server(servicer: MeterServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -173,6 +173,8 @@ journal = Table(
         postgresql_where=text("kind IN (1, 4, 5)"),
     ),
     Index("ix_journal_workspace_created", "workspace_id", "created_at"),
+    # ExportJournal's order across workspaces (migration 0010).
+    Index("ix_journal_created", "created_at", "workspace_id", "entry_id"),
 )
 
 # Member limits (DESIGN.md §10): a limit per member (actor_id '' = every member) and period.

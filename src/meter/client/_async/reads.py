@@ -50,6 +50,16 @@ class AsyncReadCalls(AsyncTransport):
             request.end_time.CopyFrom(rq.timestamp(until))
         return await self._call(self._meter.ListTransactions, request)
 
+    async def export_journal(
+        self, *, since: datetime | None = None, page_size: int = 0, page_token: str = ""
+    ) -> pb.ExportJournalResponse:
+        """One page of every workspace's journal, oldest first (by create time, workspace,
+        entry); its next_page_token resumes after it, also when it is empty."""
+        request = pb.ExportJournalRequest(page_size=page_size, page_token=page_token)
+        if since is not None:
+            request.start_time.CopyFrom(rq.timestamp(since))
+        return await self._call(self._meter.ExportJournal, request)
+
     async def history(
         self,
         workspace: str,
