@@ -15,6 +15,7 @@ resumes from it; into a new folder it starts from the oldest entry and event.
 from __future__ import annotations
 
 import base64
+import importlib.util
 import json
 import tempfile
 from datetime import UTC, datetime
@@ -139,6 +140,10 @@ def export(
         raise usage_error(f"--format {format_!r}: use parquet or csv")
     if since and cursor:
         raise usage_error("give --since or --cursor, not both")
+    if format_ == "parquet" and importlib.util.find_spec("pyarrow") is None:
+        raise usage_error(
+            "--format parquet needs pyarrow: pip install 'meter[export]', or use --format csv"
+        )
     try:
         start = when(since)
     except typer.BadParameter as e:
