@@ -5,11 +5,14 @@ this process (the rules, the batch's messages) and in PostgreSQL, so designs of 
 can be compared without the server's other work in the figures:
 
     python -m bench.storage [--batch 128] [--pairs 25600] [--rounds 1] [--events]
-                            [--database-url URL]
+                            [--drop-index NAME] [--database-url URL]
 
 With --events every workspace holds nothing: each pair reserves 0 and commits 1, which falls
 short, so each pair also writes a commit.shortfall event to the outbox (the same journal
 rows otherwise): the figures against a run without it are what the outbox costs per event.
+
+With --drop-index the ledger runs without that index (migrated, then dropped): the figures
+against a run with it are what the index costs the hot path.
 
 Four lanes run side by side, each on its own quarter of 1,000 workspaces (as the batcher
 keeps concurrent batches apart). Rounds run one after another on the same ledger, so a
@@ -25,12 +28,15 @@ import os
 import random
 import time
 
+from sqlalchemy import text
+
 from bench import db as bench_db
 from bench.cpu import PgTree
 from meter.catalog.model import Usage
 from meter.ledger.commands import CommitCmd, GrantCmd, ReserveCmd
 from meter.storage import db
 from meter.storage.ledger_repo import LedgerRepo
+from meter.storage.nodes import LedgerNodes
 
 WORKSPACES = [f"w{i:04d}" for i in range(1000)]
 LANES = 4
@@ -50,12 +56,19 @@ def _own_cpu_s() -> float:
     return t.user + t.system
 
 
-async def run(url: str, batch: int, pairs: int, rounds: int, events: bool = False) -> None:
+async def run(
+    url: str, batch: int, pairs: int, rounds: int, events: bool = False, drop_index: str = ""
+) -> None:
     db.migrate(url)
+    if drop_index:
+        engine = db.sync_engine(url)
+        with engine.begin() as conn:
+            conn.execute(text(f'DROP INDEX "{drop_index}"'))
+        engine.dispose()
     tree = bench_db.pg_tree(url)
-    pool = db.ledger_pool(url, LANES)
-    await pool.open(wait=True)
-    repo = LedgerRepo(pool)
+    nodes = LedgerNodes(url, LANES, 5.0)
+    await nodes.open()
+    repo = LedgerRepo(nodes)
     try:
         await repo.apply(
             [
@@ -103,7 +116,7 @@ async def run(url: str, batch: int, pairs: int, rounds: int, events: bool = Fals
                 f" PostgreSQL {pg} us"
             )
     finally:
-        await pool.close()
+        await nodes.close()
 
 
 def main() -> None:
@@ -113,10 +126,11 @@ def main() -> None:
     p.add_argument("--pairs", type=int, default=25_600, help="reserve+commit pairs per round")
     p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--events", action="store_true", help="every pair also writes an event")
+    p.add_argument("--drop-index", default="", help="run without this index of the schema")
     args = p.parse_args()
     url = bench_db.fresh_database(args.database_url)
     try:
-        asyncio.run(run(url, args.batch, args.pairs, args.rounds, args.events))
+        asyncio.run(run(url, args.batch, args.pairs, args.rounds, args.events, args.drop_index))
     finally:
         bench_db.drop_database(args.database_url, url)
 

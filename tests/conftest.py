@@ -29,6 +29,7 @@ logs.configure("warning")
 WEBHOOK_SCHEDULE_S = (0.25, 0.5, 1.0, 2.0, 4.0)
 WEBHOOK_DISABLE_AFTER_S = 3.0
 WEBHOOK_TIMEOUT_S = 1.0
+EXPORT_LAG_S = 1.0
 
 
 @pytest.fixture(scope="session")
@@ -72,6 +73,8 @@ async def app(database_url: str) -> AsyncIterator[App]:
         webhook_retry_schedule_s=WEBHOOK_SCHEDULE_S,
         webhook_disable_after_s=WEBHOOK_DISABLE_AFTER_S,
         webhook_timeout_s=WEBHOOK_TIMEOUT_S,
+        # ExportJournal answers entries this old: a test waits a second, not two minutes.
+        export_lag_s=EXPORT_LAG_S,
     )
     a = App(settings, normalize_url(database_url))
     await a.start()

@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+import psycopg
 import structlog
 
-from meter import security
+from meter import security, tracing
 from meter.catalog.service import CatalogService
 from meter.config import Settings, StartupError
 from meter.events.dispatcher import Dispatcher
@@ -38,6 +39,7 @@ from meter.storage.catalog_repo import CatalogRepo
 from meter.storage.deliveries_repo import DeliveriesRepo
 from meter.storage.delivery_log_repo import DeliveryLogRepo
 from meter.storage.events_repo import EventsRepo
+from meter.storage.export import JournalExport
 from meter.storage.ledger_repo import LedgerRepo, Result
 from meter.storage.listener import Listener
 from meter.storage.nodes import LedgerNodes
@@ -96,6 +98,9 @@ class App:
 
     async def start(self) -> None:
         s = self.settings
+        # Traces only when the OTEL_* variables ask for them; otherwise None, and no hook
+        # below gets anything to call (meter.tracing).
+        self.tracing = tracing.configure()
         await asyncio.to_thread(db.migrate, self.url)
         self.engine = db.async_engine(self.url, pool_size=s.pool_size)
         try:
@@ -116,6 +121,9 @@ class App:
             s.batch_workers + 2,
             LEDGER_POOL_WAIT_S,
             require_sync_standby=s.require_sync_standby,
+            connection_class=tracing.traced_connections(self.tracing.tracer)
+            if self.tracing
+            else psycopg.AsyncConnection,
         )
         await self.nodes.open()
         self.announcer = Announcer(db.libpq_url(self.url))
@@ -177,6 +185,7 @@ class App:
             on_batch=self.metrics.observe_batch,
             key=_workspace_of,
             group=shard_of,
+            trace=tracing.BatchSpans(self.tracing.tracer) if self.tracing else None,
         )
         self.batcher.start()
         # Change notices from every replica's commits: they wake watchers and waiting Reserves.
@@ -206,7 +215,14 @@ class App:
         paging = Paging()
         self.server, self.health = rpc_server.build(
             MeterServicer(
-                self.ledger, self.queries, AuditQueries(self.reads_engine), paging, policies, watch
+                self.ledger,
+                self.queries,
+                AuditQueries(self.reads_engine),
+                paging,
+                policies,
+                watch,
+                export=JournalExport(self.reads_engine, self.clock),
+                export_lag_s=s.export_lag_s,
             ),
             CatalogServicer(self.catalog, self.queries),
             EventsServicer(
@@ -218,6 +234,7 @@ class App:
             ),
             guard=guard,
             observe=self.metrics.observe_call,
+            traces=self._traces(),
         )
         self.port = security.bind(self.server, s)
         if self.port == 0:
@@ -236,6 +253,15 @@ class App:
         log.info(
             "server.started", listen=s.listen, port=self.port, catalog=self.catalog.current.version
         )
+
+    def _traces(self) -> Any:
+        """The interceptor that opens a span per call, when tracing is on."""
+        if self.tracing is None:
+            return None
+        from meter.rpc.traces import Traces
+
+        log.info("tracing.started", protocol=self.tracing.protocol)
+        return Traces(self.tracing.tracer)
 
     def _serve_metrics(self, listen: str) -> None:
         m, pools = self.metrics, self.nodes.pools
@@ -293,6 +319,9 @@ class App:
         await self.watch_engine.dispose()
         await self.events_engine.dispose()
         self.metrics.stop()
+        if self.tracing is not None:
+            # The last spans are sent before the process goes (within OTEL_BSP_EXPORT_TIMEOUT).
+            await asyncio.to_thread(self.tracing.shutdown)
         log.info("server.stopped")
 
 

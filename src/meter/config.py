@@ -107,6 +107,10 @@ class Settings:
     webhook_timeout_s: float = field(
         default_factory=lambda: _env_duration("METER_WEBHOOK_TIMEOUT", "15s")
     )
+    # ExportJournal answers only entries older than this (meter.storage.export): longer than
+    # any ledger transaction may last (statement_timeout 15 s, idle in transaction 30 s:
+    # meter.storage.db), so no entry can commit behind an exporter's cursor. Tests lower it.
+    export_lag_s: float = 120.0
 
     @property
     def loopback_only(self) -> bool:

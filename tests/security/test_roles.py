@@ -41,14 +41,17 @@ ALLOWED: dict[str, set[str]] = {
         "GetUsage",
         "ListAlerts",
         "ListEvents",
+        "ExportJournal",
         "ListMemberLimits",
         "GetAutoTopUp",
     },
     # DESIGN.md §9: app and billing may ListEvents; admin manages endpoints. §10: billing
-    # grants, confirms and voids, and runs auto top-up; admin sets member limits.
+    # grants, confirms and voids, and runs auto top-up; admin sets member limits. §16: the
+    # journal's export goes where the event feed goes.
     "billing": {
         "GrantCredits",
         "ListEvents",
+        "ExportJournal",
         "ConfirmGrant",
         "VoidGrant",
         "SetAutoTopUp",
@@ -94,6 +97,7 @@ METER: dict[str, Request] = {
     "SetAutoTopUp": lambda ws: pb.SetAutoTopUpRequest(workspace_id=ws, enabled=False),
     "GetAutoTopUp": lambda ws: pb.GetAutoTopUpRequest(workspace_id=ws),
     "ReportTopUpFailed": lambda ws: pb.ReportTopUpFailedRequest(workspace_id=ws, request_id="nope"),
+    "ExportJournal": lambda ws: pb.ExportJournalRequest(page_size=1),
 }
 CATALOG: dict[str, Request] = {
     "ListOperations": lambda ws: cpb.ListOperationsRequest(),

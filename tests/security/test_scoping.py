@@ -62,6 +62,21 @@ async def test_audit_of_every_workspace_needs_an_unscoped_admin(
     assert answer.workspaces_checked >= 1
 
 
+async def test_the_journal_export_of_every_workspace_is_refused_to_a_scoped_token(
+    mint: Mint, secure_channel, ws
+):
+    """ExportJournal answers every workspace's entries: a token limited to some is refused
+    outright (as for the whole event feed), rather than answered a filtered feed."""
+    stub = meter_pb2_grpc.MeterStub(secure_channel)
+    for role in ("app", "billing", "admin"):
+        scoped = bearer(await mint(role, workspaces=[ws]))
+        f = await fails(stub.ExportJournal(pb.ExportJournalRequest(page_size=1), metadata=scoped))
+        assert (grpc.StatusCode.PERMISSION_DENIED, "WORKSPACE_NOT_ALLOWED") == (f.code, f.reason)
+    unscoped = bearer(await mint("billing"))
+    answer = await stub.ExportJournal(pb.ExportJournalRequest(page_size=1), metadata=unscoped)
+    assert answer.next_page_token
+
+
 async def test_a_scoped_admin_cannot_publish_the_catalog_every_workspace_uses(
     mint: Mint, secure_channel, ws
 ):

@@ -1377,6 +1377,74 @@ class ListTransactionsResponse(_message.Message):
 Global___ListTransactionsResponse: _TypeAlias = ListTransactionsResponse  # noqa: Y015
 
 @_typing.final
+class ExportJournalRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """At most 1000; 0 means 50."""
+    page_token: _builtins.str
+    """The previous page's next_page_token; empty: from the oldest entry (or start_time)."""
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Only entries created at or after this time."""
+
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "start_time", b"start_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportJournalRequest: _TypeAlias = ExportJournalRequest  # noqa: Y015
+
+@_typing.final
+class ExportJournalResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    HORIZON_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Always set: where the next call continues, after the last entry answered (or where this
+    call started, when it answered none). Poll with it to follow the journal.
+    """
+    @_builtins.property
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___JournalEntry]:
+        """Ordered by (create_time, workspace_id, entry_id)."""
+
+    @_builtins.property
+    def horizon(self) -> _timestamp_pb2.Timestamp:
+        """Entries become visible when their transaction commits, after their create_time: the
+        feed answers only entries created before this time (the server's clock less a lag longer
+        than any ledger transaction may last), so a later entry can never appear behind the
+        cursor. Entries created before it are in this page, an earlier one or the next ones.
+        """
+
+    def __init__(
+        self,
+        *,
+        entries: _abc.Iterable[Global___JournalEntry] | None = ...,
+        next_page_token: _builtins.str = ...,
+        horizon: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["horizon", b"horizon"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries", "horizon", b"horizon", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportJournalResponse: _TypeAlias = ExportJournalResponse  # noqa: Y015
+
+@_typing.final
 class GetUsageRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

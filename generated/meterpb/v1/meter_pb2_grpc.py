@@ -170,6 +170,11 @@ class MeterStub:
                 request_serializer=meterpb_dot_v1_dot_meter__pb2.ListBudgetsRequest.SerializeToString,
                 response_deserializer=meterpb_dot_v1_dot_meter__pb2.ListBudgetsResponse.FromString,
                 _registered_method=True)
+        self.ExportJournal = channel.unary_unary(
+                '/meter.v1.Meter/ExportJournal',
+                request_serializer=meterpb_dot_v1_dot_meter__pb2.ExportJournalRequest.SerializeToString,
+                response_deserializer=meterpb_dot_v1_dot_meter__pb2.ExportJournalResponse.FromString,
+                _registered_method=True)
 
 
 class MeterServicer:
@@ -367,6 +372,14 @@ class MeterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExportJournal(self, request, context):
+        """Journal entries of every workspace, oldest first, for exports to a warehouse: a resumable
+        feed that never skips an entry (see ExportJournalResponse.horizon).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MeterServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -504,6 +517,11 @@ def add_MeterServicer_to_server(servicer, server):
                     servicer.ListBudgets,
                     request_deserializer=meterpb_dot_v1_dot_meter__pb2.ListBudgetsRequest.FromString,
                     response_serializer=meterpb_dot_v1_dot_meter__pb2.ListBudgetsResponse.SerializeToString,
+            ),
+            'ExportJournal': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportJournal,
+                    request_deserializer=meterpb_dot_v1_dot_meter__pb2.ExportJournalRequest.FromString,
+                    response_serializer=meterpb_dot_v1_dot_meter__pb2.ExportJournalResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1236,6 +1254,33 @@ class Meter:
             '/meter.v1.Meter/ListBudgets',
             meterpb_dot_v1_dot_meter__pb2.ListBudgetsRequest.SerializeToString,
             meterpb_dot_v1_dot_meter__pb2.ListBudgetsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportJournal(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/meter.v1.Meter/ExportJournal',
+            meterpb_dot_v1_dot_meter__pb2.ExportJournalRequest.SerializeToString,
+            meterpb_dot_v1_dot_meter__pb2.ExportJournalResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -95,6 +95,10 @@ class MeterStub:
     DeleteBudget: _grpc.UnaryUnaryMultiCallable[_meter_pb2.DeleteBudgetRequest, _meter_pb2.DeleteBudgetResponse]
     ListBudgets: _grpc.UnaryUnaryMultiCallable[_meter_pb2.ListBudgetsRequest, _meter_pb2.ListBudgetsResponse]
     """A workspace's budgets, each with what it has used this period and what is left."""
+    ExportJournal: _grpc.UnaryUnaryMultiCallable[_meter_pb2.ExportJournalRequest, _meter_pb2.ExportJournalResponse]
+    """Journal entries of every workspace, oldest first, for exports to a warehouse: a resumable
+    feed that never skips an entry (see ExportJournalResponse.horizon).
+    """
 
 @_typing.type_check_only
 class MeterAsyncStub(MeterStub):
@@ -159,6 +163,10 @@ class MeterAsyncStub(MeterStub):
     DeleteBudget: _aio.UnaryUnaryMultiCallable[_meter_pb2.DeleteBudgetRequest, _meter_pb2.DeleteBudgetResponse]  # type: ignore[assignment]
     ListBudgets: _aio.UnaryUnaryMultiCallable[_meter_pb2.ListBudgetsRequest, _meter_pb2.ListBudgetsResponse]  # type: ignore[assignment]
     """A workspace's budgets, each with what it has used this period and what is left."""
+    ExportJournal: _aio.UnaryUnaryMultiCallable[_meter_pb2.ExportJournalRequest, _meter_pb2.ExportJournalResponse]  # type: ignore[assignment]
+    """Journal entries of every workspace, oldest first, for exports to a warehouse: a resumable
+    feed that never skips an entry (see ExportJournalResponse.horizon).
+    """
 
 class MeterServicer(metaclass=_abc_1.ABCMeta):
     """Holds, charges, balances and history of workspaces' credits."""
@@ -382,5 +390,15 @@ class MeterServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_meter_pb2.ListBudgetsResponse, _abc.Awaitable[_meter_pb2.ListBudgetsResponse]]:
         """A workspace's budgets, each with what it has used this period and what is left."""
+
+    @_abc_1.abstractmethod
+    def ExportJournal(
+        self,
+        request: _meter_pb2.ExportJournalRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_meter_pb2.ExportJournalResponse, _abc.Awaitable[_meter_pb2.ExportJournalResponse]]:
+        """Journal entries of every workspace, oldest first, for exports to a warehouse: a resumable
+        feed that never skips an entry (see ExportJournalResponse.horizon).
+        """
 
 def add_MeterServicer_to_server(servicer: MeterServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -9,7 +9,17 @@ from typing import Annotated, Any
 import typer
 
 from meter import logs
-from meter.cli import catalog, console, database, events, ledger, policies, tokens, webhooks
+from meter.cli import (
+    catalog,
+    console,
+    database,
+    events,
+    export,
+    ledger,
+    policies,
+    tokens,
+    webhooks,
+)
 from meter.cli.database import DataDir
 from meter.config import Settings, StartupError, duration, durations
 
@@ -165,6 +175,7 @@ policies.register(app)
 tokens.register(app)
 catalog.register(app)
 events.register(app)
+export.register(app)
 webhooks.register(app)
 console.register(app)
 

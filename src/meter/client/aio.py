@@ -13,6 +13,7 @@ from __future__ import annotations
 from meter.client._async.client import AsyncClientBase
 from meter.client._async.holds import AsyncJob
 from meter.client.stream import StreamSession
+from meter.client.tracecontext import with_trace
 from meterpb.v1 import meter_pb2_grpc
 
 __all__ = ["AsyncJob", "AsyncMeterClient"]
@@ -32,7 +33,8 @@ class AsyncMeterClient(AsyncClientBase):
 
     @property
     def metadata(self) -> tuple[tuple[str, str], ...]:
-        return self._metadata
+        """A call's metadata: credentials, and the current span's trace context if any."""
+        return with_trace(self._metadata)
 
     def stream_session(self, *, max_batch: int = 500) -> StreamSession:
         """A session that batches this client's ledger calls over one Meter.Stream."""

@@ -22,7 +22,8 @@ import asyncio
 import functools
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Generic, TypeVar
+from contextlib import AbstractContextManager
+from typing import Any, Generic, Protocol, TypeVar
 
 from meter import errors
 
@@ -35,6 +36,22 @@ Apply = Callable[[Sequence[C]], Awaitable[list[R]]]
 YIELD_EVERY = 100
 # Hears a command's result, or the exception that failed its batch, once.
 Done = Callable[[R | BaseException], None]
+T = TypeVar("T")
+
+
+class BatchTrace(Protocol):
+    """Traces batches (meter.tracing.BatchSpans): given only when tracing is on, so that
+    without it queueing and applying a command do no tracing work at all."""
+
+    def caller(self, done: Callable[[T], None]) -> Callable[[T], None]:
+        """`done`, remembering the span of the call that queues its command."""
+        ...
+
+    def batch(
+        self, dones: Sequence[Callable[..., None]], group: int
+    ) -> AbstractContextManager[Any]:
+        """The span of one batch's transaction, linked to its callers' spans."""
+        ...
 
 
 class Batcher(Generic[C, R]):
@@ -61,8 +78,10 @@ class Batcher(Generic[C, R]):
         on_batch: Callable[[int], None] | None = None,
         key: Callable[[C], str] = str,
         group: Callable[[C], int] | None = None,
+        trace: BatchTrace | None = None,
     ) -> None:
         self._apply = apply
+        self._trace = trace
         self.linger_s = linger_s
         self._busy = 0
         self._on_batch = on_batch  # hears each applied batch's size (metrics)
@@ -104,6 +123,8 @@ class Batcher(Generic[C, R]):
             MeterError: RESOURCE_EXHAUSTED when the queue is full, UNAVAILABLE when stopping.
         """
         self._check()
+        if self._trace is not None:
+            done = self._trace.caller(done)
         self._bulk.add(self._group(cmd) if self._group else 0, (cmd, done))
         self._ready.set()
 
@@ -113,7 +134,10 @@ class Batcher(Generic[C, R]):
         self._check()
         fut: asyncio.Future[R | BaseException] = asyncio.get_running_loop().create_future()
         group = self._group(cmd) if self._group else 0
-        self._express.add(group, (cmd, functools.partial(_resolve, fut)))
+        done: Done[R] = functools.partial(_resolve, fut)
+        if self._trace is not None:
+            done = self._trace.caller(done)
+        self._express.add(group, (cmd, done))
         self._ready.set()
         self._express_ready.set()
         return await fut
@@ -155,7 +179,12 @@ class Batcher(Generic[C, R]):
                 continue
             self._busy += 1
             try:
-                await self._run(batch)
+                if self._trace is None:
+                    await self._run(batch)
+                else:
+                    group = self._group(batch[0][0]) if self._group else 0
+                    with self._trace.batch([d for _, d in batch], group):
+                        await self._run(batch)
             finally:
                 self._busy -= 1
                 self._in_flight -= keys

@@ -98,6 +98,8 @@ RULES: dict[str, Rule] = {
     M + "AdjustCredits": _rule(Scope.WORKSPACE),
     M + "SetAlertThresholds": _rule(Scope.WORKSPACE),
     M + "Audit": _rule(Scope.ALL_IF_EMPTY),
+    # A warehouse export reads every workspace's journal, as the event feed (below) does.
+    M + "ExportJournal": _rule(Scope.ALL_IF_EMPTY, A, B),
     # The planner prices work.
     C + "ListOperations": _rule(Scope.NONE, P),
     C + "GetOperation": _rule(Scope.NONE, P),

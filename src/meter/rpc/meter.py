@@ -18,12 +18,14 @@ from meter.ledger.validation import LABEL_KEY_RE, Violations
 from meter.ledger.watch import BalanceWatch
 from meter.rpc import convert
 from meter.rpc.errors import abort
+from meter.rpc.export import ExportRpcs
 from meter.rpc.handlers import unary
 from meter.rpc.paging import Paging
 from meter.rpc.policies import PolicyRpcs
 from meter.rpc.policies import category as _category
 from meter.rpc.stream import outcome, serve_stream
 from meter.storage.audit import AuditQueries
+from meter.storage.export import JournalExport
 from meter.storage.queries import LedgerQueries
 from meterpb.v1 import meter_pb2 as pb
 from meterpb.v1 import meter_pb2_grpc
@@ -32,7 +34,7 @@ from meterpb.v1 import meter_pb2_grpc
 SENT_CACHE = 256
 
 
-class MeterServicer(PolicyRpcs, meter_pb2_grpc.MeterServicer):
+class MeterServicer(PolicyRpcs, ExportRpcs, meter_pb2_grpc.MeterServicer):
     def __init__(
         self,
         ledger: LedgerService,
@@ -41,7 +43,12 @@ class MeterServicer(PolicyRpcs, meter_pb2_grpc.MeterServicer):
         paging: Paging,
         policies: PolicyService,
         watch: BalanceWatch | None = None,
+        *,
+        export: JournalExport,
+        export_lag_s: float,
     ) -> None:
+        self.export = export
+        self.export_lag_s = export_lag_s
         self.ledger = ledger
         self.policies = policies
         self.queries = queries

@@ -49,10 +49,17 @@ def build(
     interceptors: list[Any] | None = None,
     guard: Any = None,
     observe: Observe | None = None,
+    traces: Any = None,
 ) -> tuple[grpc.aio.Server, health_async.HealthServicer]:
-    # The guard runs inside CallLog, so refused calls are logged with their status too.
+    # The guard runs inside CallLog, so refused calls are logged with their status too; a
+    # call's span (meter.rpc.traces, only when tracing is on) holds both.
     server = grpc.aio.server(
-        interceptors=[*(interceptors or []), CallLog(observe), *([guard] if guard else [])],
+        interceptors=[
+            *(interceptors or []),
+            *([traces] if traces else []),
+            CallLog(observe),
+            *([guard] if guard else []),
+        ],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),

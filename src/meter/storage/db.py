@@ -133,12 +133,14 @@ def ledger_pool(
     *,
     require_sync_standby: bool = False,
     citus: bool = False,
+    connection_class: type[psycopg.AsyncConnection[Any]] = psycopg.AsyncConnection,
 ) -> psycopg_pool.AsyncConnectionPool[Any]:
     """The hot path's own pool of plain psycopg connections, in autocommit mode (a batch
     sends its own BEGIN and COMMIT in its two messages); the bounded wait for a connection
     turns into UNAVAILABLE, never a hang. With `require_sync_standby` each connection gets
     the function its batches check a synchronous standby with (ledger_sql.SYNC_GUARD);
-    `citus`: a Citus node's (custom plans)."""
+    `citus`: a Citus node's (custom plans). `connection_class`: psycopg's, or with tracing
+    on, one that makes a batch's round trips spans (meter.tracing.traced_connections)."""
 
     async def configure(conn: psycopg.AsyncConnection[Any]) -> None:
         from meter.storage.ledger_sql import CREATE_SYNC_GUARD
@@ -147,6 +149,7 @@ def ledger_pool(
 
     return psycopg_pool.AsyncConnectionPool(
         "",
+        connection_class=connection_class,
         min_size=size,
         max_size=size,
         timeout=timeout,

@@ -51,8 +51,10 @@ class LedgerNodes:
         *,
         require_sync_standby: bool = False,
         refresh_s: float = 5.0,
+        connection_class: type[psycopg.AsyncConnection[Any]] = psycopg.AsyncConnection,
     ) -> None:
         self.url = url
+        self.connection_class = connection_class
         self.size = size
         self.timeout = timeout
         self.require_sync_standby = require_sync_standby
@@ -134,6 +136,7 @@ class LedgerNodes:
             timeout=self.timeout,
             require_sync_standby=self.require_sync_standby,
             citus=node is not None,
+            connection_class=self.connection_class,
         )
         self._pools[node] = pool
         if node is None:

@@ -181,6 +181,8 @@ journal = Table(
         postgresql_where=text("kind IN (1, 4, 5)"),
     ),
     Index("ix_journal_workspace_created", "workspace_id", "created_at"),
+    # ExportJournal's order across workspaces (migration 0011).
+    Index("ix_journal_created", "created_at", "workspace_id", "entry_id"),
 )
 
 # Budgets (DESIGN.md §13): spend limits for a scope (actor_id or a label key; scope_value ''

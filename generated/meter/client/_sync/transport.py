@@ -13,6 +13,7 @@ from meter.client import _flavours
 from meter.client.errors import from_rpc_error
 from meter.client.options import Tls, connection
 from meter.client.retry import Attempts, RetryPolicy
+from meter.client.tracecontext import with_trace
 from meterpb.v1 import catalog_pb2_grpc, events_pb2_grpc, meter_pb2_grpc
 
 T = TypeVar("T")
@@ -56,12 +57,14 @@ class SyncTransport:
     ) -> T:
         name = type(request).__name__.removesuffix("Request")
         tries = Attempts(self.connection.retry, name, timeout, extra)
+        # Every attempt is a child of the caller's span, when it has one.
+        metadata = with_trace(self._metadata)
         while True:
             try:
                 return method(
                     request,
                     timeout=tries.next_timeout(),
-                    metadata=self._metadata,
+                    metadata=metadata,
                     wait_for_ready=tries.wait_for_ready,
                 )
             except grpc.RpcError as e:

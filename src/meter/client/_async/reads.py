@@ -11,6 +11,7 @@ import grpc
 from meter.client import requests as rq
 from meter.client._async.transport import AsyncTransport
 from meter.client.errors import from_rpc_error
+from meter.client.tracecontext import with_trace
 from meterpb.v1 import meter_pb2 as pb
 
 
@@ -48,6 +49,16 @@ class AsyncReadCalls(AsyncTransport):
         if until is not None:
             request.end_time.CopyFrom(rq.timestamp(until))
         return await self._call(self._meter.ListTransactions, request)
+
+    async def export_journal(
+        self, *, since: datetime | None = None, page_size: int = 0, page_token: str = ""
+    ) -> pb.ExportJournalResponse:
+        """One page of every workspace's journal, oldest first (by create time, workspace,
+        entry); its next_page_token resumes after it, also when it is empty."""
+        request = pb.ExportJournalRequest(page_size=page_size, page_token=page_token)
+        if since is not None:
+            request.start_time.CopyFrom(rq.timestamp(since))
+        return await self._call(self._meter.ExportJournal, request)
 
     async def history(
         self,
@@ -131,7 +142,7 @@ class AsyncReadCalls(AsyncTransport):
                 the replica drains: watch again, and the balance comes first).
         """
         call: Any = self._meter.WatchBalance(
-            pb.WatchBalanceRequest(workspace_id=workspace), metadata=self._metadata
+            pb.WatchBalanceRequest(workspace_id=workspace), metadata=with_trace(self._metadata)
         )
         try:
             async for message in call:
