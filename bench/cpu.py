@@ -117,6 +117,22 @@ class Cpu:
     children_s: float  # this process's reaped children: pgbench and psql for the references
     helpers_s: float = 0.0  # part of client_s: the helper processes
 
+    def __add__(self, other: Cpu) -> Cpu:
+        """Two measurements as one: the CPU and the wall time of both."""
+
+        def add(a: float | None, b: float | None) -> float | None:
+            return None if a is None or b is None else a + b
+
+        return Cpu(
+            wall_s=self.wall_s + other.wall_s,
+            server_s=add(self.server_s, other.server_s),
+            pg_s=add(self.pg_s, other.pg_s),
+            pg_foreign_s=add(self.pg_foreign_s, other.pg_foreign_s),
+            client_s=self.client_s + other.client_s,
+            children_s=self.children_s + other.children_s,
+            helpers_s=self.helpers_s + other.helpers_s,
+        )
+
     def per_pair_us(self, pairs: int) -> dict[str, float | None]:
         def us(s: float | None) -> float | None:
             return None if s is None or pairs <= 0 else s / pairs * 1e6

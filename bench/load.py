@@ -118,13 +118,28 @@ async def unary_pairs(
     return tally
 
 
+@dataclass(frozen=True)
+class Job:
+    """Who a reserve is for: its actor and labels (budgets govern them)."""
+
+    actor_id: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+
+
 class _StreamJobs:
     """One Stream that keeps `in_flight` jobs open: each reserve result is answered by its
     commit in the next request message, and each finished job by a new reserve."""
 
     def __init__(
-        self, n: int, workspaces: list[str], in_flight: int, stop: float, tally: Tally
+        self,
+        n: int,
+        workspaces: list[str],
+        in_flight: int,
+        stop: float,
+        tally: Tally,
+        job: Job,
     ) -> None:
+        self.job = job
         self.pick = random.Random(n).choice
         self.prefix = f"s{n}-"
         self.workspaces = workspaces
@@ -142,6 +157,10 @@ class _StreamJobs:
             r.request_id = _rid(self.prefix)
             r.amount = 3
             r.operation = OPERATION
+            if self.job.actor_id:
+                r.actor_id = self.job.actor_id
+            if self.job.labels:
+                r.labels.update(self.job.labels)
         self.open += k
 
     async def requests(self) -> AsyncIterator[pb.StreamRequest]:
@@ -200,13 +219,16 @@ async def stream_pairs(
     in_flight: int,
     seconds: int,
     chunk: int = 200,
+    job: Job | None = None,
 ) -> Tally:
-    """`streams` Streams, each keeping `in_flight` jobs open for `seconds`, then drained."""
+    """`streams` Streams, each keeping `in_flight` jobs open for `seconds`, then drained;
+    each reserve with `job`'s actor and labels."""
     tally = Tally()
     stop = tally.start + seconds
+    job = job or Job()
     async with channel(target) as ch:
         stub = meter_pb2_grpc.MeterStub(ch)
-        jobs = [_StreamJobs(n, workspaces, in_flight, stop, tally) for n in range(streams)]
+        jobs = [_StreamJobs(n, workspaces, in_flight, stop, tally, job) for n in range(streams)]
         await asyncio.gather(*(j.run(stub, chunk) for j in jobs))
     return tally
 

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from bench import background, db, load
 from bench.cpu import Cpu, CpuMeter, PgTree
 from bench.refs import Reference
-from bench.server import Server, fund
+from bench.server import Server, fund, set_budgets
 
 T = TypeVar("T")
 
@@ -40,6 +40,14 @@ HOT = f"{HEADLINE}, one workspace"
 EMPTY = f"{HEADLINE}, empty ledger"
 BIG = f"{HEADLINE}, big ledger"
 SUSTAIN = f"{HEADLINE}, sustained"
+# The budgets phase: the headline load with each job's actor and labels, on workspaces with
+# no budget and on workspaces whose jobs each fall under three (limits nothing reaches),
+# taking turns so that drift on a shared machine falls on both alike.
+BUDGETED = [f"bench-budgets-{i:04d}" for i in range(1000)]
+BUDGET_JOB = load.Job(actor_id="worker-7", labels={"project": "launch", "team": "growth"})
+BUDGET_ROUNDS = 3
+NO_BUDGETS = f"{HEADLINE}, no budgets"
+THREE_BUDGETS = f"{HEADLINE}, 3 budgets"
 UNARY = f"unary, {UNARY_WORKERS} workers"
 # Unmeasured load after a server starts: connections, caches and the first plans are warm
 # before anything is timed, as they are on a server that has been up for a while.
@@ -150,6 +158,26 @@ async def windows(b: Bench) -> None:
 
 async def hot(b: Bench) -> None:
     await b.stream(HOT, [SOLO], HEADLINE_WINDOW)
+
+
+async def budgets(b: Bench) -> None:
+    """What a reserve pays for being checked against 3 budgets (a member limit, a default
+    per-project budget and a named team budget), beside the same jobs under none. Each arm's
+    figures add up its rounds: CPU per pair over all of its pairs."""
+    await fund(b.target, BUDGETED)
+    await set_budgets(b.target, BUDGETED, BUDGET_JOB)
+    tallies: dict[str, list[tuple[load.Tally, Cpu]]] = {NO_BUDGETS: [], THREE_BUDGETS: []}
+    for _ in range(BUDGET_ROUNDS):
+        for name, workspaces in ((NO_BUDGETS, MANY), (THREE_BUDGETS, BUDGETED)):
+            work = load.stream_pairs(
+                b.target, workspaces, STREAMS, HEADLINE_WINDOW, b.seconds, job=BUDGET_JOB
+            )
+            tallies[name].append(await b.timed(work))
+    for name, runs in tallies.items():
+        pairs = sum(t.pairs for t, _ in runs)
+        rate = sum(t.rate(b.seconds) for t, _ in runs) / len(runs)
+        cpu = sum((c for _, c in runs[1:]), runs[0][1])
+        b.add(Phase(name, rate, pairs, sum(t.errors for t, _ in runs), cpu))
 
 
 async def unary(b: Bench) -> None:

@@ -13,13 +13,16 @@ from typing import Any
 
 from bench.phases import (
     BIG,
+    BUDGET_ROUNDS,
     HEADLINE,
     HEADLINE_WINDOW,
     HOT,
     MIXED,
+    NO_BUDGETS,
     OPEN_LOOP_RATES,
     STREAMS,
     SUSTAIN,
+    THREE_BUDGETS,
     UNARY,
     UNARY_WORKERS,
     WINDOWS,
@@ -238,6 +241,31 @@ class Report:
         shown = self.check(f"{HOT} ÷ pg-limit 1 ws", ratio(p.rate, one), _r2, ref, (">=", 4.0))
         return f"{HOT}: {num(p.rate)} pairs/s; {ref}; ratio {shown}"
 
+    def budgets(self) -> str:
+        none, three = self.ph.get(NO_BUDGETS), self.ph.get(THREE_BUDGETS)
+        if none is None or three is None:
+            return ""
+        rows, shown = [], {}
+        for key, label in (("server_us", "server"), ("pg_us", "PostgreSQL")):
+            a, b = per_pair(none, key), per_pair(three, key)
+            shown[key] = self.check(
+                f"3 budgets ÷ none, {label} CPU/pair",
+                ratio(b, a),
+                _x2,
+                f"{NO_BUDGETS}: {_us(a)} µs",
+                ("<=", 1.10),
+            )
+            rows.append([f"{label} CPU µs/pair", _us(a), _us(b), shown[key]])
+        rows.insert(
+            0, ["pairs/s", num(none.rate), num(three.rate), num(ratio(three.rate, none.rate), 2)]
+        )
+        head = ["", "no budgets", "3 budgets", "3 ÷ none"]
+        return (
+            f"Budgets: {HEADLINE} with an actor and labels, 1,000 workspaces without budgets and"
+            f" 1,000 whose jobs fall under 3 (a member limit, a default per project, a named"
+            f" team); {BUDGET_ROUNDS} rounds each, taking turns\n" + table(head, rows)
+        )
+
     def unary(self) -> str:
         p = self.ph.get(UNARY)
         if p is None:
@@ -393,6 +421,7 @@ class Report:
             self.references(),
             self.windows(),
             self.hot(),
+            self.budgets(),
             self.unary(),
             self.latency(),
             self.mixed(),

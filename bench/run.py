@@ -8,7 +8,7 @@ PostgreSQL's whole process tree, and the load clients. The sustained phase alone
 second fresh database with its own server, since it is about a ledger nobody has tuned.
 
     python -m bench.run [--seconds 8] [--sustain-seconds 180] [--big-rows 10000000]
-                        [--only limits,windows,hot,unary,latency,mixed,sustain,big]
+                        [--only limits,windows,hot,budgets,unary,latency,mixed,sustain,big]
                         [--json PATH]
 
 --only runs a subset of the phases, and with them the references they are compared with
@@ -25,8 +25,8 @@ from bench import db, phases, refs, report
 from bench.cpu import CpuMeter
 from bench.phases import MANY, SOLO, Bench, Results, progress
 
-PHASES = ("limits", "windows", "hot", "unary", "latency", "mixed", "big", "sustain")
-SERVER_PHASES = ("windows", "hot", "unary", "latency", "mixed", "big")
+PHASES = ("limits", "windows", "hot", "budgets", "unary", "latency", "mixed", "big", "sustain")
+SERVER_PHASES = ("windows", "hot", "budgets", "unary", "latency", "mixed", "big")
 IDLE_SAMPLE_S = 2.0
 
 
@@ -87,6 +87,7 @@ async def main_database(args: argparse.Namespace, only: set[str], res: Results) 
         for name, phase in (
             ("windows", phases.windows),
             ("hot", phases.hot),
+            ("budgets", phases.budgets),
             ("unary", phases.unary),
             ("latency", phases.latency),
             ("mixed", phases.mixed),

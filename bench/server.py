@@ -95,3 +95,42 @@ async def fund(target: str, workspaces: list[str]) -> None:
                 )
 
         await asyncio.gather(*(one(w) for w in workspaces))
+
+
+async def set_budgets(target: str, workspaces: list[str], job: load.Job) -> None:
+    """Three budgets over `job`'s reserves in every workspace, with limits nothing reaches:
+    a monthly member limit on its actor, a daily budget for each project, and a total one
+    for its team."""
+    project, team = job.labels["project"], job.labels["team"]
+    budgets = [
+        pb.Budget(
+            budget_id=f"member:{job.actor_id}:month",
+            scope_key="actor_id",
+            scope_value=job.actor_id,
+            period=pb.LIMIT_PERIOD_MONTH,
+            limit=FUNDS,
+        ),
+        pb.Budget(
+            budget_id="projects", scope_key="project", period=pb.LIMIT_PERIOD_DAY, limit=FUNDS
+        ),
+        pb.Budget(
+            budget_id=f"team-{team}",
+            scope_key="team",
+            scope_value=team,
+            period=pb.LIMIT_PERIOD_TOTAL,
+            limit=FUNDS,
+        ),
+    ]
+    assert project, "the job names a project"
+    async with load.channel(target) as ch:
+        stub = meter_pb2_grpc.MeterStub(ch)
+        sem = asyncio.Semaphore(64)
+
+        async def one(ws: str) -> None:
+            async with sem:
+                for b in budgets:
+                    await stub.SetBudget(
+                        pb.SetBudgetRequest(workspace_id=ws, budget=b), timeout=FUND_TIMEOUT_S
+                    )
+
+        await asyncio.gather(*(one(w) for w in workspaces))
