@@ -43,10 +43,12 @@ ALLOWED: dict[str, set[str]] = {
         "ListEvents",
         "ExportJournal",
         "ListMemberLimits",
+        "ListBudgets",
         "GetAutoTopUp",
     },
     # DESIGN.md §9: app and billing may ListEvents; admin manages endpoints. §10: billing
-    # grants, confirms and voids, and runs auto top-up; admin sets member limits. §16: the
+    # grants, confirms and voids, and runs auto top-up; admin sets member limits and (§13)
+    # budgets, which the app may list. §16: the
     # journal's export goes where the event feed goes.
     "billing": {
         "GrantCredits",
@@ -94,6 +96,12 @@ METER: dict[str, Request] = {
         workspace_id=ws, actor_id="ana", period=pb.LIMIT_PERIOD_DAY, limit=1000
     ),
     "ListMemberLimits": lambda ws: pb.ListMemberLimitsRequest(workspace_id=ws),
+    # Refused as bad input once past the guard (no budget id), and a budget there is not.
+    "SetBudget": lambda ws: pb.SetBudgetRequest(
+        workspace_id=ws, budget=pb.Budget(scope_key="project", limit=5)
+    ),
+    "DeleteBudget": lambda ws: pb.DeleteBudgetRequest(workspace_id=ws, budget_id="nope"),
+    "ListBudgets": lambda ws: pb.ListBudgetsRequest(workspace_id=ws),
     "SetAutoTopUp": lambda ws: pb.SetAutoTopUpRequest(workspace_id=ws, enabled=False),
     "GetAutoTopUp": lambda ws: pb.GetAutoTopUpRequest(workspace_id=ws),
     "ReportTopUpFailed": lambda ws: pb.ReportTopUpFailedRequest(workspace_id=ws, request_id="nope"),
