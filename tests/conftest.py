@@ -25,6 +25,9 @@ from meterpb.v1 import catalog_pb2_grpc, events_pb2_grpc, meter_pb2_grpc
 from tests.support import Db
 
 logs.configure("warning")
+# `meter serve` processes the tests start run one server process each (the tests that signal
+# or pause one count on it), unless a test asks for workers (tests/api/test_workers.py).
+os.environ["METER_WORKERS"] = "1"
 
 WEBHOOK_SCHEDULE_S = (0.25, 0.5, 1.0, 2.0, 4.0)
 WEBHOOK_DISABLE_AFTER_S = 3.0

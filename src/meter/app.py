@@ -235,6 +235,7 @@ class App:
             guard=guard,
             observe=self.metrics.observe_call,
             traces=self._traces(),
+            reuse_port=s.reuse_port,
         )
         self.port = security.bind(self.server, s)
         if self.port == 0:

@@ -76,6 +76,9 @@ class Settings:
     tls_key: Path | None = field(default_factory=lambda: _env_path("METER_TLS_KEY"))
     tls_client_ca: Path | None = field(default_factory=lambda: _env_path("METER_TLS_CLIENT_CA"))
     metrics_listen: str = field(default_factory=lambda: os.environ.get("METER_METRICS_LISTEN", ""))
+    # Bind the port with SO_REUSEPORT: set for the workers of `meter serve --workers N`
+    # (meter.workers), which share it.
+    reuse_port: bool = False
     log_level: str = field(default_factory=lambda: os.environ.get("METER_LOG_LEVEL", "info"))
     log_format: str = field(default_factory=lambda: os.environ.get("METER_LOG_FORMAT", "json"))
     pool_size: int = field(default_factory=lambda: _env_int("METER_POOL_SIZE", 10))

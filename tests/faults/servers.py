@@ -41,6 +41,13 @@ async def serving(target: str, deadline: float = 1.0) -> bool:
     return bool(answer.status == health_pb2.HealthCheckResponse.SERVING)
 
 
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        return b""
+
+
 class ServerProcess:
     """One `meter serve` subprocess on a fixed port: killed, paused and restarted at will."""
 
@@ -91,6 +98,20 @@ class ServerProcess:
         assert self.proc is not None
         self.proc.kill()
         await self.proc.wait()
+        self.kills += 1
+
+    def kill_worker(self) -> None:
+        """SIGKILL one worker of a `--workers N` server (its supervisor starts another)."""
+        assert self.proc is not None
+        pid = self.proc.pid
+        workers = [
+            int(child)
+            for task in Path(f"/proc/{pid}/task").iterdir()
+            for child in (task / "children").read_text().split()
+            if b"spawn_main" in _cmdline(int(child))
+        ]
+        assert workers, "the server has no worker processes"
+        os.kill(min(workers), signal.SIGKILL)
         self.kills += 1
 
     def signal(self, sig: signal.Signals) -> None:

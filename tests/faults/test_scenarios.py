@@ -73,6 +73,29 @@ async def test_sigkilled_servers_lose_and_double_no_charge_over_stream(fresh_url
     assert items > messages  # the items did travel batched
 
 
+async def test_sigkilled_workers_and_supervisor_lose_and_double_no_charge(fresh_url, fresh_db):
+    """`meter serve --workers 2`: a worker killed (its supervisor starts another), then the
+    supervisor itself (its workers go with it) and a fresh start, all under load."""
+    server = ServerProcess(fresh_url, METER_WORKERS="2")
+    history = History()
+    try:
+        await server.start()
+        async with load([server.target], history, workspaces(4), tag="wkill", workers=12):
+            for _ in range(2):
+                await answered(history, 150)
+                server.kill_worker()
+            await answered(history, 150)
+            await server.kill()
+            await server.start()
+            await answered(history, 150)
+        figures = await check("SIGKILL, 2 workers", server.target, fresh_db, history)
+    finally:
+        await server.stop()
+    figures.kills, figures.restarts = server.kills, server.starts - 1
+    report(figures.line())
+    assert (3, 0, 0) == (figures.kills, figures.lost, figures.doubled)
+
+
 async def test_a_postgres_restart_gives_unavailable_then_the_server_serves_again():
     """The server keeps running; its PostgreSQL (a private one) stops and starts twice."""
     pg = PrivatePostgres()

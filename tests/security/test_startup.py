@@ -38,3 +38,14 @@ async def test_zero_config_local_mode_says_first_that_it_is_unauthenticated(app,
     first = json.loads(served.log[0])
     assert "server.unauthenticated" == first["event"]
     assert "loopback" in first["message"]
+
+
+async def test_workers_refuse_to_start_as_one_server_does(database_url):
+    """Every worker would refuse alike: the supervisor stops them and says why."""
+    async with fresh_database(database_url) as url:
+        code, _, err = await meter(
+            "serve", "--database-url", url, "--listen", f"0.0.0.0:{free_port()}", "--workers", "2"
+        )
+    assert 1 == code
+    assert "refusing to start" in err
+    assert "no principal" in err

@@ -118,6 +118,15 @@ def serve(
             help="Disable an endpoint that has failed for this long (default 5d).",
         ),
     ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            envvar="METER_WORKERS",
+            min=1,
+            help="Server processes sharing the port (default: the cores this host gives it).",
+        ),
+    ] = None,
 ) -> None:
     """Run the gRPC server (example: meter serve --listen 127.0.0.1:50051)."""
     logs.configure(log_level, log_format)
@@ -148,11 +157,16 @@ def serve(
         log_level=log_level,
         log_format=log_format,
     )
+    from meter import workers as pool
     from meter.app import serve as run
 
+    processes = workers or pool.default_workers()
     try:
         with database.reaching("serve"):
-            asyncio.run(run(settings))
+            if processes == 1:
+                asyncio.run(run(settings))
+            else:
+                pool.serve(settings, processes)
     except StartupError as e:
         typer.echo(f"meter serve: refusing to start: {e}", err=True)
         raise typer.Exit(1) from None

@@ -50,6 +50,7 @@ def build(
     guard: Any = None,
     observe: Observe | None = None,
     traces: Any = None,
+    reuse_port: bool = False,
 ) -> tuple[grpc.aio.Server, health_async.HealthServicer]:
     # The guard runs inside CallLog, so refused calls are logged with their status too; a
     # call's span (meter.rpc.traces, only when tracing is on) holds both.
@@ -63,7 +64,9 @@ def build(
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.so_reuseport", 0),
+            # Off unless the workers of one `meter serve --workers N` share the port: a
+            # second server on a taken port fails instead of splitting its calls.
+            ("grpc.so_reuseport", int(reuse_port)),
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
             ("grpc.server.max_pending_requests", MAX_WAITING_CALLS),
