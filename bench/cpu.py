@@ -178,10 +178,13 @@ class CpuMeter:
     """
 
     def __init__(
-        self, pg: PgTree | None, server_pid: int | None = None, helpers: Sequence[int] = ()
+        self,
+        pg: PgTree | None,
+        server_pids: Sequence[int] = (),
+        helpers: Sequence[int] = (),
     ) -> None:
         self.pg = pg
-        self.server_pid = server_pid
+        self.server_pids = tuple(server_pids)  # the server's processes (its workers too)
         self.helpers = tuple(helpers)
 
     def sample(self) -> _Sample:
@@ -190,7 +193,11 @@ class CpuMeter:
         return _Sample(
             wall=time.perf_counter(),
             # The server has no children of its own: its threads are in its own fields.
-            server=proc_cpu_s(self.server_pid, children=False) if self.server_pid else None,
+            server=(
+                sum(proc_cpu_s(p, children=False) or 0.0 for p in self.server_pids)
+                if self.server_pids
+                else None
+            ),
             pg=pg,
             pg_foreign=foreign,
             client=me.user + me.system,

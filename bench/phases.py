@@ -80,9 +80,10 @@ def progress(text: str) -> None:
 class Bench:
     """One database, its PostgreSQL tree and (once started) one server on it."""
 
-    def __init__(self, url: str, seconds: int, results: Results) -> None:
+    def __init__(self, url: str, seconds: int, results: Results, workers: int = 1) -> None:
         self.url = url
         self.seconds = seconds
+        self.workers = workers
         self.res = results
         self.tree: PgTree | None = db.pg_tree(url)
         self.server: Server | None = None
@@ -94,10 +95,10 @@ class Bench:
         return self.server.target
 
     def meter(self, helpers: list[int] | None = None) -> CpuMeter:
-        return CpuMeter(self.tree, self.server.pid if self.server else None, helpers or [])
+        return CpuMeter(self.tree, self.server.pids() if self.server else (), helpers or [])
 
     async def start_server(self, workspaces: list[str], warmup: bool = True) -> None:
-        self.server = Server(self.url)
+        self.server = Server(self.url, self.workers)
         await self.server.ready()
         await fund(self.server.target, workspaces)
         if warmup:

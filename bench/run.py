@@ -72,7 +72,8 @@ def idle_pg_cores(b: Bench) -> float | None:
 
 async def main_database(args: argparse.Namespace, only: set[str], res: Results) -> None:
     url = db.fresh_database(args.database_url)
-    b = Bench(url, args.seconds, res)
+    b = Bench(url, args.seconds, res, args.workers)
+    res.figures["workers"] = args.workers
     try:
         res.settings = db.settings(url)
         res.idle_pg_cores = idle_pg_cores(b)
@@ -159,6 +160,7 @@ def parse() -> argparse.Namespace:
     p.add_argument("--big-rows", "--journal-rows", type=int, default=10_000_000)
     p.add_argument("--only", default="", help=f"comma-separated subset of {','.join(PHASES)}")
     p.add_argument("--json", default="", help="write every figure to this file")
+    p.add_argument("--workers", type=int, default=1, help="meter serve --workers: server processes")
     return p.parse_args()
 
 

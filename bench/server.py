@@ -8,6 +8,7 @@ import re
 import socket
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -32,16 +33,31 @@ def free_port() -> int:
 class Server:
     """One `meter serve` process on a loopback port (it migrates its database at start)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, workers: int = 1) -> None:
         self.port = free_port()
         self.target = f"127.0.0.1:{self.port}"
+        self.workers = workers
         env = {**os.environ, "METER_LOG_LEVEL": os.environ.get("METER_LOG_LEVEL", "warning")}
         cmd = [sys.executable, "-m", "meter.cli.main", "serve", "--database-url", url]
-        self.proc = subprocess.Popen([*cmd, "--listen", self.target], env=env)
+        cmd += ["--listen", self.target, "--workers", str(workers)]
+        # With workers, the supervisor's metrics tell when every one of them serves.
+        self.metrics = f"127.0.0.1:{free_port()}" if workers > 1 else ""
+        if self.metrics:
+            cmd += ["--metrics-listen", self.metrics]
+        self.proc = subprocess.Popen(cmd, env=env)
+        self._pids: tuple[int, ...] = ()
 
     @property
     def pid(self) -> int:
         return self.proc.pid
+
+    def pids(self) -> tuple[int, ...]:
+        """The server's processes: with workers, the supervisor and each worker."""
+        if self.workers == 1:
+            return (self.pid,)
+        if len(self._pids) != self.workers + 1:
+            self._pids = (self.pid, *_workers_of(self.pid))
+        return self._pids
 
     async def ready(self) -> None:
         loop = asyncio.get_running_loop()
@@ -53,20 +69,38 @@ class Server:
                     raise RuntimeError(f"the server exited with code {self.proc.returncode}")
                 try:
                     r = await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                    if r.status == health_pb2.HealthCheckResponse.SERVING:
+                    if r.status == health_pb2.HealthCheckResponse.SERVING and (
+                        await asyncio.to_thread(self._workers_serving)
+                    ):
                         return
                 except grpc.aio.AioRpcError:
                     pass
                 await asyncio.sleep(0.1)
         raise RuntimeError("the server did not start")
 
+    def _workers_serving(self) -> bool:
+        """Whether every worker has started (the supervisor's /metrics lists each)."""
+        if not self.metrics:
+            return True
+        try:
+            with urllib.request.urlopen(f"http://{self.metrics}/metrics", timeout=2) as r:
+                text = r.read().decode()
+        except OSError:
+            return False
+        listed = set(re.findall(r'worker="(\d+)"', text))
+        return len(listed) == self.workers
+
     def cpu_s(self) -> float:
-        return proc_cpu_s(self.pid, children=False) or 0.0
+        return sum(proc_cpu_s(p, children=False) or 0.0 for p in self.pids())
 
     def peak_rss_mb(self) -> float:
-        status = Path(f"/proc/{self.pid}/status").read_text()
-        m = re.search(r"VmHWM:\s+(\d+) kB", status)
-        return int(m.group(1)) / 1024 if m else 0.0
+        """The peak resident memory of the largest of its processes."""
+        peaks = []
+        for pid in self.pids():
+            status = Path(f"/proc/{pid}/status").read_text()
+            m = re.search(r"VmHWM:\s+(\d+) kB", status)
+            peaks.append(int(m.group(1)) / 1024 if m else 0.0)
+        return max(peaks)
 
     def stop(self) -> None:
         if self.proc.poll() is not None:
@@ -77,6 +111,19 @@ class Server:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(5)
+
+
+def _workers_of(pid: int) -> list[int]:
+    """The worker processes of a `meter serve --workers N` supervisor."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            try:
+                if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                    found.append(int(child))
+            except FileNotFoundError:
+                continue
+    return sorted(found)
 
 
 async def fund(target: str, workspaces: list[str]) -> None:
