@@ -180,6 +180,7 @@ async def test_a_worker_that_dies_is_started_again_while_the_other_serves(databa
 
         # The other worker answers meanwhile (a connection that met the dead one retries).
         assert await eventually(grant_answered, within=20)
+
         # A new worker takes the dead one's place.
         async def replaced() -> bool:
             new = _children(s.proc.pid) - {victim}
@@ -207,6 +208,7 @@ async def test_workers_go_with_a_sigkilled_supervisor(database_url):
         assert 2 == len(workers)
         s.proc.kill()
         await s.proc.wait()
+
         async def gone() -> bool:
             return not any(_alive(w) for w in workers)
 
