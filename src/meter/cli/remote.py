@@ -79,6 +79,8 @@ TlsKey = Annotated[
 ]
 DEFAULT_TARGET = "127.0.0.1:50051"
 Workspace = Annotated[str, typer.Argument(help="The workspace id.", show_default=False)]
+Since = Annotated[str | None, typer.Option("--since", help="From this date (ISO, UTC).")]
+Until = Annotated[str | None, typer.Option("--until", help="Before this date (ISO, UTC).")]
 TlsFiles = tuple[Path | None, Path | None, Path | None]
 
 
