@@ -241,7 +241,7 @@ async def test_every_command_shows_an_example_in_its_help(app):
         ["packages"], ["estimate"], ["catalog", "show"], ["catalog", "publish"], ["events"],
         ["webhooks", "add"], ["webhooks", "list"], ["webhooks", "replay"],
         ["catalog", "diff"], ["serve"], ["migrate"], ["confirm"], ["void"], ["limits"],
-        ["topup"],
+        ["topup"], ["thresholds"], ["budgets", "set"], ["budgets", "delete"], ["budgets", "list"],
     ]  # fmt: skip
 
     async def help_of(command: list[str]) -> str:

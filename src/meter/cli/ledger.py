@@ -67,6 +67,8 @@ def balance(remote: Remote, workspace: Workspace) -> None:
             "expiring within 30 days",
             f"{b.expiring_soon.credits} (first {timestamp(b.expiring_soon.earliest)})",
         )
+    for name, value in _runway(b.runway):
+        t.add_row(name, value)
     if b.HasField("last_transaction"):
         last = b.last_transaction
         kind = enum_name(pb.EntryKind.Name(last.kind), "ENTRY_KIND_")
@@ -77,6 +79,20 @@ def balance(remote: Remote, workspace: Workspace) -> None:
             ),
         )
     out.print(t)
+
+
+def _runway(r: pb.Runway) -> list[tuple[str, str]]:
+    """The runway's rows: the burn, and how long the credits last at it."""
+    rows = [("burn per day", f"{r.burn_per_day:.1f} (7 days), {r.burn_per_day_30d:.1f} (30 days)")]
+    if r.HasField("days_left"):
+        rows.append(("days left", f"{r.days_left:.1f} (zero at {timestamp(r.zero_at)})"))
+    else:
+        rows.append(("days left", "no burn yet"))
+    if r.HasField("topup_at"):
+        rows.append(("auto top-up due", timestamp(r.topup_at)))
+    alert = f"below {r.runway_days} days" if r.runway_days else "off"
+    rows.append(("runway alert", alert))
+    return rows
 
 
 @client_command()
