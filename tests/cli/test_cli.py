@@ -214,6 +214,14 @@ async def test_a_refused_call_exits_1_and_prints_the_reason(app, stub, ws):
     assert 5 == (await balance(stub, ws)).available
 
 
+async def test_a_refusal_prints_the_servers_words_as_they_are(app):
+    """A message is text, not rich markup: its "[A-Za-z0-9._:-]" is printed, not swallowed."""
+    code, _, err = await meter(app, "balance", "not an id!")
+
+    assert 1 == code
+    assert "[A-Za-z0-9._:-]" in err
+
+
 async def test_an_unreachable_server_exits_3(app):
     code, _, err = await meter(app, "balance", "ws-x", "--timeout", "0.5", target="127.0.0.1:1")
 
@@ -233,7 +241,7 @@ async def test_every_command_shows_an_example_in_its_help(app):
         ["packages"], ["estimate"], ["catalog", "show"], ["catalog", "publish"], ["events"],
         ["webhooks", "add"], ["webhooks", "list"], ["webhooks", "replay"],
         ["catalog", "diff"], ["serve"], ["migrate"], ["confirm"], ["void"], ["limits"],
-        ["topup"],
+        ["topup"], ["thresholds"], ["budgets", "set"], ["budgets", "delete"], ["budgets", "list"],
     ]  # fmt: skip
 
     async def help_of(command: list[str]) -> str:

@@ -42,10 +42,17 @@ async def test_the_main_pages_render_at_desktop_and_phone_sizes(
     ws = "ws-acme-" + rid("shot")[-6:]
     await admin.grant(ws, rid("g"), package="Popular")
     await admin.grant(ws, rid("g"), amount=120, category="promotional")
+    await admin.set_budget(ws, "apollo", key="project", value="apollo", period="month", limit=60)
+    await admin.set_budget(ws, "per-team", key="team", period="week", limit=40, warn_at=[50, 90])
+    await admin.set_member_limit(ws, "chloe", "day", 30)
     members = ("ana", "ben", "chloe")
+    projects, teams = ("apollo", "zeus"), ("growth", "brand", "ops")
     for i in range(24):
         op = ("content.generate_post", "assistant.complex_analysis", "rss.process_item")[i % 3]
-        await admin.charge(ws, rid("job"), op, amount=1 + i % 3, actor=members[i % 3])
+        labels = {"project": projects[i % 2], "team": teams[i % 3]}
+        await admin.charge(
+            ws, rid("job"), op, amount=1 + i % 3, actor=members[i % 3], labels=labels
+        )
     await admin.reserve(ws, rid("job"), "content.generate_post", amount=3, actor="ana")
 
     await page.goto(console.url + "/signin")
@@ -54,7 +61,7 @@ async def test_the_main_pages_render_at_desktop_and_phone_sizes(
     shots = {
         "workspace": f"/w/{ws}",
         "history": f"/w/{ws}/history",
-        "usage": f"/w/{ws}/usage",
+        "usage": f"/w/{ws}/usage?label=project",
         "holds": f"/w/{ws}/holds",
         "lots": f"/w/{ws}/lots",
         "catalog": "/catalog",

@@ -7,7 +7,9 @@ import { create } from "@bufbuild/protobuf";
 import { type CallOptions, type Client, createClient } from "@connectrpc/connect";
 import { Catalog, type ListPackagesResponse } from "./gen/meterpb/v1/catalog_pb.js";
 import {
+  type AlertThresholds,
   type Balance,
+  type Budget,
   type ChargeResponse,
   type CommitResponse,
   type EntryKind,
@@ -20,6 +22,7 @@ import {
   type ListTransactionsResponse,
   Meter,
   type ReleaseResponse,
+  SetAlertThresholdsRequestSchema,
   UsageGrouping,
   type WatchBalanceResponse,
 } from "./gen/meterpb/v1/meter_pb.js";
@@ -29,6 +32,7 @@ import { requestIdFor } from "./ids.js";
 import { Job, type JobOptions } from "./job.js";
 import { type Connection, type MeterClientOptions, connect } from "./options.js";
 import {
+  type BudgetInit,
   type CommitOptions,
   type Credits,
   type Labels,
@@ -39,6 +43,7 @@ import {
   credits,
   extendRequest,
   reserveRequest,
+  setBudgetRequest,
   timestamp,
 } from "./requests.js";
 import { type RetryPolicy, withRetries } from "./retry.js";
@@ -79,7 +84,25 @@ const GROUPING = {
   actor: UsageGrouping.ACTOR,
   day: UsageGrouping.DAY,
   week: UsageGrouping.WEEK,
+  label: UsageGrouping.LABEL,
 } as const;
+
+export interface UsageOptions extends CallControl {
+  /** By "label": the label key whose values are the rows (project, team, api_key, ...). */
+  labelKey?: string | undefined;
+  since?: Date | undefined;
+  until?: Date | undefined;
+}
+
+export interface AlertThresholdsInit {
+  /** LOW below this many available credits. */
+  low: Credits;
+  /** CRITICAL below this many available credits (at most `low`). */
+  critical: Credits;
+  /** balance.runway_low when the credits would run out within this many days (0: never;
+   * omitted: as it is, 7 by default). */
+  runwayDays?: number | undefined;
+}
 
 /**
  * A Meter client over one HTTP/2 connection (gRPC, through Connect's Node transport).
@@ -258,10 +281,64 @@ export class MeterClient {
     return this.call("GrantCredits", options, (o) => this.raw.meter.grantCredits(request, o));
   }
 
+  // Spend governance: budgets and alert thresholds.
+
+  /**
+   * Create or replace the budget `budgetId`: what the requests whose `key` (`actor_id`, or a
+   * label key) is `value` may spend per day, week, month or in total. Without a value every
+   * value of the key gets a budget of this size. Past it `reserve` and `charge` throw
+   * `BudgetExceeded` (`MemberLimitReached` for the `actor_id` key).
+   *
+   * @throws InvalidArgument naming each bad field (budget.scope_key, budget.limit, ...).
+   */
+  setBudget(workspaceId: string, budgetId: string, budget: BudgetInit, options: CallControl = {}): Promise<Budget> {
+    const request = setBudgetRequest(workspaceId, budgetId, budget);
+    return this.call("SetBudget", options, (o) => this.raw.meter.setBudget(request, o));
+  }
+
+  /** Remove the budget `budgetId`; false when there was none (nothing changed). */
+  async deleteBudget(workspaceId: string, budgetId: string, options: CallControl = {}): Promise<boolean> {
+    const answer = await this.call("DeleteBudget", options, (o) =>
+      this.raw.meter.deleteBudget({ workspaceId, budgetId }, o),
+    );
+    return answer.deleted;
+  }
+
+  /**
+   * The workspace's budgets (member limits included), each with what it has used this period
+   * (charged plus held), what is left and when it resets; a default budget (no value) with
+   * each value's standing in `values`.
+   */
+  async budgets(workspaceId: string, options: CallControl = {}): Promise<Budget[]> {
+    const answer = await this.call("ListBudgets", options, (o) => this.raw.meter.listBudgets({ workspaceId }, o));
+    return answer.budgets;
+  }
+
+  /**
+   * Set the balance's LOW and CRITICAL thresholds and, with `runwayDays`, when
+   * balance.runway_low fires.
+   *
+   * @throws InvalidArgument critical above low, a negative amount, runwayDays past 3650.
+   */
+  setAlertThresholds(
+    workspaceId: string,
+    thresholds: AlertThresholdsInit,
+    options: CallControl = {},
+  ): Promise<AlertThresholds> {
+    const request = create(SetAlertThresholdsRequestSchema, {
+      workspaceId,
+      low: credits(thresholds.low) ?? 0n,
+      critical: credits(thresholds.critical) ?? 0n,
+      runwayDays: thresholds.runwayDays,
+    });
+    return this.call("SetAlertThresholds", options, (o) => this.raw.meter.setAlertThresholds(request, o));
+  }
+
   // Reads.
 
   /**
-   * The workspace's balance.
+   * The workspace's balance, with its `runway`: `burnPerDay` (7 days) and `burnPerDay30d`, and
+   * once there is burn `daysLeft`, `zeroAt` and (with auto top-up) `topupAt`.
    *
    * @throws WorkspaceNotFound for a workspace that was never granted credits.
    */
@@ -284,15 +361,18 @@ export class MeterClient {
     return this.call("ListTransactions", options, (o) => this.raw.meter.listTransactions(request, o));
   }
 
-  /** Credits used and counts grouped by operation, actor, day or week. */
-  usage(
-    workspaceId: string,
-    by: keyof typeof GROUPING,
-    options: { since?: Date; until?: Date } & CallControl = {},
-  ): Promise<GetUsageResponse> {
+  /**
+   * Credits used and counts grouped by operation, actor, day, week or label (the values of the
+   * label `labelKey`). By actor or label each row carries what the value holds now and the
+   * budgets that apply to it, with their used, remaining and resetsAt.
+   *
+   * @throws InvalidArgument by "label" without a valid `labelKey`.
+   */
+  usage(workspaceId: string, by: keyof typeof GROUPING, options: UsageOptions = {}): Promise<GetUsageResponse> {
     const request = {
       workspaceId,
       groupBy: GROUPING[by],
+      labelKey: options.labelKey ?? "",
       startTime: options.since === undefined ? undefined : timestamp(options.since),
       endTime: options.until === undefined ? undefined : timestamp(options.until),
     };

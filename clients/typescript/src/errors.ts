@@ -108,48 +108,50 @@ export class InsufficientCredits extends FailedPrecondition {
   }
 }
 
-/** The member (actor_id) would go past one of its spend limits; nothing was held. */
-export class MemberLimitReached extends FailedPrecondition {
-  get limit(): number {
-    return this.int("limit");
-  }
-  get used(): number {
-    return this.int("used");
-  }
-  get remaining(): number {
-    return this.int("remaining");
-  }
-  /** When the period ends (ISO 8601, UTC). */
-  get resetsAt(): string {
-    return this.metadata["resets_at"] ?? "";
-  }
-}
-
-/** A budget the call's actor or labels match would be exceeded (DESIGN §13); nothing was held. */
+/**
+ * The request would take a budget its actor or labels fall under past its limit (DESIGN §13);
+ * nothing was held. The fields describe the budget with the least room. A budget of the
+ * `actor_id` key (a member limit) is refused as `MemberLimitReached`, a subclass, so
+ * `instanceof BudgetExceeded` catches every spend limit.
+ */
 export class BudgetExceeded extends FailedPrecondition {
   get budgetId(): string {
     return this.metadata["budget_id"] ?? "";
   }
+  /** `actor_id`, or the label key (project, team, ...). */
   get scopeKey(): string {
     return this.metadata["scope_key"] ?? "";
   }
+  /** The request's value of `scopeKey` (the actor id, the project, ...). */
   get scopeValue(): string {
     return this.metadata["scope_value"] ?? "";
+  }
+  /** day, week, month or total. */
+  get period(): string {
+    return this.metadata["period"] ?? "";
   }
   get limit(): number {
     return this.int("limit");
   }
+  /** Charged in the period plus held now, before this request. */
   get used(): number {
     return this.int("used");
   }
   get remaining(): number {
     return this.int("remaining");
+  }
+  /** What the refused request asked for. */
+  get required(): number {
+    return this.int("required");
   }
   /** When the budget's period ends (ISO 8601, UTC); empty for a total budget. */
   get resetsAt(): string {
     return this.metadata["resets_at"] ?? "";
   }
 }
+
+/** The member (actor_id) would go past one of its spend limits; nothing was held. */
+export class MemberLimitReached extends BudgetExceeded {}
 
 export class HoldReleased extends FailedPrecondition {}
 export class HoldCommitted extends FailedPrecondition {}

@@ -11,7 +11,14 @@
  */
 
 export { MeterClient } from "./client.js";
-export type { CallControl, GrantOptions, GrantWhat, TransactionsOptions } from "./client.js";
+export type {
+  AlertThresholdsInit,
+  CallControl,
+  GrantOptions,
+  GrantWhat,
+  TransactionsOptions,
+  UsageOptions,
+} from "./client.js";
 export { Job } from "./job.js";
 export type { JobOptions } from "./job.js";
 export { StreamSession } from "./stream.js";
@@ -22,7 +29,16 @@ export { DEFAULT_RETRY, NO_RETRY, backoffMs, retryPolicy } from "./retry.js";
 export type { RetryEvent, RetryPolicy } from "./retry.js";
 export { requestIdFor } from "./ids.js";
 export { usage } from "./requests.js";
-export type { CommitOptions, Credits, Labels, OperationOptions, ReserveOptions, UsageInit } from "./requests.js";
+export type {
+  BudgetInit,
+  CommitOptions,
+  Credits,
+  Labels,
+  OperationOptions,
+  Period,
+  ReserveOptions,
+  UsageInit,
+} from "./requests.js";
 export {
   Aborted,
   BudgetExceeded,

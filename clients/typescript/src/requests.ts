@@ -14,8 +14,11 @@ import {
   type ExtendRequest,
   ExtendRequestSchema,
   Length,
+  LimitPeriod,
   type ReserveRequest,
   ReserveRequestSchema,
+  type SetBudgetRequest,
+  SetBudgetRequestSchema,
   type Usage,
   UsageSchema,
 } from "./gen/meterpb/v1/meter_pb.js";
@@ -159,5 +162,51 @@ export function chargeRequest(
     amount: credits(o.amount),
     actorId: o.actor ?? "",
     labels: { ...o.labels },
+  });
+}
+
+/** A budget's or member limit's period: a UTC calendar day, week (from Monday), month, or a total that never resets. */
+export type Period = "day" | "week" | "month" | "total";
+
+const PERIOD: Record<Period, LimitPeriod> = {
+  day: LimitPeriod.DAY,
+  week: LimitPeriod.WEEK,
+  month: LimitPeriod.MONTH,
+  total: LimitPeriod.TOTAL,
+};
+
+/** What a budget limits: who (`key` and `value`), per what, and how much. */
+export interface BudgetInit {
+  /** `actor_id`, or a label key the requests carry (`project`, `team`, `api_key`, `agent`, ...). */
+  key: string;
+  /** One value of the key; omitted: every value of the key has its own budget of this size. */
+  value?: string | undefined;
+  period: Period | LimitPeriod;
+  limit: Credits;
+  /** Percentages of the limit whose crossing writes a budget.threshold event (none: 80). */
+  warnAt?: readonly number[] | undefined;
+  /** Default true; a disabled budget refuses nothing. */
+  enabled?: boolean | undefined;
+}
+
+export function limitPeriod(period: Period | LimitPeriod): LimitPeriod {
+  if (typeof period !== "string") return period;
+  const found = PERIOD[period.toLowerCase() as Period] as LimitPeriod | undefined;
+  if (found === undefined) throw new TypeError(`unknown period ${JSON.stringify(period)} (day, week, month or total)`);
+  return found;
+}
+
+export function setBudgetRequest(workspaceId: string, budgetId: string, b: BudgetInit): SetBudgetRequest {
+  return create(SetBudgetRequestSchema, {
+    workspaceId,
+    budget: {
+      budgetId,
+      scopeKey: b.key,
+      scopeValue: b.value ?? "",
+      period: limitPeriod(b.period),
+      limit: credits(b.limit) ?? 0n,
+      warnAt: [...(b.warnAt ?? [])],
+      enabled: b.enabled ?? true,
+    },
   });
 }

@@ -1,4 +1,4 @@
-"""Ledger commands: balance, grant, adjust, history, usage, holds, audit."""
+"""Ledger commands: balance, grant, adjust, history, usage (cli/usage.py), holds, audit."""
 
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from meter.cli import charts
 from meter.cli.remote import (
     REFUSED,
     Remote,
+    Since,
+    Until,
     Workspace,
     client_command,
     enum_name,
@@ -24,6 +25,7 @@ from meter.cli.remote import (
     timestamp,
     when,
 )
+from meter.cli.usage import usage
 from meterpb.v1 import meter_pb2 as pb
 
 RequestId = Annotated[
@@ -32,8 +34,6 @@ RequestId = Annotated[
         "--request-id", help="Idempotency key (the payment id for purchases).", show_default=False
     ),
 ]
-Since = Annotated[str | None, typer.Option("--since", help="From this date (ISO, UTC).")]
-Until = Annotated[str | None, typer.Option("--until", help="Before this date (ISO, UTC).")]
 
 
 @client_command()
@@ -67,6 +67,8 @@ def balance(remote: Remote, workspace: Workspace) -> None:
             "expiring within 30 days",
             f"{b.expiring_soon.credits} (first {timestamp(b.expiring_soon.earliest)})",
         )
+    for name, value in _runway(b.runway):
+        t.add_row(name, value)
     if b.HasField("last_transaction"):
         last = b.last_transaction
         kind = enum_name(pb.EntryKind.Name(last.kind), "ENTRY_KIND_")
@@ -77,6 +79,20 @@ def balance(remote: Remote, workspace: Workspace) -> None:
             ),
         )
     out.print(t)
+
+
+def _runway(r: pb.Runway) -> list[tuple[str, str]]:
+    """The runway's rows: the burn, and how long the credits last at it."""
+    rows = [("burn per day", f"{r.burn_per_day:.1f} (7 days), {r.burn_per_day_30d:.1f} (30 days)")]
+    if r.HasField("days_left"):
+        rows.append(("days left", f"{r.days_left:.1f} (zero at {timestamp(r.zero_at)})"))
+    else:
+        rows.append(("days left", "no burn yet"))
+    if r.HasField("topup_at"):
+        rows.append(("auto top-up due", timestamp(r.topup_at)))
+    alert = f"below {r.runway_days} days" if r.runway_days else "off"
+    rows.append(("runway alert", alert))
+    return rows
 
 
 @client_command()
@@ -254,68 +270,6 @@ def _limited(
             bar.advance(task)
             if limit is not None and n >= limit:
                 return
-
-
-@client_command(timeout=30.0)
-def usage(
-    remote: Remote,
-    workspace: Workspace,
-    by: Annotated[
-        str, typer.Option("--by", help="operation, actor, day or week.", show_default=False)
-    ],
-    since: Since = None,
-    until: Until = None,
-) -> None:
-    """Credits used, grouped by operation, actor (member), day or week; days get a chart.
-
-    Example: meter usage ws-acme --by actor --since 2025-06-02
-    """
-    if by not in ("operation", "actor", "day", "week"):
-        raise typer.BadParameter("--by is operation, actor, day or week")
-    with remote.session() as meter:
-        report = meter.usage(workspace, by, since=when(since), until=when(until))
-    if remote.printed_json(report):
-        return
-    print_usage(workspace, by, report)
-
-
-def print_usage(workspace: str, by: str, report: pb.GetUsageResponse) -> None:
-    timed = by in ("day", "week")
-    rows = [
-        (r.period_start.ToDatetime().strftime("%Y-%m-%d") if timed else r.key or "-", r)
-        for r in report.rows
-    ]
-    members = by == "actor"
-    t = Table(title=f"usage of {workspace} by {by}", title_justify="left")
-    t.add_column(by)
-    t.add_column("credits", justify="right")
-    t.add_column("charges", justify="right")
-    if members:
-        t.add_column("held now", justify="right")
-        t.add_column("limits")
-    for label, r in rows:
-        cells = [label, str(r.credits), str(r.count)]
-        if members:
-            cells += [str(r.held), _limits(r)]
-        t.add_row(*cells)
-    total = ["total", str(report.total_credits), str(report.total_count)]
-    if members:
-        total += [str(sum(r.held for r in report.rows)), ""]
-    t.add_row(*total, style="bold")
-    out.print(t)
-    if timed and rows:
-        out.print()
-        for line in charts.bars([(label, r.credits) for label, r in rows]):
-            out.print(line)
-
-
-def _limits(r: pb.UsageRow) -> str:
-    """A member's limits: "100/day, 10 left; ..."."""
-    return "; ".join(
-        f"{lm.limit}/{enum_name(pb.LimitPeriod.Name(lm.period), 'LIMIT_PERIOD_')},"
-        f" {lm.remaining} left"
-        for lm in r.limits
-    )
 
 
 @client_command(timeout=30.0)

@@ -10,6 +10,7 @@ import typer
 
 from meter import logs
 from meter.cli import (
+    budgets,
     catalog,
     console,
     database,
@@ -186,6 +187,7 @@ def migrate(database_url: DatabaseUrl = None, data_dir: DataDir = None) -> None:
 
 ledger.register(app)
 policies.register(app)
+budgets.register(app)
 tokens.register(app)
 catalog.register(app)
 events.register(app)

@@ -1,4 +1,4 @@
-"""Credit-policy commands (DESIGN.md §10): confirm, void, limits, topup."""
+"""Credit-policy commands (DESIGN.md §10, §13): confirm, void, limits, topup, thresholds."""
 
 from __future__ import annotations
 
@@ -158,6 +158,54 @@ def topup(
         )
 
 
+@client_command()
+def thresholds(
+    remote: Remote,
+    workspace: Workspace,
+    low: Annotated[
+        int | None, typer.Option("--low", help="The balance is LOW below this many credits.")
+    ] = None,
+    critical: Annotated[
+        int | None,
+        typer.Option("--critical", help="The balance is CRITICAL below this many credits."),
+    ] = None,
+    runway_days: Annotated[
+        int | None,
+        typer.Option(
+            "--runway-days",
+            help="balance.runway_low when the credits would run out within this many days "
+            "(0: never).",
+        ),
+    ] = None,
+) -> None:
+    """Show a workspace's alert thresholds, or change those given (the others stay).
+
+    Example: meter thresholds ws-acme --runway-days 14
+    """
+    with remote.session() as meter:
+        now = meter.balance(workspace).thresholds
+        if low is None and critical is None and runway_days is None:
+            found = now
+        else:
+            # SetAlertThresholds sets low and critical together: the ones not given are sent as
+            # they were read just now (a change made in between by someone else is overwritten).
+            found = meter.set_alert_thresholds(
+                workspace,
+                low=now.low if low is None else low,
+                critical=now.critical if critical is None else critical,
+                runway_days=runway_days,
+            )
+    if remote.printed_json(found):
+        return
+    runway = (
+        f"runway low below {found.runway_days} days" if found.runway_days else "runway alert off"
+    )
+    out.print(
+        f"alert thresholds of {workspace}: low below {found.low}, critical below "
+        f"{found.critical}, {runway}"
+    )
+
+
 def register(app: typer.Typer) -> None:
-    for command in (confirm, void, limits, topup):
+    for command in (confirm, void, limits, topup, thresholds):
         app.command()(command)

@@ -22,6 +22,7 @@ from google.protobuf import json_format
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from meter.client import (
@@ -79,6 +80,8 @@ TlsKey = Annotated[
 ]
 DEFAULT_TARGET = "127.0.0.1:50051"
 Workspace = Annotated[str, typer.Argument(help="The workspace id.", show_default=False)]
+Since = Annotated[str | None, typer.Option("--since", help="From this date (ISO, UTC).")]
+Until = Annotated[str | None, typer.Option("--until", help="Before this date (ISO, UTC).")]
 TlsFiles = tuple[Path | None, Path | None, Path | None]
 
 
@@ -110,20 +113,24 @@ def tls(ca: Path | None, cert: Path | None, key: Path | None) -> Tls | None:
 @contextmanager
 def reporting(target: str) -> Iterator[None]:
     """Turn the client's exceptions into a printed reason and the command's exit code."""
+    # The server's words are text, not markup: "[a-z0-9_.-]" in a message must print as it is.
     try:
         yield
     except (Unavailable, DeadlineExceeded) as e:
-        err.print(f"[red]error:[/] cannot reach Meter at {target}: {e.message}")
+        err.print(f"[red]error:[/] cannot reach Meter at {escape(target)}: {escape(e.message)}")
         raise typer.Exit(UNREACHABLE) from None
     except Unimplemented as e:
-        err.print(f"[red]error:[/] the server at {target} does not serve this yet: {e.message}")
+        err.print(
+            f"[red]error:[/] the server at {escape(target)} does not serve this yet: "
+            f"{escape(e.message)}"
+        )
         raise typer.Exit(REFUSED) from None
     except MeterError as e:
-        err.print(f"[red]refused:[/] {e.reason}: {e.message}")
+        err.print(f"[red]refused:[/] {escape(e.reason)}: {escape(e.message)}")
         for v in e.violations:
-            err.print(f"  {v.field}: {v.description}")
+            err.print(f"  {escape(v.field)}: {escape(v.description)}")
         for key, value in sorted(e.metadata.items()):
-            err.print(f"  {key} = {value}")
+            err.print(f"  {escape(key)} = {escape(value)}")
         raise typer.Exit(REFUSED) from None
 
 

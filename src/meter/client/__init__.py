@@ -13,6 +13,7 @@ Example (a worker's job)::
 from meter.client.aio import AsyncJob, AsyncMeterClient
 from meter.client.errors import (
     Aborted,
+    BudgetExceeded,
     ConcurrentUpdate,
     DeadlineExceeded,
     FailedPrecondition,
@@ -52,6 +53,7 @@ __all__ = [
     "Aborted",
     "AsyncJob",
     "AsyncMeterClient",
+    "BudgetExceeded",
     "ConcurrentUpdate",
     "Connection",
     "DeadlineExceeded",

@@ -122,8 +122,32 @@ class InsufficientCredits(FailedPrecondition):
         return self.metadata.get("suggested_package") or None
 
 
-class MemberLimitReached(FailedPrecondition):
-    """The member (actor_id) would go past one of its spend limits; nothing was held."""
+class BudgetExceeded(FailedPrecondition):
+    """The request would take a budget its actor or labels fall under past its limit;
+    nothing was held. The fields describe the budget with the least room.
+
+    A budget of the `actor_id` key (a member limit) is refused as `MemberLimitReached`, a
+    subclass, so `except BudgetExceeded` catches every spend limit.
+    """
+
+    @property
+    def budget_id(self) -> str:
+        return self.metadata.get("budget_id", "")
+
+    @property
+    def scope_key(self) -> str:
+        """actor_id, or the label key (project, team, ...)."""
+        return self.metadata.get("scope_key", "")
+
+    @property
+    def scope_value(self) -> str:
+        """The request's value of `scope_key` (the actor id, the project, ...)."""
+        return self.metadata.get("scope_value", "")
+
+    @property
+    def period(self) -> str:
+        """day, week, month or total."""
+        return self.metadata.get("period", "")
 
     @property
     def limit(self) -> int:
@@ -131,6 +155,7 @@ class MemberLimitReached(FailedPrecondition):
 
     @property
     def used(self) -> int:
+        """Charged in the period plus held now, before this request."""
         return _int(self.metadata.get("used"))
 
     @property
@@ -138,9 +163,18 @@ class MemberLimitReached(FailedPrecondition):
         return _int(self.metadata.get("remaining"))
 
     @property
+    def required(self) -> int:
+        """What the refused request asked for."""
+        return _int(self.metadata.get("required"))
+
+    @property
     def resets_at(self) -> str:
-        """When the period ends (ISO 8601, UTC)."""
+        """When the period ends (ISO 8601, UTC); empty for a total, which never resets."""
         return self.metadata.get("resets_at", "")
+
+
+class MemberLimitReached(BudgetExceeded):
+    """The member (actor_id) would go past one of its spend limits; nothing was held."""
 
 
 class GrantNotFound(NotFound):
@@ -219,6 +253,7 @@ _BY_REASON: dict[str, type[MeterError]] = {
     "PACKAGE_NOT_FOUND": PackageNotFound,
     "INSUFFICIENT_CREDITS": InsufficientCredits,
     "MEMBER_LIMIT_REACHED": MemberLimitReached,
+    "BUDGET_EXCEEDED": BudgetExceeded,
     "GRANT_NOT_FOUND": GrantNotFound,
     "HOLD_RELEASED": HoldReleased,
     "HOLD_COMMITTED": HoldCommitted,

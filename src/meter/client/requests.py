@@ -174,7 +174,7 @@ def credit_category(category: str | int) -> pb.CreditCategory.ValueType:
 
 
 def limit_period(period: str | int) -> pb.LimitPeriod.ValueType:
-    """DAY, WEEK, MONTH (any case) or the enum value."""
+    """DAY, WEEK, MONTH, TOTAL (any case) or the enum value."""
     return _enum(period, "LIMIT_PERIOD_", pb.LimitPeriod.Value)
 
 
@@ -184,7 +184,7 @@ def hold_state(state: str | int) -> pb.HoldState.ValueType:
 
 
 def usage_grouping(by: str) -> pb.UsageGrouping.ValueType:
-    """operation, actor, day or week."""
+    """operation, actor, day, week or label."""
     return pb.UsageGrouping.Value(f"USAGE_GROUPING_{by.upper()}")
 
 

@@ -15,6 +15,11 @@ def credits(value: int | None) -> str:
     return f"{int(value or 0):,}"
 
 
+def decimal(value: float | None, places: int = 1) -> str:
+    """2.345 -> '2.3': rates and days, which are not whole credits."""
+    return f"{float(value or 0):,.{places}f}"
+
+
 def signed(value: int | None) -> str:
     return f"{int(value or 0):+,}"
 
@@ -60,5 +65,12 @@ def money(cents: int, currency: str) -> str:
 def install(env: Environment) -> None:
     env.globals.update(pb=meter_pb2, cpb=catalog_pb2, epb=events_pb2)
     env.filters.update(
-        credits=credits, signed=signed, when=when, day=day, iso=iso, enum=enum, money=money
+        credits=credits,
+        decimal=decimal,
+        signed=signed,
+        when=when,
+        day=day,
+        iso=iso,
+        enum=enum,
+        money=money,
     )

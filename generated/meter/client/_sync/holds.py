@@ -61,6 +61,9 @@ class SyncHoldCalls(SyncTransport):
         Raises:
             InsufficientCredits: not enough available credits (with required, available,
                 shortfall, suggested_package); nothing was held.
+            BudgetExceeded: a budget the actor or labels fall under would go past its limit
+                (with budget_id, scope_key, scope_value, limit, used, remaining, resets_at;
+                MemberLimitReached for a member limit); nothing was held.
             RequestIdReused: the request id was used with other parameters.
             OperationNotFound, InvalidArgument, Unavailable, ...
         """
@@ -149,7 +152,7 @@ class SyncHoldCalls(SyncTransport):
         """Reserve and commit in one call, for instant operations.
 
         Raises:
-            InsufficientCredits, RequestIdReused, OperationNotFound, ...
+            InsufficientCredits, BudgetExceeded, RequestIdReused, OperationNotFound, ...
         """
         rid = pick_request_id(request_id, job_id)
         request = rq.charge(

@@ -119,11 +119,21 @@ class SyncReadCalls(SyncTransport):
         workspace: str,
         by: str,
         *,
+        label_key: str = "",
         since: datetime | None = None,
         until: datetime | None = None,
     ) -> pb.GetUsageResponse:
-        """Credits used and counts grouped `by` operation, actor, day or week."""
-        request = pb.GetUsageRequest(workspace_id=workspace, group_by=rq.usage_grouping(by))
+        """Credits used and counts grouped `by` operation, actor, day, week or label (the
+        values of the label `label_key`: project, team, ...). By actor or label each row
+        carries what the value holds now and the budgets that apply to it.
+
+        Raises:
+            InvalidArgument: by label without a valid label_key.
+            ValueError: an unknown grouping.
+        """
+        request = pb.GetUsageRequest(
+            workspace_id=workspace, group_by=rq.usage_grouping(by), label_key=label_key
+        )
         if since is not None:
             request.start_time.CopyFrom(rq.timestamp(since))
         if until is not None:

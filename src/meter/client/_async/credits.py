@@ -1,7 +1,9 @@
-"""Grants, corrections (adjust, refund) and the credit policies (member limits, auto top-up)."""
+"""Grants, corrections (adjust, refund) and the credit policies (member limits, budgets, auto
+top-up, alert thresholds)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 
 from meter.client import requests as rq
@@ -118,7 +120,8 @@ class AsyncCreditCalls(AsyncTransport):
         self, workspace: str, actor: str, period: str | int, limit: int | None
     ) -> pb.MemberLimit:
         """Limit what `actor` ("" = every member) may spend per day, week or month; a limit of
-        None removes it. A member over its limit gets MemberLimitReached."""
+        None removes it. A member over its limit gets MemberLimitReached. A member limit is a
+        budget of the actor_id key: `budgets` lists it too."""
         request = pb.SetMemberLimitRequest(
             workspace_id=workspace, actor_id=actor, period=rq.limit_period(period), limit=limit
         )
@@ -128,6 +131,67 @@ class AsyncCreditCalls(AsyncTransport):
         """As `MeterClient.member_limits`."""
         request = pb.ListMemberLimitsRequest(workspace_id=workspace)
         return list((await self._call(self._meter.ListMemberLimits, request)).limits)
+
+    async def set_budget(
+        self,
+        workspace: str,
+        budget_id: str,
+        *,
+        key: str,
+        value: str = "",
+        period: str | int,
+        limit: int,
+        warn_at: Iterable[int] = (),
+        enabled: bool = True,
+    ) -> pb.Budget:
+        """Create or replace the budget `budget_id`: what the requests whose `key` (actor_id,
+        or a label key such as project or team) is `value` may spend per day, week, month or
+        in total. Without a value, every value of the key gets a budget of this size (one
+        naming a value replaces it for that value). `warn_at` (percentages; none: 80) mark
+        the budget.threshold events. Past a limit Reserve and Charge raise BudgetExceeded
+        (MemberLimitReached for the actor_id key).
+
+        Raises:
+            InvalidArgument: naming each bad field (budget.scope_key, budget.limit, ...).
+        """
+        budget = pb.Budget(
+            budget_id=budget_id,
+            scope_key=key,
+            scope_value=value,
+            period=rq.limit_period(period),
+            limit=limit,
+            warn_at=list(warn_at),
+            enabled=enabled,
+        )
+        request = pb.SetBudgetRequest(workspace_id=workspace, budget=budget)
+        return await self._call(self._meter.SetBudget, request)
+
+    async def delete_budget(self, workspace: str, budget_id: str) -> bool:
+        """Remove the budget `budget_id`; False when there was none (nothing changed)."""
+        request = pb.DeleteBudgetRequest(workspace_id=workspace, budget_id=budget_id)
+        return (await self._call(self._meter.DeleteBudget, request)).deleted
+
+    async def budgets(self, workspace: str) -> list[pb.Budget]:
+        """The workspace's budgets (member limits included), each with what it has used this
+        period (charged plus held), what is left and when it resets; a default budget with
+        each value's standing in `values`."""
+        request = pb.ListBudgetsRequest(workspace_id=workspace)
+        return list((await self._call(self._meter.ListBudgets, request)).budgets)
+
+    async def set_alert_thresholds(
+        self, workspace: str, *, low: int, critical: int, runway_days: int | None = None
+    ) -> pb.AlertThresholds:
+        """The balance is LOW below `low` available credits and CRITICAL below `critical`;
+        balance.runway_low fires when the credits would run out within `runway_days` days (0:
+        never; None: as it is, 7 by default).
+
+        Raises:
+            InvalidArgument: critical above low, a negative amount, runway_days past 3650.
+        """
+        request = pb.SetAlertThresholdsRequest(
+            workspace_id=workspace, low=low, critical=critical, runway_days=runway_days
+        )
+        return await self._call(self._meter.SetAlertThresholds, request)
 
     async def set_auto_topup(
         self,

@@ -59,6 +59,9 @@ class AsyncHoldCalls(AsyncTransport):
         Raises:
             InsufficientCredits: not enough available credits (with required, available,
                 shortfall, suggested_package); nothing was held.
+            BudgetExceeded: a budget the actor or labels fall under would go past its limit
+                (with budget_id, scope_key, scope_value, limit, used, remaining, resets_at;
+                MemberLimitReached for a member limit); nothing was held.
             RequestIdReused: the request id was used with other parameters.
             OperationNotFound, InvalidArgument, Unavailable, ...
         """
@@ -147,7 +150,7 @@ class AsyncHoldCalls(AsyncTransport):
         """Reserve and commit in one call, for instant operations.
 
         Raises:
-            InsufficientCredits, RequestIdReused, OperationNotFound, ...
+            InsufficientCredits, BudgetExceeded, RequestIdReused, OperationNotFound, ...
         """
         rid = pick_request_id(request_id, job_id)
         request = rq.charge(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
-from meter.console.pages import auth, catalog, history, workspace, writes
+from meter.console.pages import auth, catalog, history, usage, workspace, writes
 
 WS = "/w/{ws:str}"
 
@@ -19,7 +19,7 @@ ROUTES = [
     Route(WS + "/audit", workspace.audit, name="audit"),
     Route(WS + "/history", history.history, name="history"),
     Route(WS + "/history.csv", history.history_csv, name="history_csv"),
-    Route(WS + "/usage", history.usage, name="usage"),
+    Route(WS + "/usage", usage.usage, name="usage"),
     Route(WS + "/grant", writes.grant_form, name="grant"),
     Route(WS + "/grant", writes.grant_review, methods=["POST"], name="grant_review"),
     Route(WS + "/grant/confirm", writes.grant_confirm, methods=["POST"], name="grant_confirm"),

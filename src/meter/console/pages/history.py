@@ -1,4 +1,4 @@
-"""The history (journal entries, newest first) with filters and keyset pages; usage."""
+"""The history (journal entries, newest first) with filters and keyset pages."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 from starlette.responses import Response, StreamingResponse
 
-from meter.console import charts
-from meter.console.format import day, enum, iso
+from meter.console.format import enum, iso
 from meter.console.web import Ctx, gated
 from meterpb.v1 import meter_pb2 as pb
 
@@ -147,29 +146,4 @@ async def history_csv(ctx: Ctx) -> Response:
     return StreamingResponse(
         rows(), media_type="text/csv; charset=utf-8",
         headers={"content-disposition": f'attachment; filename="{name}"'},
-    )  # fmt: skip
-
-
-@gated("usage")
-async def usage(ctx: Ctx) -> Response:
-    """Credits used by member and by operation, and the daily or weekly trend as a chart."""
-    trend = "week" if ctx.field("trend") == "week" else "day"
-    default_days = 90 if trend == "week" else 30
-    since_text = (
-        ctx.field("since") or (datetime.now(UTC) - timedelta(days=default_days)).date().isoformat()
-    )
-    until_text = ctx.field("until")
-    try:
-        since = parse_time(since_text, end=False)
-        until = parse_time(until_text, end=True)
-    except ValueError as e:
-        return ctx.render("usage.html", 400, tab="usage", error=str(e), trend=trend,
-                          since=since_text, until=until_text)  # fmt: skip
-    by_actor = await ctx.client.usage(ctx.ws, "actor", since=since, until=until)
-    by_op = await ctx.client.usage(ctx.ws, "operation", since=since, until=until)
-    series = await ctx.client.usage(ctx.ws, trend, since=since, until=until)
-    chart = charts.bars([(day(r.period_start), r.credits) for r in series.rows])
-    return ctx.render(
-        "usage.html", tab="usage", error="", trend=trend, since=since_text, until=until_text,
-        by_actor=by_actor, by_op=by_op, series=series, chart=chart,
     )  # fmt: skip
