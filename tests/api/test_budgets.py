@@ -167,6 +167,45 @@ async def test_the_budget_with_the_least_room_refuses_and_every_one_must_fit(stu
     )
 
 
+@pytest.mark.parametrize(
+    ("key", "period", "says"),
+    [
+        ("actor_id", DAY, "'ana' has used 0 of its daily limit of 3; 4 more would exceed it"),
+        ("actor_id", TOTAL, "'ana' has used 0 of its total limit of 3; 4 more would"),
+        ("project", WEEK, "(project=apollo) has 3 of its 3 left this week (UTC); 4 more would"),
+        ("project", TOTAL, "(project=apollo) has 3 of its 3 left in total; 4 more would"),
+    ],
+)
+async def test_a_refusal_says_in_words_which_limit_and_period_it_met(stub, ws, key, period, says):
+    await grant(stub, ws, 100)
+    value = "ana" if key == "actor_id" else "apollo"
+    await set_budget(stub, ws, f"b-{key}", key, value, 3, period)
+    f = await fails(stub.Reserve(reserve(ws, 4, {"project": "apollo"}, actor="ana")))
+    assert says in f.message
+
+
+async def test_a_workspace_has_at_most_100_budgets_and_may_still_replace_them(stub, db, ws):
+    await grant(stub, ws, 10)
+    for i in range(100):
+        await set_budget(stub, ws, f"b{i}", "project", f"p{i}", 5)
+    before = db.snapshot(ws)
+    f = await fails(set_budget(stub, ws, "b100", "project", "p100", 5))
+    assert ("TOO_MANY_BUDGETS", "100") == (f.reason, f.metadata["limit"])
+    f = await fails(
+        stub.SetMemberLimit(
+            pb.SetMemberLimitRequest(workspace_id=ws, actor_id="ana", period=DAY, limit=9)
+        )
+    )
+    assert "TOO_MANY_BUDGETS" == f.reason
+    assert before == db.snapshot(ws)
+    assert 100 == len(await budgets_of(stub, ws))
+    # Replacing one is not adding one; after a delete there is room again.
+    assert 7 == (await set_budget(stub, ws, "b7", "project", "p7", 7)).limit
+    await stub.DeleteBudget(pb.DeleteBudgetRequest(workspace_id=ws, budget_id="b0"))
+    await set_budget(stub, ws, "b100", "project", "p100", 5)
+    assert 100 == len(await budgets_of(stub, ws))
+
+
 async def test_a_default_per_key_budget_gives_each_value_its_own_room(stub, ws):
     await grant(stub, ws, 1000)
     await set_budget(stub, ws, "per-key", "api_key", "", 5)

@@ -193,12 +193,14 @@ async def test_events_follow_prints_new_events_and_ctrl_c_exits_0(app, stub, ws)
     lines: list[str] = []
     try:
         await grant(stub, ws, 7)
-        line = await asyncio.wait_for(proc.stdout.readline(), timeout=15)
+        # The command starts a Python process and a gRPC channel first: on a busy machine
+        # that alone takes seconds.
+        line = await asyncio.wait_for(proc.stdout.readline(), timeout=60)
         lines.append(line.decode())
         event = json.loads(line)
         assert ("credits.granted", ws) == (event["type"], event["workspace_id"])
         await grant(stub, ws, 8)
-        line = await asyncio.wait_for(proc.stdout.readline(), timeout=15)
+        line = await asyncio.wait_for(proc.stdout.readline(), timeout=30)
         lines.append(line.decode())
         assert 8 == json.loads(json.loads(line)["data"])["amount"]
     except TimeoutError:

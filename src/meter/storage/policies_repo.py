@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from meter import errors
 from meter.ledger.budgets import (
     ACTOR_KEY,
+    MAX_BUDGETS,
     Budget,
     BudgetSpend,
     BudgetStanding,
@@ -44,7 +45,8 @@ class PoliciesRepo:
     async def set_budget(self, workspace_id: str, budget: Budget) -> BudgetView:
         """Create or replace a budget; its spend starts from the holds there are.
 
-        Raises: MeterError WORKSPACE_NOT_FOUND.
+        Raises: MeterError WORKSPACE_NOT_FOUND, TOO_MANY_BUDGETS (a new one past
+        MAX_BUDGETS: each is checked on every hold of the workspace).
         """
         async with self.engine.begin() as conn:
             now = await self._lock(conn, workspace_id)
@@ -84,7 +86,7 @@ class PoliciesRepo:
         """A member's limit ('' = every member's default) as the budget
         `member:<actor or *>:<period>`; None removes it.
 
-        Raises: MeterError WORKSPACE_NOT_FOUND.
+        Raises: MeterError WORKSPACE_NOT_FOUND, TOO_MANY_BUDGETS.
         """
         budget_id = member_budget_id(actor_id, period)
         async with self.engine.begin() as conn:
@@ -140,6 +142,14 @@ class PoliciesRepo:
     ) -> None:
         start = period_start(b.period, now)
         key = {"w": workspace_id, "b": b.budget_id}
+        others = (await conn.execute(_COUNT_OTHER_BUDGETS, key)).scalar_one()
+        if others >= MAX_BUDGETS:
+            raise errors.precondition(
+                "TOO_MANY_BUDGETS",
+                f"the workspace has {others} budgets, the most it may have (each is checked"
+                " on every hold): delete one, or replace one by its budget_id",
+                limit=str(MAX_BUDGETS),
+            )
         await conn.execute(
             _UPSERT_BUDGET,
             {
@@ -191,6 +201,9 @@ _UPSERT_BUDGET = text(
 )
 _DELETE_BUDGET = text("DELETE FROM budgets WHERE workspace_id = :w AND budget_id = :b")
 _COUNT_BUDGETS = text("SELECT count(*) FROM budgets WHERE workspace_id = :w")
+_COUNT_OTHER_BUDGETS = text(
+    "SELECT count(*) FROM budgets WHERE workspace_id = :w AND budget_id <> :b"
+)
 _CLEAR_SPEND = text("DELETE FROM budget_spend WHERE workspace_id = :w AND budget_id = :b")
 _FLAG = text("UPDATE workspaces SET budgets = :on WHERE workspace_id = :w AND budgets <> :on")
 # A budget's spend per value from the holds there are: what the value's HELD holds hold, and

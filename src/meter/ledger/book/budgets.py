@@ -9,7 +9,7 @@ from meter import errors
 from meter.events import types as events
 from meter.ledger.book.state import BookState
 from meter.ledger.budgets import Breach
-from meter.ledger.model import Hold
+from meter.ledger.model import Hold, Period
 
 
 class BudgetRules(BookState):
@@ -52,8 +52,8 @@ class BudgetRules(BookState):
                 )
             raise errors.precondition(
                 "MEMBER_LIMIT_REACHED",
-                f"{actor_id!r} has used {breach.used} of its {period}ly limit of {b.limit}; "
-                f"{amount} more would exceed it"
+                f"{actor_id!r} has used {breach.used} of its {_LIMIT_NAME[b.period]} of "
+                f"{b.limit}; {amount} more would exceed it"
                 + (f" (resets at {resets_at})" if resets_at else ""),
                 actor_id=actor_id,
                 **facts,
@@ -71,7 +71,7 @@ class BudgetRules(BookState):
         raise errors.precondition(
             "BUDGET_EXCEEDED",
             f"budget {b.budget_id!r} ({b.scope_key}={breach.value}) has {breach.remaining} of "
-            f"its {b.limit} left for this {period}; {amount} more would exceed it",
+            f"its {b.limit} left {_WITHIN[b.period]}; {amount} more would exceed it",
             **facts,
         )
 
@@ -102,6 +102,21 @@ class BudgetRules(BookState):
                 used=c.used,
                 remaining=max(b.limit - c.used, 0),
             )
+
+
+# How refusals name a period: "its daily limit", "left this month (UTC)", "left in total".
+_LIMIT_NAME = {
+    Period.DAY: "daily limit",
+    Period.WEEK: "weekly limit",
+    Period.MONTH: "monthly limit",
+    Period.TOTAL: "total limit",
+}
+_WITHIN = {
+    Period.DAY: "today (UTC)",
+    Period.WEEK: "this week (UTC)",
+    Period.MONTH: "this month (UTC)",
+    Period.TOTAL: "in total",
+}
 
 
 def _event_facts(breach: Breach, amount: int, resets_at: str) -> dict[str, object]:
