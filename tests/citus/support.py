@@ -10,15 +10,17 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 
 from meter.storage.db import migrate
 from meterpb.v1 import events_pb2 as epb
-from meterpb.v1 import events_pb2_grpc
+from meterpb.v1 import events_pb2_grpc, meter_pb2_grpc
+from meterpb.v1 import meter_pb2 as pb
 from tests.citus.cluster import Cluster, Node
 from tests.faults.servers import ServerProcess
-from tests.support import Db, eventually
+from tests.support import Db, eventually, rid
 
 
 def dbname(url: str) -> str:
@@ -60,6 +62,16 @@ class Deployment:
             if name is not None and len(out[name]) < n:
                 out[name].append(ws)
         return out
+
+    async def in_shards(self, shards: Sequence[int], n: int, prefix: str = "ws-c") -> list[str]:
+        """`n` new workspace ids in each of these shard groups (by their workspaces shard)."""
+        out: dict[int, list[str]] = {s: [] for s in shards}
+        while any(len(v) < n for v in out.values()):
+            ws = f"{prefix}{uuid.uuid4().hex[:10]}"
+            shard, _ = await self.cluster.shard_of(self.name, ws)
+            if shard in out and len(out[shard]) < n:
+                out[shard].append(ws)
+        return [w for ws in out.values() for w in ws]
 
     async def still_serving(self) -> None:
         """The same processes, never restarted, still running."""
@@ -163,6 +175,53 @@ class FeedReader:
         finally:
             self._stop.set()
             await self._task
+
+
+async def write_events(
+    targets: Sequence[str], workspaces: Sequence[str], stop: asyncio.Event, writers: int = 4
+) -> int:
+    """Grants of one credit and reservations refused for funds (an event each) on the
+    workspaces through every target, until `stop`; each call retried with its request id
+    while the cluster is busy. Returns how many calls were answered."""
+    transient = {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.ABORTED,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+    }
+    answered = 0
+
+    async def call(stub: meter_pb2_grpc.MeterStub, request: Any) -> None:
+        nonlocal answered
+        method = stub.GrantCredits if isinstance(request, pb.GrantCreditsRequest) else stub.Reserve
+        for _ in range(200):
+            try:
+                await method(request, timeout=5)
+            except grpc.aio.AioRpcError as e:
+                if e.code() in transient:
+                    await asyncio.sleep(0.05)
+                    continue
+                if e.code() != grpc.StatusCode.FAILED_PRECONDITION:  # refused for funds
+                    raise
+            answered += 1
+            return
+        raise AssertionError(f"{request} never answered")
+
+    async def writer(n: int) -> None:
+        async with grpc.aio.insecure_channel(targets[n % len(targets)]) as ch:
+            stub = meter_pb2_grpc.MeterStub(ch)
+            i = 0
+            while not stop.is_set():
+                ws = workspaces[(n + i) % len(workspaces)]
+                i += 1
+                await call(
+                    stub, pb.GrantCreditsRequest(workspace_id=ws, request_id=rid("e"), amount=1)
+                )
+                await call(
+                    stub, pb.ReserveRequest(workspace_id=ws, request_id=rid(), amount=10**12)
+                )
+
+    await asyncio.gather(*(writer(n) for n in range(writers)))
+    return answered
 
 
 def feed_problems(seen: list[tuple[str, int]], stored: list[tuple[str, int]]) -> list[str]:
