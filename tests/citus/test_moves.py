@@ -42,8 +42,9 @@ async def test_shard_groups_moved_under_load_lose_double_and_repeat_nothing(
 ) -> None:
     """Shard groups holding the workload's workspaces move to the other worker and back
     while two servers take calls and a consumer pages the feed: the servers follow each move
-    (logical replication copies a group while it takes writes, then blocks them briefly),
-    no charge is lost or doubled, and the feed is read whole, once, in sequence order."""
+    (there by logical replication, which copies a group while it takes writes and then
+    blocks them briefly; back with writes blocked for the whole copy), no charge is lost or
+    doubled, and the feed is read whole, once, in sequence order."""
     history = History()
     async with deployment(cluster, tmp_path, METER_LOG_LEVEL="info") as d:
         spread = await d.spread(3)
@@ -65,7 +66,12 @@ async def test_shard_groups_moved_under_load_lose_double_and_repeat_nothing(
                 for shard in moving:
                     home = cluster.worker_on(start[shard])
                     other = next(w for w in cluster.workers if w is not home)
-                    await cluster.move(d.name, shard, other if there_and_back else home)
+                    # There by logical replication (writes go on during the copy), back
+                    # with writes blocked for the whole copy: both of Citus's ways.
+                    if there_and_back:
+                        await cluster.move(d.name, shard, other, "force_logical")
+                    else:
+                        await cluster.move(d.name, shard, home, "block_writes")
                     moves += 1
                     await answered(history, 40)
                 now = await cluster.placements(d.name)
