@@ -1,0 +1,7 @@
+"""tests/api/test_history.py against the Citus cluster (the session's `database_url` is its)."""
+
+import pytest
+
+from tests.api.test_history import *  # noqa: F403
+
+pytestmark = pytest.mark.citus

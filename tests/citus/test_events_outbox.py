@@ -1,0 +1,7 @@
+"""tests/events/test_outbox.py against the Citus cluster (the session's `database_url` is its)."""
+
+import pytest
+
+from tests.events.test_outbox import *  # noqa: F403
+
+pytestmark = pytest.mark.citus
