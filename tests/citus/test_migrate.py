@@ -32,8 +32,8 @@ BY_WORKSPACE = {
     "holds",
     "journal",
     "alerts",
-    "member_limits",
-    "member_spend",
+    "budgets",
+    "budget_spend",
     "auto_topups",
 }
 BY_FEED_KEY = {"events", "feed_heads", "webhook_deliveries", "webhook_attempts", "webhook_cursors"}

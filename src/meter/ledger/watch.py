@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -79,7 +80,7 @@ class BalanceWatch:
                 # an alert to fetch (the workspace row counts them): the wake-ups of a resync
                 # or of a grant cost no alerts query per watcher.
                 view, newest = await self._latest(workspace_id, topic)
-                if balance and view != sent:
+                if balance and _ledger_state(view) != _ledger_state(sent):
                     sent = view
                     yield view
                 alerts = newest > last_alert
@@ -140,3 +141,9 @@ def _written_since(at: datetime, before: datetime | None, lately: datetime) -> b
     """Whether a workspace was written since the last look: its write time changed or, at its
     first look (nothing `before`), it was written lately, maybe after its watchers read it."""
     return at != before if before is not None else at >= lately
+
+
+def _ledger_state(view: BalanceView) -> BalanceView:
+    """What makes a balance news: all of it but the runway, which moves with the clock (a
+    read a moment later has other days_left and zero_at for the same ledger)."""
+    return replace(view, runway=None)

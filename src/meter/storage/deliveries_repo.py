@@ -9,6 +9,7 @@ too, as a delivery of its own.
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
@@ -20,6 +21,8 @@ from meter.events.model import Attempt, Claimed, DeliveryState, Endpoint, Stored
 from meter.storage.db import Repository, translating
 from meter.storage.events_repo import EventsRepo, event_of, write_global_event
 from meter.storage.shards import Shards
+
+_NOW = text("SELECT now()")
 
 
 class DeliveriesRepo(Repository):
@@ -171,19 +174,24 @@ class DeliveriesRepo(Repository):
             else (DeliveryState.PENDING if retry_in_s is not None else DeliveryState.FAILED)
         )
         async with self.engine.begin() as conn:
+            # The transaction's time, read once and passed on: Citus takes no now() inside a
+            # CASE, a COALESCE or a RETURNING list (on PostgreSQL it is the same time).
+            now = (await conn.execute(_NOW)).scalar_one()
             next_at = (
                 await conn.execute(
                     text(
                         "UPDATE webhook_deliveries SET state = :st,"
                         " next_attempt_at = CASE WHEN :st = 0"
-                        "   THEN now() + make_interval(secs => :retry) ELSE next_attempt_at END,"
-                        " finished_at = CASE WHEN :st = 0 THEN NULL ELSE now() END"
+                        "   THEN CAST(:retry_at AS timestamptz) ELSE next_attempt_at END,"
+                        " finished_at = CASE WHEN :st = 0 THEN NULL"
+                        "   ELSE CAST(:now AS timestamptz) END"
                         " WHERE feed_key = :k AND delivery_id = :d AND attempts = :a"
                         " RETURNING CASE WHEN state = 0 THEN next_attempt_at END AS next_at"
                     ),
                     {
                         "st": int(state),
-                        "retry": retry_in_s or 0.0,
+                        "retry_at": now + timedelta(seconds=retry_in_s or 0.0),
+                        "now": now,
                         "k": claimed.feed_key,
                         "d": claimed.delivery_id,
                         "a": claimed.attempt,
@@ -195,10 +203,11 @@ class DeliveriesRepo(Repository):
                     "INSERT INTO webhook_attempts (feed_key, workspace_id, delivery_id, attempt,"
                     " endpoint_id, event_id, event_type, attempted_at, status, error,"
                     " latency_ms, next_attempt_at) VALUES (:k, :w, :d, :a, :ep, :ev, :type,"
-                    " now() - make_interval(secs => :lat / 1000.0), :status, :error, :lat, :next)"
+                    " :at, :status, :error, :lat, :next)"
                     " ON CONFLICT DO NOTHING"
                 ),
                 {
+                    "at": now - timedelta(milliseconds=latency_ms),
                     "k": claimed.feed_key,
                     "w": claimed.workspace_id,
                     "d": claimed.delivery_id,
@@ -212,7 +221,7 @@ class DeliveriesRepo(Repository):
                     "next": next_at.next_at if next_at is not None else None,
                 },
             )
-            disabled = await self._endpoint_health(conn, endpoint, ok, error, disable_after_s)
+            disabled = await self._endpoint_health(conn, endpoint, ok, error, disable_after_s, now)
         return state, disabled
 
     @translating
@@ -274,6 +283,7 @@ class DeliveriesRepo(Repository):
         ok: bool,
         error: str,
         disable_after_s: float,
+        now: datetime,
     ) -> bool:
         if ok:
             if endpoint.failing_since is None:
@@ -290,15 +300,16 @@ class DeliveriesRepo(Repository):
         row = (
             await conn.execute(
                 text(
-                    "UPDATE webhook_endpoints SET failing_since = coalesce(failing_since, now())"
-                    " WHERE endpoint_id = :e RETURNING enabled,"
-                    " failing_since <= now() - make_interval(secs => :after) AS expired,"
-                    " failing_since, url"
+                    "UPDATE webhook_endpoints"
+                    " SET failing_since = coalesce(failing_since, CAST(:now AS timestamptz))"
+                    " WHERE endpoint_id = :e RETURNING enabled, failing_since, url"
                 ),
-                {"e": endpoint.endpoint_id, "after": disable_after_s},
+                {"e": endpoint.endpoint_id, "now": now},
             )
         ).one_or_none()
-        if row is None or not row.enabled or not row.expired:
+        if row is None or not row.enabled:
+            return False
+        if row.failing_since > now - timedelta(seconds=disable_after_s):
             return False
         reason = f"failing since {row.failing_since.isoformat()}: {error}"[:500]
         await conn.execute(

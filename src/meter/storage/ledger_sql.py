@@ -251,11 +251,15 @@ loads = orjson.loads
 
 # Spent lots that loaded holds drew from (a commit gives credits back to them): rare, so a
 # round trip of its own rather than a wider read on every batch. A LATERAL probe with LIMIT 1
-# stays one index lookup per key whatever the planner thinks of the table's size.
+# stays one index lookup per key whatever the planner thinks of the table's size. Its
+# workspaces again as a constant array: Citus cannot push a LIMIT that refers to a table
+# function's column down to the shards without one to prune by.
 LOTS = Statement(
     f"SELECT {_cols(t.lots, 'l')} FROM unnest(%s::text[], %s::int8[]) AS r(ws, id),"
-    " LATERAL (SELECT * FROM lots WHERE workspace_id = r.ws AND lot_id = r.id LIMIT 1) l",
+    " LATERAL (SELECT * FROM lots WHERE workspace_id = r.ws AND lot_id = r.id"
+    " AND workspace_id = ANY(%s::text[]) LIMIT 1) l",
     (texts, ints),
+    prune=True,
 )
 
 # Writes: one statement per table and kind of change.

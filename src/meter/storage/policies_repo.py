@@ -193,11 +193,13 @@ _LOCK = text("SELECT now() AS now FROM workspaces WHERE workspace_id = :w FOR UP
 _READ = text("SELECT now() AS now FROM workspaces WHERE workspace_id = :w")
 _UPSERT_BUDGET = text(
     "INSERT INTO budgets (workspace_id, budget_id, scope_key, scope_value, period, credit_limit,"
-    " warn_at, enabled) VALUES (:w, :b, :k, :v, :p, :l, CAST(:warn AS int2[]), :on)"
+    " warn_at, enabled, updated_at)"
+    " VALUES (:w, :b, :k, :v, :p, :l, CAST(:warn AS int2[]), :on, now())"
     " ON CONFLICT (workspace_id, budget_id) DO UPDATE SET scope_key = EXCLUDED.scope_key,"
     " scope_value = EXCLUDED.scope_value, period = EXCLUDED.period,"
     " credit_limit = EXCLUDED.credit_limit, warn_at = EXCLUDED.warn_at,"
-    " enabled = EXCLUDED.enabled, updated_at = now()"
+    # Not now() here: Citus takes no function but IMMUTABLE ones in DO UPDATE SET.
+    " enabled = EXCLUDED.enabled, updated_at = EXCLUDED.updated_at"
 )
 _DELETE_BUDGET = text("DELETE FROM budgets WHERE workspace_id = :w AND budget_id = :b")
 _COUNT_BUDGETS = text("SELECT count(*) FROM budgets WHERE workspace_id = :w")

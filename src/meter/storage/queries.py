@@ -298,19 +298,23 @@ def _hold_view(workspace_id: str, r: Any) -> HoldView:
     )
 
 
-# The workspace row and its lots with credits left, in one statement.
 # The workspace row, its lots with credits left and its auto top-up threshold (the runway's
-# topup_at), in one statement.
-_BALANCE_OF = (
-    "SELECT now() AS now, w.*, coalesce((SELECT jsonb_agg(to_jsonb(l)) FROM lots l"
-    " WHERE l.workspace_id = w.workspace_id AND l.remaining > 0), '[]') AS live_lots,"
-    " (SELECT t.threshold FROM auto_topups t WHERE t.workspace_id = w.workspace_id"
-    "  AND t.enabled) AS topup_threshold"
-    " FROM workspaces w WHERE "
-)
-_BALANCE = text(_BALANCE_OF + "w.workspace_id = :w")
+# topup_at), in one statement. The subqueries name the workspaces as constants too: on Citus
+# a correlated subquery without one is sent to every shard (and fails while a worker is down).
+def _balance_sql(ws: str) -> str:
+    return (
+        "SELECT now() AS now, w.*, coalesce((SELECT jsonb_agg(to_jsonb(l)) FROM lots l"
+        f" WHERE l.workspace_id = w.workspace_id AND l.workspace_id {ws}"
+        " AND l.remaining > 0), '[]') AS live_lots,"
+        " (SELECT t.threshold FROM auto_topups t WHERE t.workspace_id = w.workspace_id"
+        f"  AND t.workspace_id {ws} AND t.enabled) AS topup_threshold"
+        f" FROM workspaces w WHERE w.workspace_id {ws}"
+    )
+
+
+_BALANCE = text(_balance_sql("= :w"))
 # The same, for a set of workspaces: each found by its primary key.
-_BALANCES = text(_BALANCE_OF + "w.workspace_id = ANY(CAST(:ws AS text[]))")
+_BALANCES = text(_balance_sql("= ANY(CAST(:ws AS text[]))"))
 
 
 def _balance_of(row: Any, clock: Clock) -> tuple[BalanceView, int]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets as _secrets
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import text
@@ -26,12 +27,16 @@ ROTATION_OVERLAP = "24 hours"
 _ENDPOINT_COLUMNS = (
     "endpoint_id, url, description, event_types, workspace_ids, enabled, disabled_reason,"
     " failing_since, previous_until, created_at, updated_at, secret, previous_secret,"
-    " previous_until > now() AS previous_valid, request_id, fingerprint, rotate_request_id"
+    " request_id, fingerprint, rotate_request_id"
 )
 
 
 def _endpoint(r: Any) -> Endpoint:
-    keys = (r.secret, r.previous_secret) if r.previous_valid else (r.secret,)
+    # Whether the rotated-out secret still signs, by this server's clock: the columns are
+    # also RETURNING lists, where Citus takes no now() (a clock skew of seconds moves the
+    # end of a 24-hour overlap by as much).
+    valid = r.previous_until is not None and r.previous_until > datetime.now(UTC)
+    keys = (r.secret, r.previous_secret) if valid else (r.secret,)
     return Endpoint(
         endpoint_id=r.endpoint_id,
         url=r.url,
@@ -41,7 +46,7 @@ def _endpoint(r: Any) -> Endpoint:
         enabled=r.enabled,
         disabled_reason=r.disabled_reason,
         failing_since=r.failing_since,
-        previous_until=r.previous_until if r.previous_valid else None,
+        previous_until=r.previous_until if valid else None,
         created_at=r.created_at,
         updated_at=r.updated_at,
         secrets=tuple(keys),
